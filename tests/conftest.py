@@ -1,0 +1,26 @@
+"""Shared fixtures: where the real datasets live (../shared/data beside the checkout)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MFREC_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of ../shared/data/NAME, or skip the test with a clear reason when it is absent."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"dataset {name!r} not found at {path} (tests read real data from ../shared/data)")
+    return path
+
+
+@pytest.fixture
+def shared_data_dir() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent (tests read real data from ../shared/data)")
+    return SHARED_DATA
