@@ -1,0 +1,726 @@
+"""The shared model base: ids in, ids out; recommend / similar / fold-in / persistence plumbing.
+
+Every model subclasses :class:`Recommender` (latent-factor models subclass :class:`FactorModel`) and
+implements ``fit`` plus a few array-level hooks; the public, id-speaking methods are written once here.
+
+Subclass contract
+-----------------
+``fit(interactions, ...)``
+    Must set ``interactions_`` (the training :class:`~mfrec.data.interactions.Interactions`: id maps and
+    seen items) and return ``self``. Learned state ends in ``_`` (and is what :meth:`Recommender.save`
+    writes); private caches start with ``_`` and are cleared automatically every time ``fit`` runs.
+``_scores(user_idx)``
+    Dense scores ``(len(user_idx), n_items)`` float32 of dense user indices.
+``_item_scores(item_idx)`` (optional)
+    Scores of *every user* for some items, ``(len(item_idx), n_users)``; the default derives them from
+    ``_scores`` block by block. Used by :meth:`Recommender.recommend_users`.
+``_similarity_vectors(kind)`` (optional)
+    ``kind`` is ``"item"`` or ``"user"``; row vectors (dense ``(n, d)`` or scipy sparse) whose cosine is the
+    similarity used by ``similar_items`` / ``similar_users``. :class:`FactorModel` returns its factors.
+``fold_in_user(items, values=None)`` (optional)
+    The factor vector of a new user from their interactions, closed form; ``recommend_new_user`` then
+    scores it with ``_new_user_scores``.
+``predict(user_ids, item_ids)`` (explicit models)
+    Predicted values of (user, item) pairs.
+
+Hooks for evaluation code
+-------------------------
+``_topk(user_idx, k, exclude=None, allowed=None) -> (items int32 (b, k'), scores float32 (b, k'))``
+    Exact top-k of dense user indices, with an exclusion CSR (rows aligned with ``user_idx``) and an
+    allow-mask over items, computed block by block (one GEMM per block for factor models) and selected by
+    :func:`mfrec.kernels.topk.select_topk`. ``k' = min(k, n_items)`` trimmed to the largest number of
+    candidates of any row; shorter rows are padded with item ``-1`` and score ``-inf``.
+``_scores(user_idx)``
+    Dense scores, as above.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from mfrec._params import check_int
+from mfrec.data.interactions import Interactions, show_id
+from mfrec.exceptions import InvalidDataError, InvalidParameterError, NotFittedError, UnknownIdError
+from mfrec.kernels.topk import DEFAULT_BLOCK_BYTES, select_topk, topk_dot
+
+__all__ = ["Recommender", "FactorModel", "clone"]
+
+_KINDS = ("item", "user")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _as_id_list(ids: Any, what: str) -> list:
+    """A list of external ids from a scalar id or an iterable of ids (a str is one id, not characters)."""
+    if ids is None:
+        return []
+    if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+        return [ids]
+    if isinstance(ids, np.ndarray | pd.Index | pd.Series):
+        return list(np.asarray(ids, dtype=object).ravel())
+    if isinstance(ids, dict):
+        raise InvalidParameterError(f"{what} must be a list of ids, got a dict")
+    return list(ids)
+
+
+def _trim(items: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop trailing all-padding columns so that k' = the largest number of results of any row."""
+    if items.size == 0:
+        return items, scores
+    counts = (items >= 0).sum(axis=1)
+    width = int(counts.max()) if len(counts) else 0
+    return items[:, :width], scores[:, :width]
+
+
+def _rows_pattern(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR pattern (indptr int64, indices int32) of ``rows`` of a CSR pattern, explicit zeros included."""
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = np.asarray(indptr, dtype=np.int64)[rows]
+    lens = np.asarray(indptr, dtype=np.int64)[rows + 1] - starts
+    new_indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lens, out=new_indptr[1:])
+    total = int(new_indptr[-1])
+    if total == 0:
+        return new_indptr, np.zeros(0, dtype=np.int32)
+    gather = np.repeat(starts - new_indptr[:-1], lens) + np.arange(total, dtype=np.int64)
+    return new_indptr, np.asarray(indices, dtype=np.int32)[gather]
+
+
+def _csr_pattern(exclude: Any, n_rows: int, n_cols: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Validate an exclusion matrix (scipy sparse or dense bool) into a sorted CSR pattern."""
+    if exclude is None:
+        return None, None
+    if sp.issparse(exclude):
+        m = exclude.tocsr()
+    else:
+        arr = np.asarray(exclude)
+        if arr.ndim != 2:
+            raise InvalidParameterError(f"exclude must be a 2-D sparse matrix, got shape {arr.shape}")
+        m = sp.csr_matrix(arr.astype(bool))
+    if m.shape != (n_rows, n_cols):
+        raise InvalidParameterError(f"exclude has shape {m.shape}, expected ({n_rows}, {n_cols})")
+    return np.asarray(m.indptr, dtype=np.int64), np.asarray(m.indices, dtype=np.int32)
+
+
+def _cosine_rows(vectors: Any, query: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """Cosine of rows ``query`` of ``vectors`` against all rows: ``(len(query), n)`` float32.
+
+    ``cos(a, b) = a . b / (|a| |b|)``, with 0 where either norm is 0 (never NaN).
+    """
+    if sp.issparse(vectors):
+        dots = (vectors[query] @ vectors.T).toarray()
+    else:
+        dots = np.asarray(vectors[query], dtype=np.float32) @ np.asarray(vectors, dtype=np.float32).T
+    dots = np.asarray(dots, dtype=np.float32)
+    denom = norms[query][:, None] * norms[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(denom > 0, dots / np.where(denom > 0, denom, 1), 0)
+    return out.astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------- base
+class Recommender:
+    """Base of every mfrec model: scikit-learn style parameters plus id-speaking recommend methods.
+
+    Subclasses define ``__init__`` with keyword hyperparameters stored under the same names, and ``fit``
+    which sets ``interactions_`` and returns ``self`` (see the module docstring for the hooks).
+
+    Attributes
+    ----------
+    interactions_ : Interactions
+        The training data (external id maps and the items each user has seen), set by ``fit``.
+    """
+
+    #: budget of one dense score block, in bytes (users per block = budget // (4 * n_items))
+    _block_bytes: int = DEFAULT_BLOCK_BYTES
+
+    # -------------------------------------------------------------- subclass plumbing
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        fit = cls.__dict__.get("fit")
+        if fit is not None and not getattr(fit, "_mfrec_wrapped", False):
+
+            @functools.wraps(fit)
+            def wrapped(self, *args, **kw):
+                self._invalidate_caches()  # norms etc. of a previous fit must never survive a refit
+                try:
+                    return fit(self, *args, **kw)
+                finally:
+                    self._invalidate_caches()
+
+            wrapped._mfrec_wrapped = True  # type: ignore[attr-defined]
+            cls.fit = wrapped  # type: ignore[method-assign]
+
+    def fit(self, interactions: Interactions, *args: Any, **kwargs: Any) -> Recommender:
+        """Learn from ``interactions``; sets ``interactions_`` and returns ``self``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement fit")
+
+    def _invalidate_caches(self) -> None:
+        """Forget derived caches (vector norms, transposed patterns); called around every ``fit``."""
+        self.__dict__.pop("_cache", None)
+
+    def _cached(self, name: str, key: tuple, build):
+        """Memoize ``build()`` under ``name`` while ``key`` (compared by identity of its parts) holds."""
+        cache = self.__dict__.setdefault("_cache", {})
+        hit = cache.get(name)
+        if hit is not None and len(hit[0]) == len(key) and all(a is b for a, b in zip(hit[0], key)):
+            return hit[1]
+        value = build()
+        cache[name] = (key, value)
+        return value
+
+    def _after_load(self) -> None:
+        """Called by :func:`mfrec.persist.load` once the fitted state is restored."""
+        self._invalidate_caches()
+
+    # -------------------------------------------------------------- parameters
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        init = cls.__init__
+        if init is object.__init__:
+            return []
+        sig = inspect.signature(init)
+        names = []
+        for name, p in sig.parameters.items():
+            if name == "self":
+                continue
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise TypeError(f"{cls.__name__}.__init__ must not take *args/**kwargs (hyperparameters are explicit)")
+            names.append(name)
+        return sorted(names)
+
+    def get_params(self, deep: bool = False) -> dict[str, Any]:
+        """Hyperparameters as a dict, read from the attributes named like the ``__init__`` arguments."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> Recommender:
+        """Set hyperparameters by name; returns ``self``. Unknown names raise :class:`InvalidParameterError`.
+
+        The fitted state is kept (refit to apply the new values).
+        """
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise InvalidParameterError(
+                    f"{type(self).__name__} has no parameter {name!r}; valid parameters: {', '.join(valid)}"
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        """``ClassName(param=value, ...)`` listing the parameters that differ from their defaults."""
+        try:
+            sig = inspect.signature(type(self).__init__)
+            parts = []
+            for name in self._param_names():
+                value = getattr(self, name, None)
+                default = sig.parameters[name].default
+                same = False
+                try:
+                    same = default is not inspect.Parameter.empty and bool(default == value)
+                except Exception:  # arrays and other odd parameters: show them
+                    same = False
+                if not same:
+                    parts.append(f"{name}={value!r}")
+            return f"{type(self).__name__}({', '.join(parts)})"
+        except Exception:  # pragma: no cover - never let repr fail
+            return f"{type(self).__name__}(...)"
+
+    # -------------------------------------------------------------- fitted state
+    def _check_fitted(self) -> None:
+        """Raise :class:`NotFittedError` naming the class when ``fit`` has not run."""
+        if not isinstance(getattr(self, "interactions_", None), Interactions):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit(interactions) before using it"
+            )
+
+    @property
+    def n_users(self) -> int:
+        self._check_fitted()
+        return self.interactions_.n_users
+
+    @property
+    def n_items(self) -> int:
+        self._check_fitted()
+        return self.interactions_.n_items
+
+    # -------------------------------------------------------------- id helpers
+    def _user_idx(self, user: Hashable) -> int:
+        return self.interactions_.user_index(user)
+
+    def _item_idx(self, item: Hashable) -> int:
+        return self.interactions_.item_index(item)
+
+    def _items_idx(self, items: Any, what: str) -> np.ndarray:
+        ids = _as_id_list(items, what)
+        if not ids:
+            return np.zeros(0, dtype=np.int32)
+        try:
+            return np.asarray(self.interactions_.item_index(ids), dtype=np.int32)
+        except UnknownIdError as exc:
+            raise UnknownIdError(f"{what}: {exc}") from None
+
+    def _allowed_mask(self, items: Any, exclude: Any) -> np.ndarray | None:
+        """Bool mask over items from an allow-list and a deny-list of external ids (None: everything)."""
+        if items is None and exclude is None:
+            return None
+        n = self.interactions_.n_items
+        if items is not None:
+            mask = np.zeros(n, dtype=bool)
+            mask[self._items_idx(items, "items")] = True
+        else:
+            mask = np.ones(n, dtype=bool)
+        if exclude is not None:
+            mask[self._items_idx(exclude, "exclude")] = False
+        return mask
+
+    def _seen_pattern(self, user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """CSR pattern of the training items of ``user_idx`` (explicitly stored zeros count as seen)."""
+        m = self.interactions_.matrix
+        return _rows_pattern(m.indptr, m.indices, user_idx)
+
+    def _seen_by_pattern(self, item_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """CSR pattern of the training users of ``item_idx``."""
+        m = self.interactions_.matrix
+        t = self._cached(
+            "items_x_users", (m,),
+            lambda: sp.csr_matrix((np.ones(m.nnz, np.int8), m.indices, m.indptr), shape=m.shape).T.tocsr(),
+        )
+        return _rows_pattern(t.indptr, t.indices, item_idx)
+
+    # -------------------------------------------------------------- array-level hooks
+    def _scores(self, user_idx: np.ndarray) -> np.ndarray:
+        """Dense scores of dense user indices, shape ``(len(user_idx), n_items)``, float32."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _scores")
+
+    def _item_scores(self, item_idx: np.ndarray) -> np.ndarray:
+        """Scores of every user for ``item_idx``, shape ``(len(item_idx), n_users)``, float32.
+
+        Default: ``_scores`` over blocks of users, transposed (subclasses usually do better).
+        """
+        item_idx = np.asarray(item_idx, dtype=np.int64)
+        n_users, n_items = self.interactions_.shape
+        out = np.empty((len(item_idx), n_users), dtype=np.float32)
+        block = max(1, self._block_bytes // (4 * max(1, n_items)))
+        for start in range(0, n_users, block):
+            users = np.arange(start, min(n_users, start + block), dtype=np.int32)
+            out[:, start : start + len(users)] = self._scores(users)[:, item_idx].T
+        return out
+
+    def _topk(
+        self,
+        user_idx: np.ndarray,
+        k: int,
+        exclude: Any = None,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k items of dense user indices (hook for evaluation code).
+
+        Parameters
+        ----------
+        user_idx : array of int, shape (b,)
+            Dense user indices.
+        k : int
+            Results per user, ``>= 1``.
+        exclude : scipy.sparse matrix, shape (b, n_items), optional
+            Rows aligned with ``user_idx``; the stored pattern (not the values) marks excluded items.
+        allowed : numpy.ndarray of bool, shape (n_items,), optional
+            Only these items are candidates.
+
+        Returns
+        -------
+        items : numpy.ndarray, shape (b, k'), int32
+            Dense item indices, best first (ties: lower index first); ``-1`` pads rows with fewer candidates.
+        scores : numpy.ndarray, shape (b, k'), float32
+            Their scores; ``-inf`` on padding. ``k' = min(k, n_items)``, trimmed to the longest row.
+        """
+        user_idx = np.asarray(user_idx, dtype=np.int32)
+        indptr, indices = _csr_pattern(exclude, len(user_idx), self.interactions_.n_items)
+        return self._topk_pattern(user_idx, k, indptr, indices, allowed)
+
+    def _topk_pattern(self, user_idx, k, indptr, indices, allowed) -> tuple[np.ndarray, np.ndarray]:
+        """``_topk`` with the exclusions already as a CSR pattern; scores block by block via ``_scores``."""
+        b, n = len(user_idx), self.interactions_.n_items
+        kk = max(1, min(int(k), n))
+        out = (np.empty((b, kk), np.int32), np.empty((b, kk), np.float32), np.zeros(b, np.int32))
+        if indptr is None:
+            indptr, indices = np.zeros(b + 1, np.int64), np.zeros(0, np.int32)
+        block = max(1, self._block_bytes // (4 * max(1, n)))
+        for start in range(0, b, block):
+            stop = min(b, start + block)
+            scores = self._scores(user_idx[start:stop])
+            select_topk(scores, kk, indptr, indices, allowed, out=out, row_offset=start)
+        return _trim(out[0], out[1])
+
+    def _similarity_vectors(self, kind: str) -> Any:
+        """Row vectors whose cosine is the similarity of items (``kind='item'``) or users."""
+        raise NotImplementedError(f"{type(self).__name__} does not define {kind} similarity")
+
+    def _similarity_norms(self, kind: str) -> tuple[Any, np.ndarray]:
+        """(vectors, their Euclidean row norms) — norms cached while the vector array is the same object."""
+        vectors = self._similarity_vectors(kind)
+
+        def build() -> np.ndarray:
+            if sp.issparse(vectors):
+                return np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel()).astype(np.float32)
+            return np.linalg.norm(np.asarray(vectors, dtype=np.float64), axis=1).astype(np.float32)
+
+        return vectors, self._cached(f"norms_{kind}", (vectors,), build)
+
+    def _similar(self, kind: str, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k cosine neighbours of dense indices ``idx`` (the query itself excluded).
+
+        Returns items/users ``(b, k')`` int32 (``-1`` padded) and cosines ``(b, k')`` float32.
+        """
+        vectors, norms = self._similarity_norms(kind)
+        idx = np.asarray(idx, dtype=np.int64)
+        n = vectors.shape[0]
+        kk = max(1, min(int(k), n))
+        b = len(idx)
+        out = (np.empty((b, kk), np.int32), np.empty((b, kk), np.float32), np.zeros(b, np.int32))
+        # exclude the query itself: one stored index per row
+        indptr = np.arange(b + 1, dtype=np.int64)
+        indices = idx.astype(np.int32)
+        block = max(1, self._block_bytes // (4 * max(1, n)))
+        for start in range(0, b, block):
+            stop = min(b, start + block)
+            sims = _cosine_rows(vectors, idx[start:stop], norms)
+            select_topk(sims, kk, indptr, indices, None, out=out, row_offset=start)
+        return _trim(out[0], out[1])
+
+    def _new_user_scores(self, vector: np.ndarray) -> np.ndarray:
+        """Scores ``(n_items,)`` of a folded-in user vector (from :meth:`fold_in_user`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot score folded-in users")
+
+    # -------------------------------------------------------------- public API
+    def recommend(
+        self,
+        user: Hashable,
+        k: int = 10,
+        exclude_seen: bool = True,
+        items: Iterable[Hashable] | None = None,
+        exclude: Iterable[Hashable] | None = None,
+    ) -> pd.DataFrame:
+        """The ``k`` best items for one known user.
+
+        Parameters
+        ----------
+        user : hashable
+            External user id (unknown: :class:`~mfrec.exceptions.UnknownIdError`, a ``KeyError``).
+        k : int
+            Number of items, ``>= 1``; fewer rows come back when fewer items are candidates.
+        exclude_seen : bool
+            Leave out the items the user interacted with in the training data.
+        items : iterable of item ids, optional
+            Allow-list: rank only these items.
+        exclude : iterable of item ids, optional
+            Deny-list: never return these items.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``item`` (external ids) and ``score`` (float), best first; ties by lower item index.
+        """
+        self._check_fitted()
+        k = check_int("k", k, minimum=1)
+        user_idx = np.asarray([self._user_idx(user)], dtype=np.int32)
+        frame = self._recommend_idx(user_idx, k, exclude_seen, items, exclude)
+        return frame[["item", "score"]]
+
+    def recommend_batch(
+        self,
+        users: Iterable[Hashable],
+        k: int = 10,
+        exclude_seen: bool = True,
+        items: Iterable[Hashable] | None = None,
+        exclude: Iterable[Hashable] | None = None,
+    ) -> pd.DataFrame:
+        """The ``k`` best items for each of many known users, in one long DataFrame.
+
+        Parameters are those of :meth:`recommend`, with ``users`` an iterable of external user ids.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``user``, ``item``, ``score`` (float) and ``rank`` (1-based, int), grouped by user in
+            the order given and best first within a user.
+        """
+        self._check_fitted()
+        k = check_int("k", k, minimum=1)
+        ids = _as_id_list(users, "users")
+        user_idx = np.asarray(self.interactions_.user_index(ids), dtype=np.int32) if ids else np.zeros(0, np.int32)
+        return self._recommend_idx(user_idx, k, exclude_seen, items, exclude)
+
+    def _recommend_idx(self, user_idx, k, exclude_seen, items, exclude) -> pd.DataFrame:
+        """Long frame (user, item, score, rank) for dense user indices."""
+        allowed = self._allowed_mask(items, exclude)
+        if exclude_seen:
+            indptr, indices = self._seen_pattern(user_idx)
+        else:
+            indptr, indices = None, None
+        top_items, top_scores = self._topk_pattern(user_idx, k, indptr, indices, allowed)
+        valid = top_items >= 0
+        rows = np.repeat(np.arange(len(user_idx)), valid.sum(axis=1))
+        ranks = (np.cumsum(valid, axis=1))[valid]
+        user_map, item_map = self.interactions_.user_index_map, self.interactions_.item_index_map
+        return pd.DataFrame(
+            {
+                "user": user_map.take(user_idx[rows]).to_numpy(),
+                "item": item_map.take(top_items[valid]).to_numpy(),
+                "score": top_scores[valid].astype(np.float64),
+                "rank": ranks.astype(np.int64),
+            }
+        )
+
+    def recommend_users(self, item: Hashable, k: int = 10, exclude_seen: bool = False) -> pd.DataFrame:
+        """The ``k`` users who score highest for one item ("who would want this?").
+
+        Parameters
+        ----------
+        item : hashable
+            External item id.
+        k : int
+            Number of users, ``>= 1``.
+        exclude_seen : bool, default False
+            Leave out the users who already interacted with the item. Off by default: the question is
+            usually "who likes this", and for campaign targeting pass ``exclude_seen=True``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``user`` and ``score``, best first (ties: lower user index first).
+        """
+        self._check_fitted()
+        k = check_int("k", k, minimum=1)
+        idx = np.asarray([self._item_idx(item)], dtype=np.int32)
+        scores = self._item_scores(idx)
+        indptr, indices = self._seen_by_pattern(idx) if exclude_seen else (None, None)
+        kk = max(1, min(k, scores.shape[1]))
+        top_users, top_scores, counts = select_topk(scores, kk, indptr, indices)
+        n = int(counts[0])
+        return pd.DataFrame(
+            {
+                "user": self.interactions_.user_index_map.take(top_users[0, :n]).to_numpy(),
+                "score": top_scores[0, :n].astype(np.float64),
+            }
+        )
+
+    def _similar_frame(self, kind: str, query: Hashable, k: int) -> pd.DataFrame:
+        self._check_fitted()
+        k = check_int("k", k, minimum=1)
+        if kind == "item":
+            idx, ids = self._item_idx(query), self.interactions_.item_index_map
+        else:
+            idx, ids = self._user_idx(query), self.interactions_.user_index_map
+        top, sims = self._similar(kind, np.asarray([idx]), k)
+        n = int((top[0] >= 0).sum()) if top.size else 0
+        return pd.DataFrame({kind: ids.take(top[0, :n]).to_numpy(), "score": sims[0, :n].astype(np.float64)})
+
+    def similar_items(self, item: Hashable, k: int = 10) -> pd.DataFrame:
+        """The ``k`` items most similar to ``item`` (cosine of the model's item vectors), itself excluded.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``item`` and ``score`` (cosine in [-1, 1]; 0 for zero vectors), best first.
+        """
+        return self._similar_frame("item", item, k)
+
+    def similar_users(self, user: Hashable, k: int = 10) -> pd.DataFrame:
+        """The ``k`` users most similar to ``user`` (cosine of the model's user vectors), itself excluded.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``user`` and ``score``, best first.
+        """
+        return self._similar_frame("user", user, k)
+
+    def _fold_in_inputs(self, items: Any, values: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Validated (dense item indices int32, values float32) of a new user's interactions.
+
+        Unknown items raise :class:`UnknownIdError`; ``values`` (default all ones) must be finite and as
+        long as ``items``; a repeated item raises :class:`InvalidDataError`.
+        """
+        self._check_fitted()
+        ids = _as_id_list(items, "items")
+        if not ids:
+            raise InvalidDataError("a new user needs at least one known item to fold in")
+        idx = self._items_idx(ids, "items")
+        if values is None:
+            vals = np.ones(len(idx), dtype=np.float32)
+        else:
+            vals = np.asarray(_as_id_list(values, "values"), dtype=np.float64).ravel()
+            if vals.shape != idx.shape:
+                raise InvalidDataError(f"{len(vals)} values given for {len(idx)} items")
+            bad = ~np.isfinite(vals)
+            if bad.any():
+                pos = int(np.flatnonzero(bad)[0])
+                raise InvalidDataError(f"value {vals[pos]} of item {show_id(ids[pos])} is not finite")
+            vals = vals.astype(np.float32)
+        uniq, first, counts = np.unique(idx, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            pos = int(first[np.flatnonzero(counts > 1)[0]])
+            raise InvalidDataError(f"item {show_id(ids[pos])} is given more than once")
+        return idx, vals
+
+    def fold_in_user(self, items: Iterable[Hashable], values: Iterable[float] | None = None) -> np.ndarray:
+        """The latent vector ``(d,)`` of a new user from their items (and values), closed form.
+
+        Subclass hook; the base raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support folding in new users")
+
+    def recommend_new_user(
+        self,
+        items: Iterable[Hashable],
+        values: Iterable[float] | None = None,
+        k: int = 10,
+    ) -> pd.DataFrame:
+        """Recommendations for a user unseen in training, from the items they interacted with.
+
+        Calls :meth:`fold_in_user` then scores every item, excluding ``items``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``item`` and ``score``, best first.
+        """
+        self._check_fitted()
+        k = check_int("k", k, minimum=1)
+        idx, _ = self._fold_in_inputs(items, values)
+        vector = self.fold_in_user(items, values)
+        scores = np.asarray(self._new_user_scores(vector), dtype=np.float32).reshape(1, -1)
+        n = scores.shape[1]
+        top, sc, counts = select_topk(scores, max(1, min(k, n)), np.array([0, len(idx)]), np.sort(idx))
+        c = int(counts[0])
+        return pd.DataFrame(
+            {"item": self.interactions_.item_index_map.take(top[0, :c]).to_numpy(), "score": sc[0, :c].astype(np.float64)}
+        )
+
+    def _pairs(self, user_ids: Any, item_ids: Any, unknown: str = "raise") -> tuple[np.ndarray, np.ndarray]:
+        """Dense (user, item) indices of paired id lists; ``-1`` for unknown ids when ``unknown='ignore'``."""
+        users = _as_id_list(user_ids, "user_ids")
+        items = _as_id_list(item_ids, "item_ids")
+        if len(users) != len(items):
+            raise InvalidParameterError(f"user_ids has {len(users)} ids but item_ids has {len(items)}")
+        if not users:
+            return np.zeros(0, np.int32), np.zeros(0, np.int32)
+        u = np.asarray(self.interactions_.user_index(users, missing=unknown), dtype=np.int32)
+        i = np.asarray(self.interactions_.item_index(items, missing=unknown), dtype=np.int32)
+        return u, i
+
+    def predict(self, user_ids: Iterable[Hashable], item_ids: Iterable[Hashable]) -> np.ndarray:
+        """Predicted values of paired (user, item) ids, shape ``(n,)``; explicit models implement it."""
+        raise NotImplementedError(f"{type(self).__name__} does not predict values; use recommend for rankings")
+
+    # -------------------------------------------------------------- persistence
+    def save(self, path: Any, **kwargs: Any):
+        """Write the fitted model with :func:`mfrec.persist.save` (atomic, no pickle); returns the path."""
+        from mfrec import persist
+
+        self._check_fitted()
+        return persist.save(self, path, **kwargs)
+
+    @classmethod
+    def load(cls, path: Any) -> Recommender:
+        """Read a model written by :meth:`save`; it must be an instance of ``cls``."""
+        from mfrec import persist
+        from mfrec.exceptions import ModelFileError
+
+        model = persist.load(path)
+        if not isinstance(model, cls):
+            raise ModelFileError(f"{path}: holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+
+# ---------------------------------------------------------------------------------------------- factors
+class FactorModel(Recommender):
+    """Base of latent-factor models: scores are dot products of user and item embeddings.
+
+    Attributes
+    ----------
+    user_factors_ : numpy.ndarray, shape (n_users, d), float32 or float64, C-contiguous
+    item_factors_ : numpy.ndarray, shape (n_items, d)
+
+    Scores are ``s(u, i) = e_u . f_i`` with ``e = _user_embeddings``, ``f = _item_embeddings``; by default
+    the factors themselves. Biased explicit models override both with augmented vectors
+    ``e_u = [x_u, mu + b_u, 1]`` and ``f_i = [y_i, 1, b_i]`` so that the score is the predicted rating
+    ``mu + b_u + b_i + x_u . y_i``. Similarities are cosines of the (plain) factors.
+    """
+
+    def _check_fitted(self) -> None:
+        super()._check_fitted()
+        if getattr(self, "item_factors_", None) is None or getattr(self, "user_factors_", None) is None:
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(interactions) first")
+
+    def _user_embeddings(self, user_idx: np.ndarray) -> np.ndarray:
+        """Vectors ``(b, d')`` of dense users whose dot with :meth:`_item_embeddings` is the score."""
+        return self.user_factors_[np.asarray(user_idx)]
+
+    def _item_embeddings(self) -> np.ndarray:
+        """Vectors ``(n_items, d')`` of all items."""
+        return self.item_factors_
+
+    def _all_user_embeddings(self) -> np.ndarray:
+        return self._user_embeddings(np.arange(self.interactions_.n_users, dtype=np.int32))
+
+    def _scores(self, user_idx: np.ndarray) -> np.ndarray:
+        """``S = E[user_idx] @ F.T``, shape ``(b, n_items)``, float32."""
+        E = np.asarray(self._user_embeddings(np.asarray(user_idx, dtype=np.int32)), dtype=np.float32)
+        F = np.asarray(self._item_embeddings(), dtype=np.float32)
+        return E @ F.T
+
+    def _item_scores(self, item_idx: np.ndarray) -> np.ndarray:
+        """``F[item_idx] @ E.T``, shape ``(b, n_users)``, float32."""
+        F = np.asarray(self._item_embeddings(), dtype=np.float32)[np.asarray(item_idx)]
+        E = np.asarray(self._all_user_embeddings(), dtype=np.float32)
+        return F @ E.T
+
+    def _topk_pattern(self, user_idx, k, indptr, indices, allowed) -> tuple[np.ndarray, np.ndarray]:
+        """Blocked GEMM + partial selection (:func:`mfrec.kernels.topk.topk_dot`)."""
+        E = self._user_embeddings(np.asarray(user_idx, dtype=np.int32))
+        F = self._item_embeddings()
+        items, scores, _ = topk_dot(E, F, k, indptr, indices, allowed, block_bytes=self._block_bytes)
+        return _trim(items, scores)
+
+    def _similarity_vectors(self, kind: str) -> np.ndarray:
+        return self.item_factors_ if kind == "item" else self.user_factors_
+
+    def _new_user_scores(self, vector: np.ndarray) -> np.ndarray:
+        """``F @ v`` when ``v`` has the embedding width, else ``item_factors_ @ v`` (plain factors)."""
+        v = np.asarray(vector, dtype=np.float32).ravel()
+        F = self._item_embeddings()
+        if v.shape[0] == F.shape[1]:
+            return np.asarray(F, dtype=np.float32) @ v
+        if v.shape[0] == self.item_factors_.shape[1]:
+            return np.asarray(self.item_factors_, dtype=np.float32) @ v
+        raise InvalidParameterError(
+            f"folded-in vector has {v.shape[0]} components; expected {F.shape[1]} or {self.item_factors_.shape[1]}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- clone
+def clone(estimator: Recommender, **overrides: Any) -> Recommender:
+    """A new, unfitted estimator of the same class with the same (deep-copied) hyperparameters.
+
+    ``overrides`` replace some of them; unknown names raise :class:`InvalidParameterError`.
+    """
+    if not hasattr(estimator, "get_params"):
+        raise InvalidParameterError(f"cannot clone {type(estimator).__name__}: it has no get_params()")
+    params = copy.deepcopy(estimator.get_params())
+    valid = set(params)
+    for name in overrides:
+        if name not in valid:
+            raise InvalidParameterError(
+                f"{type(estimator).__name__} has no parameter {name!r}; valid parameters: {', '.join(sorted(valid))}"
+            )
+    params.update(overrides)
+    return type(estimator)(**params)
