@@ -388,7 +388,8 @@ event_rows = st.lists(
         st.integers(0, 4),
         st.integers(0, 5),
         st.sampled_from(["view", "click", "purchase", "share"]),
-        st.one_of(st.none(), st.floats(0, 1)),
+        # values are stored as float32: fractions far below its range would round to 0 (not a real watch)
+        st.one_of(st.none(), st.just(0.0), st.floats(1e-6, 1)),
     ),
     min_size=1,
     max_size=50,
