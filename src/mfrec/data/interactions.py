@@ -554,8 +554,11 @@ class Interactions:
         if len(uniq) <= 20:
             hist = {f"{v:g}": int(c) for v, c in zip(uniq, np.unique(vals, return_counts=True)[1])}
         else:
-            counts, edges = np.histogram(vals, bins=histogram_bins)
-            hist = {f"[{edges[j]:g}, {edges[j + 1]:g}{']' if j == len(counts) - 1 else ')'}": int(counts[j])
+            lo, hi = float(vals.min()), float(vals.max())
+            # heavy-tailed counts (play counts) get log-spaced bins; the equal-width ones would put all in one bin
+            bins = np.geomspace(lo, hi, histogram_bins + 1) if lo > 0 and hi / lo > 1000 else histogram_bins
+            counts, edges = np.histogram(vals, bins=bins)
+            hist = {f"[{edges[j]:.4g}, {edges[j + 1]:.4g}{']' if j == len(counts) - 1 else ')'}": int(counts[j])
                     for j in range(len(counts))}
         info: dict[str, Any] = {
             "users": self.n_users,
