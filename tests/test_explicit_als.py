@@ -1,0 +1,349 @@
+"""ExplicitALS: kernel vs numpy.linalg.solve, monotone loss, worked example, predict/fallbacks, scenarios."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mfrec import Interactions, read_interactions
+from mfrec.exceptions import InvalidDataError, InvalidParameterError, NotFittedError, UnknownIdError
+from mfrec.kernels.als_explicit import als_explicit_step, cholesky_solve, explicit_sse, predict_pairs
+from mfrec.models.base import clone
+from mfrec.models.explicit import ExplicitALS
+
+from conftest import shared_dataset
+
+# The worked example of ../shared/seed-example.md (0 = unknown).
+R = np.array(
+    [
+        [1, 0, 0, 2, 0, 1],
+        [0, 2, 3, 0, 2, 1],
+        [1, 5, 5, 0, 0, 5],
+        [0, 0, 2, 0, 0, 3],
+    ],
+    dtype=np.float32,
+)
+U = np.array([[0.3, 0.7], [0.3, 0.5], [0.2, 0.4], [0.2, 0.1]])
+VT = np.array([[1, 10, 11, 10, 4, 20], [1, -1, -2, -1, 1, -4]], dtype=np.float64)
+TABLE = np.array(
+    [
+        [1.0, 2.3, 1.9, 2.3, 1.9, 3.2],
+        [0.8, 2.5, 2.3, 2.5, 1.7, 4.0],
+        [0.6, 1.6, 1.4, 1.6, 1.2, 2.4],
+        [0.3, 1.9, 2.0, 1.9, 0.9, 3.6],
+    ]
+)
+
+
+def seed_interactions() -> Interactions:
+    return Interactions(sp.csr_matrix(R), [f"u{k}" for k in range(1, 5)], [f"i{k}" for k in range(1, 7)])
+
+
+def reference_step(csr, other, other_bias, mu, reg, frequency_weighted, biases):
+    """numpy.linalg.solve of every row's ridge problem (the oracle for the kernel)."""
+    n, d = csr.shape[0], other.shape[1]
+    X, b = np.zeros((n, d)), np.zeros(n)
+    for u in range(n):
+        cols = csr.indices[csr.indptr[u] : csr.indptr[u + 1]]
+        r = csr.data[csr.indptr[u] : csr.indptr[u + 1]].astype(np.float64)
+        F = np.c_[other[cols], np.ones(len(cols))] if biases else other[cols]
+        t = r - mu - (other_bias[cols] if biases else 0.0)
+        lam = reg * max(len(cols), 1) if frequency_weighted else reg
+        z = np.linalg.solve(F.T @ F + lam * np.eye(F.shape[1]), F.T @ t)
+        X[u] = z[:d]
+        if biases:
+            b[u] = z[d]
+    return X, b
+
+
+def random_problem(seed, n=9, m=7, d=3, density=0.5):
+    gen = np.random.default_rng(seed)
+    csr = sp.random(n, m, density=density, random_state=seed, format="csr", dtype=np.float32)
+    csr.data = gen.integers(1, 6, size=csr.nnz).astype(np.float32)
+    csr.data[csr.indptr[0] : csr.indptr[1]] = 0.0  # row 0 becomes empty
+    csr.eliminate_zeros()
+    csr.indices = csr.indices.astype(np.int32)
+    return csr, gen.normal(size=(m, d)), gen.normal(size=m)
+
+
+# ------------------------------------------------------------------------------------------- kernels
+@pytest.mark.parametrize("biases", [True, False])
+@pytest.mark.parametrize("frequency_weighted", [True, False])
+def test_step_equals_numpy_solve(biases, frequency_weighted):
+    csr, Y, bi = random_problem(1)
+    assert np.diff(csr.indptr)[0] == 0  # an empty row gets (lambda I)^-1 0 = 0
+    mu = 3.1 if biases else 0.0
+    X, bu = np.zeros((csr.shape[0], Y.shape[1])), np.zeros(csr.shape[0])
+    fails = als_explicit_step(csr.indptr, csr.indices, csr.data, Y, bi, mu, 0.3, frequency_weighted, biases, X, bu)
+    assert fails == 0
+    X_ref, b_ref = reference_step(csr, Y, bi, mu, 0.3, frequency_weighted, biases)
+    np.testing.assert_allclose(X, X_ref, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(bu, b_ref if biases else 0.0, rtol=1e-9, atol=1e-10)
+
+
+def test_step_handles_empty_rows_and_float32_factors():
+    csr = sp.csr_matrix(np.array([[0, 0, 0], [4, 0, 5]], dtype=np.float32))
+    Y = np.array([[1.0, 0.5], [0.2, -1.0], [0.3, 0.3]], dtype=np.float32)
+    bi = np.array([0.1, -0.2, 0.3], dtype=np.float32)
+    X = np.full((2, 2), 7.0, dtype=np.float32)
+    bu = np.full(2, 7.0, dtype=np.float32)
+    assert als_explicit_step(csr.indptr, csr.indices.astype(np.int32), csr.data, Y, bi, 3.0, 0.5, False, True, X, bu) == 0
+    np.testing.assert_array_equal(X[0], 0.0)  # no ratings: the ridge solution is 0
+    assert bu[0] == 0.0
+    X_ref, b_ref = reference_step(csr, Y.astype(np.float64), bi.astype(np.float64), 3.0, 0.5, False, True)
+    np.testing.assert_allclose(X[1], X_ref[1], rtol=1e-5)
+    np.testing.assert_allclose(bu[1], b_ref[1], rtol=1e-5)
+
+
+def test_step_reports_non_positive_definite_rows():
+    csr = sp.csr_matrix(np.array([[4.0, 5.0]], dtype=np.float32))
+    Y = np.array([[np.nan], [1.0]])
+    X, bu = np.zeros((1, 1)), np.zeros(1)
+    assert als_explicit_step(csr.indptr, csr.indices.astype(np.int32), csr.data, Y, np.zeros(2), 0.0, 0.1, False,
+                             False, X, bu) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(1, 6), seed=st.integers(0, 10_000))
+def test_cholesky_solve_matches_numpy(k, seed):
+    gen = np.random.default_rng(seed)
+    M = gen.normal(size=(k + 3, k))
+    A = M.T @ M + 0.1 * np.eye(k)
+    b = gen.normal(size=k)
+    A_work, b_work = A.copy(), b.copy()
+    assert cholesky_solve(A_work, b_work, k)
+    np.testing.assert_allclose(b_work, np.linalg.solve(A, b), rtol=1e-8, atol=1e-10)
+
+
+def test_sse_and_predict_pairs_match_numpy():
+    csr, Y, bi = random_problem(3)
+    gen = np.random.default_rng(0)
+    X, bu = gen.normal(size=(csr.shape[0], Y.shape[1])), gen.normal(size=csr.shape[0])
+    full = 2.5 + bu[:, None] + bi[None, :] + X @ Y.T
+    rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+    expected = float(((csr.data - full[rows, csr.indices]) ** 2).sum())
+    assert explicit_sse(csr.indptr, csr.indices, csr.data, X, bu, Y, bi, 2.5, True) == pytest.approx(expected)
+    u = np.array([0, 1, -1, 2, -1], dtype=np.int64)
+    i = np.array([0, -1, 2, 3, -1], dtype=np.int64)
+    out = np.empty(5)
+    predict_pairs(u, i, X, bu, Y, bi, 2.5, True, out)
+    np.testing.assert_allclose(out, [full[0, 0], 2.5 + bu[1], 2.5 + bi[2], full[2, 3], 2.5])
+
+
+# ------------------------------------------------------------------------------------------- worked example
+def test_worked_example_table_reproduced_by_given_factors():
+    """The notes' U and V^T, pushed through the prediction kernel, give the table (rounded to 0.1)."""
+    u, i = np.meshgrid(np.arange(4), np.arange(6), indexing="ij")
+    out = np.empty(24)
+    predict_pairs(u.ravel().astype(np.int64), i.ravel().astype(np.int64), U, np.zeros(4), VT.T.copy(), np.zeros(6),
+                  0.0, False, out)
+    np.testing.assert_allclose(np.round(out.reshape(4, 6), 1), TABLE, atol=1e-9)
+    assert out.reshape(4, 6)[2, 3] == pytest.approx(1.6)  # "user 3, item 4: 1.6"
+
+
+@pytest.mark.parametrize("biases", [False, True])
+def test_worked_example_als_recovers_known_entries(biases):
+    data = seed_interactions()
+    model = ExplicitALS(factors=3, regularization=1e-3, iterations=200, biases=biases, frequency_weighted=False,
+                        dtype="float64").fit(data)
+    frame = data.to_frame()
+    pred = model.predict(frame["user"], frame["item"])
+    np.testing.assert_allclose(pred, frame["value"], atol=0.05)
+    assert model.unknown_predictions_ == 0
+
+
+# ------------------------------------------------------------------------------------------- training
+def small_ratings(seed=0, n_users=60, n_items=40, d=3, density=0.3):
+    """Ratings 1..5 from a planted low-rank model with biases plus noise."""
+    gen = np.random.default_rng(seed)
+    X, Y = gen.normal(size=(n_users, d)), gen.normal(size=(n_items, d))
+    full = 3.5 + 0.5 * gen.normal(size=(n_users, 1)) + 0.5 * gen.normal(size=(1, n_items)) + 0.6 * X @ Y.T
+    mask = gen.random((n_users, n_items)) < density
+    u, i = np.nonzero(mask)
+    r = np.clip(np.round(full[u, i] + 0.3 * gen.normal(size=len(u))), 1, 5)
+    frame = pd.DataFrame({"user": [f"user{x}" for x in u], "item": [f"item{x}" for x in i], "rating": r})
+    return frame
+
+
+def frame_data(frame):
+    return Interactions.from_frame(frame, user="user", item="item", value="rating")
+
+
+@pytest.mark.parametrize("biases", [True, False])
+@pytest.mark.parametrize("frequency_weighted", [True, False])
+def test_loss_never_increases(biases, frequency_weighted):
+    data = frame_data(small_ratings())
+    reg = 0.05 if frequency_weighted else 0.5
+    model = ExplicitALS(factors=4, regularization=reg, iterations=12, biases=biases,
+                        frequency_weighted=frequency_weighted, dtype="float64").fit(data)
+    loss = np.array([h["loss"] for h in model.history_])
+    assert len(loss) == 12
+    assert np.all(np.diff(loss) <= 1e-9 * loss[:-1])
+    assert loss[-1] < loss[0]
+
+
+@pytest.mark.parametrize("frequency_weighted", [True, False])
+def test_history_loss_equals_objective_recomputed(frequency_weighted):
+    data = frame_data(small_ratings(1))
+    model = ExplicitALS(factors=3, regularization=0.1, iterations=3, dtype="float64",
+                        frequency_weighted=frequency_weighted).fit(data)
+    rows, cols, vals = data.coo()
+    pred = model.global_bias_ + model.user_bias_[rows] + model.item_bias_[cols] + np.einsum(
+        "ij,ij->i", model.user_factors_[rows], model.item_factors_[cols])
+    n_u, n_i = data.user_counts(), data.item_counts()
+    if not frequency_weighted:
+        n_u, n_i = np.ones_like(n_u), np.ones_like(n_i)
+    expected = ((vals - pred) ** 2).sum() + 0.1 * (
+        n_u @ ((model.user_factors_**2).sum(1) + model.user_bias_**2)
+        + n_i @ ((model.item_factors_**2).sum(1) + model.item_bias_**2)
+    )
+    assert model.history_[-1]["loss"] == pytest.approx(expected, rel=1e-9)
+    assert model.history_[-1]["rmse"] == pytest.approx(np.sqrt(np.mean((vals - pred) ** 2)), rel=1e-9)
+
+
+def test_reproducible_by_seed_and_factor_layout():
+    data = frame_data(small_ratings(2))
+    a = ExplicitALS(factors=4, iterations=3, seed=7).fit(data)
+    b = ExplicitALS(factors=4, iterations=3, seed=7).fit(data)
+    c = ExplicitALS(factors=4, iterations=3, seed=8).fit(data)
+    np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
+    assert not np.array_equal(a.user_factors_, c.user_factors_)
+    assert a.user_factors_.dtype == np.float32 and a.user_factors_.flags.c_contiguous
+    assert a.item_factors_.shape == (data.n_items, 4)
+    assert ExplicitALS(dtype="float64", iterations=1).fit(data).item_factors_.dtype == np.float64
+
+
+def test_predict_external_ids_clipped_and_unknown_fallback():
+    frame = small_ratings(3)
+    data = frame_data(frame)
+    model = ExplicitALS(factors=3, iterations=5).fit(data)
+    lo, hi = model.rating_range_
+    assert (lo, hi) == (frame.rating.min(), frame.rating.max())
+    raw = model.predict(frame.user, frame.item, clip=False)
+    clipped = model.predict(frame.user, frame.item)
+    np.testing.assert_allclose(clipped, np.clip(raw, lo, hi))
+    assert model.unknown_predictions_ == 0
+    # unknown user -> mu + b_i ; unknown item -> mu + b_u ; both -> mu
+    u0, i0 = frame.user.iloc[0], frame.item.iloc[0]
+    ui, ii = data.user_index(u0), data.item_index(i0)
+    out = model.predict(["nobody", u0, "nobody", u0], [i0, "new-item", "new-item", i0], clip=False)
+    mu = model.global_bias_
+    np.testing.assert_allclose(out[:3], [mu + model.item_bias_[ii], mu + model.user_bias_[ui], mu], rtol=1e-6)
+    assert model.unknown_predictions_ == 3
+    single = model.predict(u0, i0, clip=False)
+    assert single.shape == (1,) and single[0] == pytest.approx(raw[0], rel=1e-6)
+    with pytest.raises(InvalidParameterError, match="user_ids has 2 ids but item_ids has 1"):
+        model.predict([u0, u0], [i0])
+
+
+def test_no_bias_model_falls_back_to_training_mean():
+    frame = small_ratings(4)
+    model = ExplicitALS(factors=2, iterations=3, biases=False).fit(frame_data(frame))
+    assert model.global_bias_ == 0.0
+    np.testing.assert_allclose(model.predict(["ghost"], ["ghost"]), frame.rating.mean(), rtol=1e-6)
+
+
+def test_validation_history_and_early_stopping():
+    frame = small_ratings(5, n_users=80, n_items=50)
+    gen = np.random.default_rng(0)
+    test_mask = gen.random(len(frame)) < 0.2
+    train, valid = frame_data(frame[~test_mask]), frame_data(frame[test_mask])  # different id maps on purpose
+    model = ExplicitALS(factors=8, regularization=0.005, iterations=30, early_stopping_rounds=2).fit(train, validation=valid)
+    val = [h["val_rmse"] for h in model.history_]
+    assert all("val_rmse" in h for h in model.history_)
+    best = int(np.argmin(val))
+    assert model.best_iteration_ == best + 1
+    assert len(val) <= 30 and len(val) - 1 - best <= 2
+    sub = frame[test_mask]
+    pred = model.predict(sub.user, sub.item)
+    assert np.sqrt(np.mean((pred - sub.rating.to_numpy()) ** 2)) == pytest.approx(val[best], rel=1e-5)
+
+
+def test_frequency_weighting_changes_the_solution():
+    data = frame_data(small_ratings(6))
+    a = ExplicitALS(factors=3, regularization=0.1, iterations=4, frequency_weighted=True).fit(data)
+    b = ExplicitALS(factors=3, regularization=0.1, iterations=4, frequency_weighted=False).fit(data)
+    assert not np.allclose(a.user_factors_, b.user_factors_)
+
+
+# ------------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"factors": 0}, "factors must be >= 1"),
+        ({"regularization": 0.0}, "regularization must be > 0"),
+        ({"iterations": 0}, "iterations must be >= 1"),
+        ({"dtype": "int8"}, "dtype must be 'float32' or 'float64'"),
+        ({"num_threads": -1}, "num_threads must be >= 0"),
+        ({"early_stopping_rounds": 0}, "early_stopping_rounds must be >= 1"),
+    ],
+)
+def test_bad_parameters_are_named(params, message):
+    with pytest.raises(InvalidParameterError, match=message):
+        ExplicitALS(**params).fit(seed_interactions())
+
+
+def test_bad_data_and_not_fitted():
+    with pytest.raises(NotFittedError, match="ExplicitALS"):
+        ExplicitALS().predict([1], [1])
+    with pytest.raises(InvalidDataError, match="must be an mfrec.Interactions"):
+        ExplicitALS().fit(R)
+    no_values = Interactions.from_frame(pd.DataFrame({"user": [1, 2], "item": [1, 1]}), user="user", item="item")
+    with pytest.raises(InvalidDataError, match="no rating values"):
+        ExplicitALS().fit(no_values)
+
+
+# ------------------------------------------------------------------------------------------- scenarios
+def test_scenarios_scores_are_predictions():
+    data = seed_interactions()
+    model = ExplicitALS(factors=2, regularization=0.1, iterations=10, frequency_weighted=False).fit(data)
+    rec = model.recommend("u1", k=3)
+    assert list(rec.columns) == ["item", "score"] and len(rec) == 3
+    assert not set(rec["item"]) & {"i1", "i4", "i6"}  # seen items excluded
+    np.testing.assert_allclose(rec["score"], model.predict(["u1"] * 3, rec["item"], clip=False), rtol=1e-5)
+    batch = model.recommend_batch(["u1", "u3"], k=2)
+    assert list(batch.columns) == ["user", "item", "score", "rank"]
+    assert list(batch["rank"]) == [1, 2, 1, 2]
+    assert list(model.recommend_users("i2", k=2).columns) == ["user", "score"]
+    assert list(model.similar_items("i1", k=2).columns) == ["item", "score"]
+    assert list(model.similar_users("u1", k=2).columns) == ["user", "score"]
+    with pytest.raises(UnknownIdError):
+        model.recommend("nobody")
+    # a new user with user 3's ratings is scored like a fitted user
+    new = model.recommend_new_user(["i1", "i2", "i3", "i6"], [1, 5, 5, 5], k=2)
+    assert list(new.columns) == ["item", "score"] and not set(new["item"]) & {"i1", "i2", "i3", "i6"}
+    with pytest.raises(InvalidParameterError, match="needs the new user's ratings"):
+        model.fold_in_user(["i1"])
+
+
+def test_clone_and_params():
+    model = ExplicitALS(factors=7, regularization=0.2)
+    assert model.get_params()["factors"] == 7
+    twin = clone(model, factors=3)
+    assert twin.factors == 3 and twin.regularization == 0.2 and not hasattr(twin, "user_factors_")
+
+
+def test_save_load_round_trip(tmp_path):
+    data = seed_interactions()
+    model = ExplicitALS(factors=2, iterations=3).fit(data)
+    path = model.save(tmp_path / "als.mfrec")
+    loaded = ExplicitALS.load(path)
+    np.testing.assert_allclose(loaded.predict(["u1", "u2"], ["i2", "zz"]), model.predict(["u1", "u2"], ["i2", "zz"]))
+    assert loaded.history_ == model.history_
+
+
+# ------------------------------------------------------------------------------------------- real data
+def test_movielens_u1_default_rmse():
+    data = shared_dataset("ml-100k")
+    names = ["user", "item", "rating", "timestamp"]
+    train = read_interactions(data / "u1.base", names=names, header=False)
+    test = read_interactions(data / "u1.test", names=names, header=False)
+    frame = test.to_frame()
+    model = ExplicitALS().fit(train)
+    pred = model.predict(frame["user"], frame["item"])
+    assert model.unknown_predictions_ > 0  # u1.test holds items absent from u1.base
+    assert np.sqrt(np.mean((pred - frame["value"].to_numpy()) ** 2)) < 0.93

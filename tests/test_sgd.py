@@ -1,0 +1,183 @@
+"""SGDFactorization: gradient vs finite differences, reproducibility, training, predict, scenarios."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import shared_dataset
+from mfrec import Interactions, read_interactions
+from mfrec.exceptions import InvalidParameterError, NotFittedError
+from mfrec.kernels.sgd import sgd_epoch
+from mfrec.models.explicit import SGDFactorization
+
+
+def example_objective(theta, r, mu, reg, d, biases):
+    """f = 1/2 (r - mu - b_u - b_i - x.y)^2 + 1/2 reg (b_u^2 + b_i^2 + |x|^2 + |y|^2), theta = [x, y, b_u, b_i]."""
+    x, y, bu, bi = theta[:d], theta[d : 2 * d], theta[2 * d], theta[2 * d + 1]
+    if not biases:
+        bu = bi = 0.0
+    e = r - mu - bu - bi - x @ y
+    return 0.5 * e * e + 0.5 * reg * (bu * bu + bi * bi + x @ x + y @ y)
+
+
+def finite_difference_gradient(theta, *args, h=1e-6):
+    grad = np.zeros_like(theta)
+    for k in range(len(theta)):
+        step = np.zeros_like(theta)
+        step[k] = h
+        grad[k] = (example_objective(theta + step, *args) - example_objective(theta - step, *args)) / (2 * h)
+    return grad
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 100_000), d=st.integers(1, 6), biases=st.booleans())
+def test_sgd_step_is_minus_lr_times_finite_difference_gradient(seed, d, biases):
+    gen = np.random.default_rng(seed)
+    X, Y = gen.normal(size=(1, d)), gen.normal(size=(1, d))
+    bu, bi = gen.normal(size=1), gen.normal(size=1)
+    r, mu, lr, reg = float(gen.uniform(1, 5)), 3.0, 0.01, float(gen.uniform(0.01, 0.5))
+    theta = np.r_[X[0], Y[0], bu, bi]
+    grad = finite_difference_gradient(theta, r, mu, reg, d, biases)
+    one = np.zeros(1, dtype=np.int32)
+    sse = sgd_epoch(one, one, np.array([r], dtype=np.float32), np.zeros(1, dtype=np.int64), X, bu, Y, bi, mu, lr,
+                    reg, biases)
+    after = np.r_[X[0], Y[0], bu, bi]
+    expected = theta - lr * grad
+    if not biases:  # biases are neither used nor updated
+        expected[2 * d :] = theta[2 * d :]
+    np.testing.assert_allclose(after, expected, rtol=1e-6, atol=1e-8)
+    e = np.float32(r) - mu - (theta[2 * d] + theta[2 * d + 1] if biases else 0.0) - theta[:d] @ theta[d : 2 * d]
+    assert sse == pytest.approx(e * e, rel=1e-6)
+
+
+def test_epoch_visits_in_the_given_order():
+    """Two ratings of the same user: the second update sees the first one's result (sequential SGD)."""
+    users = np.array([0, 0], dtype=np.int32)
+    items = np.array([0, 1], dtype=np.int32)
+    ratings = np.array([5.0, 1.0], dtype=np.float32)
+    results = []
+    for order in ([0, 1], [1, 0]):
+        X, Y = np.full((1, 2), 0.5), np.full((2, 2), 0.5)
+        bu, bi = np.zeros(1), np.zeros(2)
+        sgd_epoch(users, items, ratings, np.array(order, dtype=np.int64), X, bu, Y, bi, 3.0, 0.1, 0.0, True)
+        results.append(X.copy())
+    assert not np.allclose(results[0], results[1])
+
+
+def planted(seed=0, n_users=80, n_items=50, density=0.3):
+    gen = np.random.default_rng(seed)
+    X, Y = gen.normal(size=(n_users, 3)), gen.normal(size=(n_items, 3))
+    full = 3.5 + 0.5 * gen.normal(size=(n_users, 1)) + 0.5 * gen.normal(size=(1, n_items)) + 0.6 * X @ Y.T
+    u, i = np.nonzero(gen.random((n_users, n_items)) < density)
+    r = np.clip(np.round(full[u, i] + 0.3 * gen.normal(size=len(u))), 1, 5)
+    return pd.DataFrame({"user": u * 10, "item": [f"m{x}" for x in i], "rating": r})
+
+
+def data_of(frame):
+    return Interactions.from_frame(frame, user="user", item="item", value="rating")
+
+
+def test_reproducible_by_seed():
+    data = data_of(planted())
+    a = SGDFactorization(factors=5, epochs=3, seed=3).fit(data)
+    b = SGDFactorization(factors=5, epochs=3, seed=3).fit(data)
+    c = SGDFactorization(factors=5, epochs=3, seed=4).fit(data)
+    np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
+    np.testing.assert_array_equal(a.user_bias_, b.user_bias_)
+    assert not np.array_equal(a.item_factors_, c.item_factors_)
+    assert a.user_factors_.dtype == np.float32 and a.user_factors_.flags.c_contiguous
+
+
+def test_training_loss_decreases_and_history():
+    data = data_of(planted(1))
+    model = SGDFactorization(factors=4, epochs=25, learning_rate=0.01, regularization=0.05).fit(data)
+    hist = model.history_
+    assert [h["iteration"] for h in hist] == list(range(1, 26))
+    assert hist[-1]["loss"] < 0.8 * hist[0]["loss"]
+    assert hist[-1]["rmse"] < hist[0]["rmse"]
+    # the recorded loss is the full objective of the final factors
+    rows, cols, vals = data.coo()
+    pred = model.global_bias_ + model.user_bias_[rows] + model.item_bias_[cols] + np.einsum(
+        "ij,ij->i", model.user_factors_[rows].astype(np.float64), model.item_factors_[cols])
+    reg = 0.05 * (np.sum(model.user_factors_.astype(np.float64) ** 2) + np.sum(model.item_factors_.astype(np.float64) ** 2)
+                  + np.sum(model.user_bias_.astype(np.float64) ** 2) + np.sum(model.item_bias_.astype(np.float64) ** 2))
+    assert hist[-1]["loss"] == pytest.approx(((vals - pred) ** 2).sum() + reg, rel=1e-4)
+
+
+def test_early_stopping_keeps_best_epoch():
+    frame = planted(2)
+    mask = np.random.default_rng(1).random(len(frame)) < 0.2
+    model = SGDFactorization(factors=20, epochs=200, learning_rate=0.03, regularization=0.001,
+                             early_stopping_rounds=3).fit(data_of(frame[~mask]), validation=data_of(frame[mask]))
+    val = np.array([h["val_rmse"] for h in model.history_])
+    assert len(val) < 200  # overfitting with tiny lambda: it stopped early
+    assert model.best_iteration_ == int(np.argmin(val)) + 1
+    sub = frame[mask]
+    pred = model.predict(sub.user, sub.item)
+    assert np.sqrt(np.mean((pred - sub.rating.to_numpy()) ** 2)) == pytest.approx(val.min(), rel=1e-5)
+
+
+def test_predict_fallbacks_and_clipping():
+    frame = planted(3)
+    model = SGDFactorization(factors=3, epochs=5).fit(data_of(frame))
+    out = model.predict([0, -1, -1], ["m0", "m0", "nope"], clip=False)
+    mu = model.global_bias_
+    i0 = model.interactions_.item_index("m0")
+    assert out[1] == pytest.approx(mu + model.item_bias_[i0], rel=1e-6)
+    assert out[2] == pytest.approx(mu)
+    assert model.unknown_predictions_ == 2
+    pred = model.predict(frame.user, frame.item)
+    assert pred.min() >= frame.rating.min() and pred.max() <= frame.rating.max()
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"regularization": -1.0}, "regularization must be > 0"),
+        ({"init_std": -0.1}, "init_std must be >= 0"),
+        ({"factors": 2.5}, "factors must be an integer"),
+    ],
+)
+def test_bad_parameters(params, message):
+    with pytest.raises(InvalidParameterError, match=message):
+        SGDFactorization(**params).fit(data_of(planted()))
+
+
+def test_divergence_is_reported_not_returned():
+    from mfrec.exceptions import ModelFitError
+
+    with pytest.raises(ModelFitError, match="learning rate"):
+        SGDFactorization(factors=5, learning_rate=50.0, epochs=5).fit(data_of(planted()))
+
+
+def test_scenarios_and_not_fitted():
+    with pytest.raises(NotFittedError):
+        SGDFactorization().recommend(0)
+    frame = planted(4)
+    model = SGDFactorization(factors=4, epochs=10).fit(data_of(frame))
+    rec = model.recommend(0, k=5)
+    assert list(rec.columns) == ["item", "score"] and len(rec) == 5
+    seen = set(frame.loc[frame.user == 0, "item"])
+    assert not seen & set(rec["item"])
+    np.testing.assert_allclose(rec["score"], model.predict([0] * 5, rec["item"], clip=False), rtol=1e-4)
+    assert list(model.recommend_batch([0, 10], k=3).columns) == ["user", "item", "score", "rank"]
+    assert len(model.similar_items("m1", k=4)) == 4
+    assert len(model.similar_users(10, k=4)) == 4
+    assert list(model.recommend_users("m1", k=3).columns) == ["user", "score"]
+
+
+def test_movielens_u1_default_rmse():
+    data = shared_dataset("ml-100k")
+    names = ["user", "item", "rating", "timestamp"]
+    train = read_interactions(data / "u1.base", names=names, header=False)
+    test = read_interactions(data / "u1.test", names=names, header=False)
+    frame = test.to_frame()
+    model = SGDFactorization().fit(train)
+    pred = model.predict(frame["user"], frame["item"])
+    assert np.sqrt(np.mean((pred - frame["value"].to_numpy()) ** 2)) < 0.93
