@@ -1,0 +1,402 @@
+"""Implicit-feedback ALS kernels (Hu, Koren & Volinsky 2008; CG after Takacs, Pilaszy & Tikk 2011).
+
+Pure numba/numpy functions on plain arrays: a CSR pattern ``indptr, indices`` (rows are the side being
+solved), per-entry confidences ``conf`` (c_ui) and preferences ``pref`` (p_ui, usually 1) aligned with
+``indices``, the fixed factor matrix ``Y`` (n_cols, d) and the output ``X`` (n_rows, d). They know nothing
+of ids or pandas; :class:`mfrec.models.implicit.ImplicitALS` validates once and calls them on trusted,
+contiguous arrays.
+
+Objective (all pairs; c0 is the confidence of an unobserved pair, p = 0 there; c0 = 1 in Hu et al.)::
+
+    L = sum_{u,i} c_ui (p_ui - x_u . y_i)^2 + lambda (sum_u ||x_u||^2 + sum_i ||y_i||^2)
+
+With Y fixed, each row's exact minimiser is ``x_u = A_u^-1 b_u`` with::
+
+    A_u = sum_i c_ui y_i y_i^T + lambda I = c0 Y^T Y + lambda I + sum_{i in R(u)} (c_ui - c0) y_i y_i^T
+    b_u = sum_{i in R(u)} c_ui p_ui y_i
+
+so a half-step costs O(nnz d^2 + n d^3) exactly (Cholesky) or O(steps (nnz d + n d^2)) by conjugate gradient.
+``G0 = c0 Y^T Y + lambda I`` is computed once per half-step (one GEMM) and shared by every row.
+
+The loss itself is evaluated without touching the dense matrix::
+
+    L = sum_{(u,i) observed} [c_ui (p_ui - s_ui)^2 - c0 s_ui^2] + c0 <X^T X, Y^T Y>_F + lambda (||X||^2 + ||Y||^2)
+
+(s_ui = x_u . y_i), because sum_{all} s^2 = trace(X^T X Y^T Y): O(nnz d + (m + n) d^2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+from numba import njit, prange
+from threadpoolctl import threadpool_limits
+
+from mfrec.kernels.linalg import CACHE, axpy, cholesky_inplace, cholesky_solve_inplace, dot
+
+__all__ = [
+    "implicit_cholesky_rows",
+    "implicit_cg_rows",
+    "implicit_observed_loss",
+    "implicit_observed_grad",
+    "implicit_observed_curvature",
+    "gram_base",
+    "implicit_loss",
+    "half_step",
+    "gd_half_step",
+    "row_order",
+    "transpose_entries",
+]
+
+_FM = {"reassoc", "contract"}
+#: number of interleaved row chunks of a parallel loop (balanced: chunk c takes sorted rows c, c + K, ...)
+N_CHUNKS = 256
+#: rows with more entries than this go to the BLAS path of the exact solver (gathered GEMM); measured here the
+#: register-blocked numba kernel was as fast up to ~16k entries per row, so only very long rows take it
+LONG_ROW = 65536
+
+
+# ----------------------------------------------------------------------------------------------- exact solve
+@njit(parallel=True, cache=CACHE, fastmath=_FM)
+def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_chunks, X, failed):
+    """Exact per-row solve ``x_u = (G0 + sum_i (c_ui - c0) y_i y_i^T)^-1 sum_i c_ui p_ui y_i`` for ``rows``.
+
+    Parameters
+    ----------
+    indptr : int32/int64 (n_rows + 1,); indices : int32 (nnz,)
+        CSR pattern, rows = the side solved here.
+    conf, pref : (nnz,) float, same dtype as ``Y``
+        c_ui and p_ui per stored entry.
+    Y : (n_cols, d) float32/float64, C-contiguous
+        Fixed factors of the other side.
+    G0 : (d, d) float64
+        ``c0 Y^T Y + lambda I`` (only the lower triangle is read).
+    c0 : float
+        Confidence of unobserved pairs.
+    rows : (r,) int64
+        Rows to solve (longest first, for load balance); chunk ``c`` takes ``rows[c::n_chunks]``.
+    X : (n_rows, d) same dtype as ``Y``
+        Output; rows not listed are left untouched.
+    failed : (n_rows,) uint8
+        Set to 1 where ``A_u`` was not numerically positive definite (``X[u]`` is then left unchanged).
+
+    Notes
+    -----
+    The Gram update ``sum (c - c0) y y^T`` is accumulated in the dtype of ``Y`` four entries at a time
+    (register blocking: one load/store of ``A_jk`` per four rank-1 updates), only the lower triangle;
+    the Cholesky factorisation and the triangular solves run in float64 on per-chunk scratch.
+    """
+    d = Y.shape[1]
+    n = rows.shape[0]
+    for c in prange(n_chunks):
+        Af = np.empty((d, d), dtype=Y.dtype)
+        A = np.empty((d, d), dtype=np.float64)
+        bf = np.empty(d, dtype=Y.dtype)
+        b = np.empty(d, dtype=np.float64)
+        for t in range(c, n, n_chunks):
+            u = rows[t]
+            for j in range(d):
+                bf[j] = 0.0
+                for k in range(j + 1):
+                    Af[j, k] = 0.0
+            start = indptr[u]
+            end = indptr[u + 1]
+            e = start
+            # four rank-1 updates per sweep over the lower triangle: A += sum_q w_q y_q y_q^T
+            while e + 4 <= end:
+                y0 = Y[indices[e]]
+                y1 = Y[indices[e + 1]]
+                y2 = Y[indices[e + 2]]
+                y3 = Y[indices[e + 3]]
+                w0 = conf[e] - c0
+                w1 = conf[e + 1] - c0
+                w2 = conf[e + 2] - c0
+                w3 = conf[e + 3] - c0
+                v0 = conf[e] * pref[e]
+                v1 = conf[e + 1] * pref[e + 1]
+                v2 = conf[e + 2] * pref[e + 2]
+                v3 = conf[e + 3] * pref[e + 3]
+                for j in range(d):
+                    a0 = w0 * y0[j]
+                    a1 = w1 * y1[j]
+                    a2 = w2 * y2[j]
+                    a3 = w3 * y3[j]
+                    for k in range(j + 1):
+                        Af[j, k] += a0 * y0[k] + a1 * y1[k] + a2 * y2[k] + a3 * y3[k]
+                    # b += c p y
+                    bf[j] += v0 * y0[j] + v1 * y1[j] + v2 * y2[j] + v3 * y3[j]
+                e += 4
+            while e < end:
+                y0 = Y[indices[e]]
+                w0 = conf[e] - c0
+                v0 = conf[e] * pref[e]
+                for j in range(d):
+                    a0 = w0 * y0[j]
+                    for k in range(j + 1):
+                        Af[j, k] += a0 * y0[k]
+                    bf[j] += v0 * y0[j]
+                e += 1
+            for j in range(d):
+                b[j] = bf[j]
+                for k in range(j + 1):
+                    A[j, k] = G0[j, k] + Af[j, k]
+            if cholesky_inplace(A, d):
+                cholesky_solve_inplace(A, b, d)
+                for j in range(d):
+                    X[u, j] = b[j]
+            else:
+                failed[u] = 1
+
+
+# ------------------------------------------------------------------------------------- conjugate gradient
+@njit(parallel=True, cache=CACHE, fastmath=_FM)
+def implicit_cg_rows(indptr, indices, conf, pref, Y, G0, c0, GX, steps, rows, n_chunks, X):
+    """``steps`` conjugate-gradient iterations on ``A_u x_u = b_u`` per row, warm-started from ``X[u]``.
+
+    Parameters
+    ----------
+    Y : (n_cols, d); G0 : (d, d) same dtype as ``Y`` (full symmetric ``c0 Y^T Y + lambda I``)
+    GX : (n_rows, d)
+        ``X @ G0`` computed beforehand as one GEMM (the blocked ``Y^T Y x`` term of the first residual).
+    steps : int
+        CG iterations per row (Takacs et al. 2011 use 2-4).
+    rows, n_chunks, X
+        As :func:`implicit_cholesky_rows`; ``X`` is updated in place.
+
+    Notes
+    -----
+    ``A p = G0 p + sum_i (c_ui - c0) (y_i . p) y_i`` costs O(d^2 + n_u d). Divisions are guarded: a row stops
+    early when its residual is ~0 or when ``p^T A p`` is not positive (implicit issues #19, #106).
+    """
+    d = Y.shape[1]
+    n = rows.shape[0]
+    for c in prange(n_chunks):
+        x = np.empty(d, dtype=Y.dtype)
+        r = np.empty(d, dtype=Y.dtype)
+        p = np.empty(d, dtype=Y.dtype)
+        Ap = np.empty(d, dtype=Y.dtype)
+        for t in range(c, n, n_chunks):
+            u = rows[t]
+            for j in range(d):
+                x[j] = X[u, j]
+                r[j] = -GX[u, j]
+            # r = b - A x = sum_i [c p - (c - c0) (y.x)] y_i - G0 x
+            for e in range(indptr[u], indptr[u + 1]):
+                y = Y[indices[e]]
+                s = dot(y, x, d)
+                axpy(conf[e] * pref[e] - (conf[e] - c0) * s, y, r, d)
+            for j in range(d):
+                p[j] = r[j]
+            rs = dot(r, r, d)
+            for _ in range(steps):
+                if not rs > 1e-30:  # converged (or NaN): no division by ~0
+                    break
+                # Ap = G0 p + sum_i (c - c0)(y.p) y
+                for j in range(d):
+                    Ap[j] = 0.0
+                for j in range(d):
+                    axpy(p[j], G0[j], Ap, d)
+                for e in range(indptr[u], indptr[u + 1]):
+                    y = Y[indices[e]]
+                    axpy((conf[e] - c0) * dot(y, p, d), y, Ap, d)
+                pAp = dot(p, Ap, d)
+                if not pAp > 0.0:
+                    break
+                a = rs / pAp
+                axpy(a, p, x, d)
+                axpy(-a, Ap, r, d)
+                rs_new = dot(r, r, d)
+                beta = rs_new / rs
+                for j in range(d):
+                    p[j] = r[j] + beta * p[j]
+                rs = rs_new
+            for j in range(d):
+                X[u, j] = x[j]
+
+
+# ---------------------------------------------------------------------------------- loss and its gradient
+@njit(parallel=True, cache=CACHE, fastmath=_FM)
+def implicit_observed_loss(indptr, indices, conf, pref, X, Y, c0):
+    """``sum_{observed (u, i)} [c_ui (p_ui - s_ui)^2 - c0 s_ui^2]`` with ``s_ui = x_u . y_i`` (float64).
+
+    Added to ``c0 <X^T X, Y^T Y>`` and the regularisation it gives the full loss (see module docstring).
+    """
+    n_rows = X.shape[0]
+    d = X.shape[1]
+    total = 0.0
+    for u in prange(n_rows):
+        acc = 0.0
+        x = X[u]
+        for e in range(indptr[u], indptr[u + 1]):
+            s = np.float64(dot(x, Y[indices[e]], d))
+            diff = pref[e] - s
+            acc += conf[e] * diff * diff - c0 * s * s
+        total += acc
+    return total
+
+
+@njit(parallel=True, cache=CACHE, fastmath=_FM)
+def implicit_observed_grad(indptr, indices, conf, pref, X, Y, c0, out):
+    """``out[u] = sum_{i in R(u)} [(c_ui - c0) s_ui - c_ui p_ui] y_i``, the sparse half of ``(A_u x_u - b_u)``.
+
+    The full gradient of ``L`` in ``x_u`` is ``2 (G0 x_u + out[u])`` with ``G0 = c0 Y^T Y + lambda I``.
+    """
+    n_rows = X.shape[0]
+    d = X.shape[1]
+    for u in prange(n_rows):
+        o = out[u]
+        for j in range(d):
+            o[j] = 0.0
+        x = X[u]
+        for e in range(indptr[u], indptr[u + 1]):
+            y = Y[indices[e]]
+            s = dot(x, y, d)
+            axpy((conf[e] - c0) * s - conf[e] * pref[e], y, o, d)
+
+
+@njit(parallel=True, cache=CACHE, fastmath=_FM)
+def implicit_observed_curvature(indptr, indices, conf, G, Y, c0):
+    """``sum_u sum_{i in R(u)} (c_ui - c0) (y_i . g_u)^2`` (float64): the sparse part of ``sum_u g_u^T A_u g_u``."""
+    n_rows = G.shape[0]
+    d = G.shape[1]
+    total = 0.0
+    for u in prange(n_rows):
+        acc = 0.0
+        g = G[u]
+        for e in range(indptr[u], indptr[u + 1]):
+            s = np.float64(dot(g, Y[indices[e]], d))
+            acc += (conf[e] - c0) * s * s
+        total += acc
+    return total
+
+
+# ------------------------------------------------------------------------------------- python-level drivers
+def gram_base(Y: np.ndarray, c0: float, reg: float) -> np.ndarray:
+    """``G0 = c0 Y^T Y + lambda I`` as float64 (d, d): one GEMM in the factor dtype, then promoted."""
+    G = (Y.T @ Y).astype(np.float64)
+    G *= c0
+    G[np.diag_indices_from(G)] += reg
+    return G
+
+
+def implicit_loss(indptr, indices, conf, pref, X, Y, c0: float, reg: float) -> float:
+    """The full weighted loss ``L`` over all pairs in O(nnz d + (m + n) d^2) (see module docstring)."""
+    obs = implicit_observed_loss(indptr, indices, conf, pref, X, Y, c0)
+    XtX = (X.T @ X).astype(np.float64)
+    YtY = (Y.T @ Y).astype(np.float64)
+    pattern_all = float(c0 * np.sum(XtX * YtY))
+    norms = float(reg * (np.trace(XtX) + np.trace(YtY)))
+    return float(obs + pattern_all + norms)
+
+
+def row_order(indptr: np.ndarray) -> np.ndarray:
+    """Row indices sorted by decreasing length (int64): long rows first, for load balance."""
+    lengths = np.diff(indptr)
+    return np.argsort(-lengths, kind="stable").astype(np.int64)
+
+
+def transpose_entries(indptr, indices, n_cols: int):
+    """CSR of the transpose: ``(indptr_T, indices_T, perm)`` with ``perm`` mapping new entry -> old entry.
+
+    Per-entry arrays follow with ``conf_T = conf[perm]``. Column indices of the result are sorted.
+    """
+    nnz = len(indices)
+    rows = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
+    perm = np.argsort(indices, kind="stable")  # stable: rows stay ascending within each column
+    counts = np.bincount(indices, minlength=n_cols)
+    indptr_t = np.zeros(n_cols + 1, dtype=np.int64 if nnz > np.iinfo(np.int32).max else np.int32)
+    np.cumsum(counts, out=indptr_t[1:])
+    return indptr_t, rows[perm].astype(np.int32), perm
+
+
+def _solve_long_rows(indptr, indices, conf, pref, Y, G0, c0, long_rows, X, failed) -> None:
+    """Exact solves of long rows by gathered GEMM (BLAS with all its threads): ``Y_u^T W_u Y_u``."""
+    for u in long_rows:
+        s, e = indptr[u], indptr[u + 1]
+        idx = indices[s:e]
+        Yg = Y[idx]  # (n_u, d) gathered block
+        w = (conf[s:e] - Y.dtype.type(c0)).astype(Y.dtype)
+        A = G0 + (Yg.T @ (Yg * w[:, None])).astype(np.float64)
+        b = (Yg.T @ (conf[s:e] * pref[s:e]).astype(Y.dtype)).astype(np.float64)
+        try:
+            cf = scipy.linalg.cho_factor(A, lower=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            failed[u] = 1
+            continue
+        if not np.isfinite(cf[0]).all():
+            failed[u] = 1
+            continue
+        X[u] = scipy.linalg.cho_solve(cf, b, check_finite=False)
+
+
+def half_step(
+    indptr,
+    indices,
+    conf,
+    pref,
+    Y,
+    X,
+    *,
+    c0: float,
+    reg: float,
+    solver: str,
+    cg_steps: int = 3,
+    order: np.ndarray | None = None,
+    long_row: int = LONG_ROW,
+) -> np.ndarray:
+    """One ALS half-step: update every row of ``X`` (in place) with ``Y`` fixed; returns the ``failed`` mask.
+
+    ``solver="cholesky"`` solves exactly; rows longer than ``long_row`` use a gathered BLAS GEMM for their
+    Gram matrix (with the BLAS threads), the rest the register-blocked numba kernel with BLAS limited to one
+    thread so numba threads x BLAS threads never exceed the cores. ``solver="cg"`` runs ``cg_steps``
+    warm-started CG iterations per row. ``order`` (from :func:`row_order`) may be passed to reuse it.
+    """
+    if order is None:
+        order = row_order(indptr)
+    failed = np.zeros(X.shape[0], dtype=np.uint8)
+    G0 = gram_base(Y, c0, reg)
+    n_chunks = min(N_CHUNKS, max(1, len(order)))
+    if solver == "cholesky":
+        lengths = np.diff(indptr)[order]
+        n_long = int(np.searchsorted(-lengths, -long_row, side="left"))  # order is by decreasing length
+        if n_long:
+            _solve_long_rows(indptr, indices, conf, pref, Y, G0, c0, order[:n_long], X, failed)
+        rest = order[n_long:]
+        if len(rest):
+            with threadpool_limits(limits=1, user_api="blas"):
+                implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rest,
+                                       min(n_chunks, len(rest)), X, failed)
+    elif solver == "cg":
+        G0f = G0.astype(Y.dtype)
+        GX = X @ G0f  # the c0 Y^T Y x + lambda x term of every first residual: one blocked GEMM
+        with threadpool_limits(limits=1, user_api="blas"):
+            implicit_cg_rows(indptr, indices, conf, pref, Y, G0f, c0, GX, int(cg_steps), order, n_chunks, X)
+    else:  # pragma: no cover - validated by the model
+        raise ValueError(f"unknown solver {solver!r}")
+    return failed
+
+
+def gd_half_step(indptr, indices, conf, pref, Y, X, *, c0: float, reg: float) -> float:
+    """One full-batch gradient step on the block ``X`` (``Y`` fixed) with the exact line-search step size.
+
+    With ``Y`` fixed, ``L`` is a convex quadratic in ``X``: ``L(X - t G) = L(X) - t ||G||^2 + t^2 sum_u g_u^T A_u
+    g_u``, so ``t* = ||G||^2 / (2 sum_u g_u^T A_u g_u)`` decreases ``L`` (strictly unless ``G = 0``). The gradient
+    ``g_u = 2 (G0 x_u + sum_i [(c - c0) s - c p] y_i)`` and the curvature both cost O(nnz d + m d^2).
+    Returns the step size used.
+    """
+    G0 = gram_base(Y, c0, reg).astype(X.dtype)
+    sparse = np.empty_like(X)
+    implicit_observed_grad(indptr, indices, conf, pref, X, Y, c0, sparse)
+    G = 2.0 * (X @ G0 + sparse)
+    G = np.ascontiguousarray(G, dtype=X.dtype)
+    gg = float(np.sum(G.astype(np.float64) ** 2))
+    if not gg > 0.0:
+        return 0.0
+    curv = float(np.sum((G @ G0).astype(np.float64) * G)) + float(
+        implicit_observed_curvature(indptr, indices, conf, G, Y, c0)
+    )
+    if not curv > 0.0:
+        return 0.0
+    t = gg / (2.0 * curv)
+    X -= X.dtype.type(t) * G
+    return t

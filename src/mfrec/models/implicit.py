@@ -1,0 +1,503 @@
+"""Implicit-feedback matrix factorization by alternating least squares (Hu, Koren & Volinsky 2008).
+
+The model minimises, over ALL user-item pairs,
+
+    L(X, Y) = sum_{u,i} c_ui (p_ui - x_u . y_i)^2 + lambda (sum_u ||x_u||^2 + sum_i ||y_i||^2)
+
+where ``p_ui = 1`` for a stored interaction (or the preference given by an ``ImplicitFeedback``) and 0
+otherwise, and the confidence ``c_ui`` of a stored interaction with value ``r_ui`` is
+
+* ``confidence="linear"``: ``c_ui = 1 + alpha r_ui`` (Hu et al.),
+* ``confidence="log"``:    ``c_ui = 1 + alpha log(1 + r_ui / eps)``,
+* ``confidence="given"``:  ``c_ui = r_ui`` as is (e.g. the worked example of ``seed-example.md``),
+
+while an unobserved pair weighs ``c0 = unobserved_confidence`` (1 in Hu et al.; 0 in the worked example).
+With one side fixed every row has the closed form ``x_u = (Y^T C^u Y + lambda I)^-1 Y^T C^u p_u``, computed
+with ``Y^T C^u Y = c0 Y^T Y + Y^T (C^u - c0 I) Y`` so a half-step costs O(nnz d^2 + n d^3) (exact,
+Cholesky) or O(cg_steps (nnz d + n d^2)) (conjugate gradient, warm-started; Takacs, Pilaszy & Tikk 2011).
+``solver="gd"`` takes one full-batch gradient step per half-step with the exact line-search step size (the
+loss is a convex quadratic in each block, so every step provably lowers it): a cross-check and a baseline.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+import numba
+import numpy as np
+import pandas as pd
+import scipy.linalg
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from mfrec._params import check_choice, check_dtype, check_float, check_int
+from mfrec._random import rng
+from mfrec.data.interactions import Interactions, show_id
+from mfrec.exceptions import InvalidDataError, ModelFitError, UnknownIdError
+from mfrec.kernels.als_implicit import gd_half_step, half_step, implicit_loss, row_order
+from mfrec.models.base import FactorModel
+from mfrec.persist import register_model
+
+__all__ = ["ImplicitALS"]
+
+_SOLVERS = ("cg", "cholesky", "gd")
+_CONFIDENCES = ("linear", "log", "given")
+
+
+def _feedback_parts(data: Any) -> tuple[Interactions, np.ndarray | None, float | None]:
+    """(interactions, preferences or None, unobserved confidence or None) of an Interactions / ImplicitFeedback.
+
+    An ``ImplicitFeedback`` (``mfrec.data.feedback``) is recognised by duck typing: it carries an
+    ``Interactions`` (attribute ``interactions``) whose values are the confidences ``c_ui``, a per-entry
+    preference array (``preference`` or ``preferences``) aligned with ``interactions.matrix.data``, and
+    ``unobserved_confidence``.
+    """
+    if isinstance(data, Interactions):
+        return data, None, None
+    inner = getattr(data, "interactions", None)
+    c0 = getattr(data, "unobserved_confidence", None)
+    if isinstance(inner, Interactions) and c0 is not None:
+        pref = getattr(data, "preference", None)
+        if pref is None:
+            pref = getattr(data, "preferences", None)
+        if pref is None:
+            pref = np.ones(inner.nnz)
+        return inner, np.asarray(pref, dtype=np.float64), float(c0)
+    raise InvalidDataError(
+        f"expected an Interactions or ImplicitFeedback, got {type(data).__name__}; build one with "
+        "Interactions.from_frame(...)"
+    )
+
+
+def _ndcg_at_k(top: np.ndarray, truth_indptr: np.ndarray, truth_indices: np.ndarray, k: int) -> float:
+    """Mean binary ndcg@k of top-k lists ``top`` (b, k') against sorted relevant items per row (CSR).
+
+    TODO: switch to ``mfrec.evaluation.metrics`` once it lands (same definition: gain 1 per relevant item,
+    discount ``1 / log2(rank + 1)``, ideal DCG over ``min(k, n_relevant)`` items).
+    """
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    total = 0.0
+    for r in range(top.shape[0]):
+        rel = truth_indices[truth_indptr[r] : truth_indptr[r + 1]]
+        hits = np.isin(top[r, :k], rel)
+        idcg = disc[: min(k, len(rel))].sum()
+        total += float(disc[: hits.shape[0]][hits].sum() / idcg)
+    return total / max(1, top.shape[0])
+
+
+@register_model
+class ImplicitALS(FactorModel):
+    """Implicit-feedback ALS (Hu, Koren & Volinsky 2008) with exact, conjugate-gradient and gradient solvers.
+
+    Parameters
+    ----------
+    factors : int, default 64
+        Latent dimension ``d``.
+    regularization : float, default 0.05
+        ``lambda`` (> 0), the same for users and items.
+    alpha : float, default 1.0
+        Confidence scale of ``"linear"`` and ``"log"`` confidence (>= 0).
+    iterations : int, default 15
+        Sweeps; each updates the item factors (users fixed), then the user factors (items fixed), so the
+        last update of a user is its exact closed form given the final items (what fold-in recomputes).
+    solver : {"cg", "cholesky", "gd"}, default "cg"
+        Per-row exact Cholesky solve, ``cg_steps`` warm-started conjugate-gradient steps, or one full-batch
+        gradient step with exact line search.
+    cg_steps : int, default 3
+    confidence : {"linear", "log", "given"}, default "linear"
+        How stored values ``r_ui`` become confidences (see the module docstring). Negative values are
+        refused. Ignored when fitting an ``ImplicitFeedback`` (its values are the confidences).
+    eps : float, default 1.0
+        Scale of ``"log"`` confidence.
+    unobserved_confidence : float, default 1.0
+        ``c0``, the weight of a pair without interaction (an ``ImplicitFeedback`` brings its own).
+    seed : int, SeedSequence, Generator or None, default 0
+        Initial factors ~ N(0, 0.01^2). Row solves are independent, so the result does not depend on the
+        number of threads.
+    dtype : {"float32", "float64"}, default "float32"
+        Storage and arithmetic of the factors (exact solves factorise in float64).
+    num_threads : int, default 0
+        numba threads (0: numba's default); BLAS is limited to one thread inside the parallel kernels.
+    early_stopping_rounds : int or None, default None
+        With ``validation``: stop after this many iterations without a better validation ndcg@``validation_k``
+        and keep the best iteration's factors.
+    validation_k : int, default 10
+
+    Attributes
+    ----------
+    user_factors_ : ndarray (n_users, factors), ``dtype``, C-contiguous
+    item_factors_ : ndarray (n_items, factors), ``dtype``, C-contiguous
+    history_ : list of dict
+        Per iteration: ``iteration``, ``loss`` (the full weighted loss L, computed in O(nnz d + (m + n) d^2)),
+        ``seconds`` (cumulative), and ``val_ndcg`` when validation data was given.
+    best_iteration_ : int
+    unobserved_confidence_ : float
+        The ``c0`` used in training (and in fold-in).
+    confidence_mode_ : str
+        The confidence rule used ("given" when trained on an ``ImplicitFeedback``).
+    """
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.05,
+        alpha: float = 1.0,
+        iterations: int = 15,
+        solver: str = "cg",
+        cg_steps: int = 3,
+        confidence: str = "linear",
+        eps: float = 1.0,
+        unobserved_confidence: float = 1.0,
+        seed: Any = 0,
+        dtype: str = "float32",
+        num_threads: int = 0,
+        early_stopping_rounds: int | None = None,
+        validation_k: int = 10,
+    ) -> None:
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.solver = solver
+        self.cg_steps = cg_steps
+        self.confidence = confidence
+        self.eps = eps
+        self.unobserved_confidence = unobserved_confidence
+        self.seed = seed
+        self.dtype = dtype
+        self.num_threads = num_threads
+        self.early_stopping_rounds = early_stopping_rounds
+        self.validation_k = validation_k
+
+    # ------------------------------------------------------------------ validation
+    def _checked_params(self) -> dict[str, Any]:
+        p = {
+            "factors": check_int("factors", self.factors, minimum=1),
+            "regularization": check_float("regularization", self.regularization, 0.0, strict_min=True),
+            "alpha": check_float("alpha", self.alpha, 0.0),
+            "iterations": check_int("iterations", self.iterations, minimum=1),
+            "solver": check_choice("solver", self.solver, _SOLVERS),
+            "cg_steps": check_int("cg_steps", self.cg_steps, minimum=1),
+            "confidence": check_choice("confidence", self.confidence, _CONFIDENCES),
+            "eps": check_float("eps", self.eps, 0.0, strict_min=True),
+            "unobserved_confidence": check_float("unobserved_confidence", self.unobserved_confidence, 0.0),
+            "dtype": check_dtype("dtype", self.dtype),
+            "num_threads": check_int("num_threads", self.num_threads, minimum=0),
+            "validation_k": check_int("validation_k", self.validation_k, minimum=1),
+        }
+        esr = self.early_stopping_rounds
+        p["early_stopping_rounds"] = None if esr is None else check_int("early_stopping_rounds", esr, minimum=1)
+        return p
+
+    def _confidence_of(self, values: np.ndarray, mode: str, who) -> np.ndarray:
+        """c_ui from values r_ui (float64); ``who(pos)`` names the (user, item) of entry ``pos`` for errors."""
+        values = np.asarray(values, dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise InvalidDataError(f"value {values[pos]} of {who(pos)} is not finite")
+        neg = values < 0
+        if neg.any():
+            pos = int(np.flatnonzero(neg)[0])
+            what = "confidence" if mode == "given" else f"value (for {mode} confidence)"
+            raise InvalidDataError(
+                f"negative {what} {values[pos]:g} of {who(pos)} ({int(neg.sum())} negative entries); implicit "
+                "feedback needs values >= 0 — drop or clip them, or convert with mfrec.data.feedback"
+            )
+        alpha, eps = float(self.alpha), float(self.eps)
+        if mode == "linear":
+            return 1.0 + alpha * values
+        if mode == "log":
+            return 1.0 + alpha * np.log1p(values / eps)
+        return values.copy()
+
+    @staticmethod
+    def _namer(data: Interactions):
+        rows, cols, _ = data.coo()
+
+        def who(pos: int) -> str:
+            return f"user {show_id(data.user_index_map[rows[pos]])}, item {show_id(data.item_index_map[cols[pos]])}"
+
+        return who
+
+    def _prepare(self, data: Any, p: dict[str, Any]) -> tuple[Interactions, np.ndarray, np.ndarray, float, str]:
+        """(interactions, conf, pref, c0, mode) with conf/pref per stored entry in the factor dtype."""
+        inter, pref, c0 = _feedback_parts(data)
+        mode = "given" if pref is not None else p["confidence"]
+        c0 = p["unobserved_confidence"] if c0 is None else check_float("unobserved_confidence", c0, 0.0)
+        conf = self._confidence_of(inter.matrix.data, mode, self._namer(inter))
+        if pref is None:
+            pref = np.ones(inter.nnz)
+        elif pref.shape != (inter.nnz,) or not np.isfinite(pref).all():
+            raise InvalidDataError(f"preferences must be {inter.nnz} finite values aligned with the interactions")
+        dt = p["dtype"]
+        return inter, conf.astype(dt), np.ascontiguousarray(pref, dtype=dt), c0, mode
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, interactions: Any, validation: Interactions | None = None) -> ImplicitALS:
+        """Fit on implicit feedback.
+
+        Parameters
+        ----------
+        interactions : Interactions or ImplicitFeedback
+            Users x items; stored values become confidences by ``confidence`` (an ``ImplicitFeedback`` brings
+            its own confidences, preferences and unobserved confidence).
+        validation : Interactions, optional
+            Held-out interactions (any id maps; unknown ids are ignored). Adds ``val_ndcg`` (ndcg@validation_k,
+            training items excluded) to ``history_`` and enables ``early_stopping_rounds``.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        InvalidDataError
+            Negative or non-finite values (naming the user and item), no interactions at all.
+        ModelFitError
+            The factors became non-finite or a system was not positive definite.
+        """
+        p = self._checked_params()
+        inter, conf, pref, c0, mode = self._prepare(interactions, p)
+        if inter.nnz == 0:
+            raise InvalidDataError("no interactions to fit")
+        dt, d, reg = p["dtype"], p["factors"], p["regularization"]
+        csr = inter.matrix
+        n_users, n_items = csr.shape
+        indptr, indices = csr.indptr, csr.indices
+        # items x users by scipy's O(nnz) CSR->CSC pass (no int64 permutation: keeps the peak memory low);
+        # explicitly stored zeros are kept, so the per-entry arrays stay aligned with the pattern
+        t = sp.csr_matrix((conf, indices, indptr), shape=csr.shape).T.tocsr()
+        indptr_t, indices_t, conf_t = t.indptr, t.indices.astype(np.int32, copy=False), t.data
+        if np.all(pref == 1):
+            pref_t = np.ones_like(conf_t)
+        else:
+            t = sp.csr_matrix((pref, indices, indptr), shape=csr.shape).T.tocsr()
+            pref_t = t.data
+        del t
+        order_u, order_i = row_order(indptr), row_order(indptr_t)
+
+        self.interactions_ = inter
+        self.unobserved_confidence_ = float(c0)
+        self.confidence_mode_ = mode
+        gen = rng(self.seed)
+        self.user_factors_ = np.ascontiguousarray(gen.normal(0.0, 0.01, size=(n_users, d)).astype(dt))
+        self.item_factors_ = np.ascontiguousarray(gen.normal(0.0, 0.01, size=(n_items, d)).astype(dt))
+        self.history_: list[dict[str, Any]] = []
+        self.best_iteration_ = 0
+        val = self._validation_truth(validation, p["validation_k"])
+        solver, steps = p["solver"], p["cg_steps"]
+
+        def half(ip, ix, cf, pr, Y, X, order, side: str) -> None:
+            if solver == "gd":
+                gd_half_step(ip, ix, cf, pr, Y, X, c0=c0, reg=reg)
+                return
+            failed = half_step(ip, ix, cf, pr, Y, X, c0=c0, reg=reg, solver=solver, cg_steps=steps, order=order)
+            if failed.any():
+                raise ModelFitError(
+                    f"ImplicitALS: {int(failed.sum())} {side} systems were not positive definite (non-finite "
+                    "factors?); increase regularization or use dtype='float64'"
+                )
+
+        old_threads = numba.get_num_threads()
+        started = time.perf_counter()
+        best: tuple[float, int, Any] = (-np.inf, 0, None)
+        try:
+            if p["num_threads"]:
+                numba.set_num_threads(min(p["num_threads"], numba.config.NUMBA_NUM_THREADS))
+            for it in range(1, p["iterations"] + 1):
+                half(indptr_t, indices_t, conf_t, pref_t, self.user_factors_, self.item_factors_, order_i, "item")
+                half(indptr, indices, conf, pref, self.item_factors_, self.user_factors_, order_u, "user")
+                with threadpool_limits(limits=1, user_api="blas"):
+                    loss = implicit_loss(indptr, indices, conf, pref, self.user_factors_, self.item_factors_, c0, reg)
+                entry: dict[str, Any] = {"iteration": it, "loss": loss}
+                if not np.isfinite(loss):
+                    self._check_finite(it)
+                    raise ModelFitError(
+                        f"ImplicitALS: the training loss became non-finite at iteration {it}; increase "
+                        "regularization or use dtype='float64'"
+                    )
+                if val is not None:
+                    entry["val_ndcg"] = self._validation_ndcg(val, p["validation_k"])
+                entry["seconds"] = time.perf_counter() - started
+                self.history_.append(entry)
+                self.best_iteration_ = it
+                esr = p["early_stopping_rounds"]
+                if val is not None and esr is not None:
+                    if entry["val_ndcg"] > best[0]:
+                        best = (entry["val_ndcg"], it, (self.user_factors_.copy(), self.item_factors_.copy()))
+                    elif it - best[1] >= esr:
+                        break
+        finally:
+            numba.set_num_threads(old_threads)
+        if best[2] is not None and best[1] != self.best_iteration_:
+            self.user_factors_, self.item_factors_ = best[2]
+            self.best_iteration_ = best[1]
+        self._check_finite(self.best_iteration_)
+        return self
+
+    def _check_finite(self, it: int) -> None:
+        for name in ("user_factors_", "item_factors_"):
+            if not np.isfinite(getattr(self, name)).all():
+                raise ModelFitError(
+                    f"ImplicitALS: training produced non-finite values in {name} (iteration {it}); increase "
+                    "regularization, lower alpha, or use dtype='float64'"
+                )
+
+    def _validation_truth(self, validation: Any, k: int):
+        """(user_idx, CSR indptr/indices of held-out items) in the training index space, or None."""
+        if validation is None:
+            return None
+        vinter, _, _ = _feedback_parts(validation)
+        mapped, _ = vinter.reindex(self.interactions_.user_index_map, self.interactions_.item_index_map)
+        m = mapped.matrix
+        users = np.flatnonzero(np.diff(m.indptr) > 0).astype(np.int32)
+        if len(users) == 0:
+            warnings.warn("validation data shares no user and item with the training data; ignored", stacklevel=3)
+            return None
+        sub = m[users]
+        return users, sub.indptr, sub.indices
+
+    def _validation_ndcg(self, val, k: int) -> float:
+        users, t_indptr, t_indices = val
+        seen_ptr, seen_idx = self._seen_pattern(users)
+        top, _ = self._topk_pattern(users, k, seen_ptr, seen_idx, None)
+        return _ndcg_at_k(top, t_indptr, t_indices, k)
+
+    # ------------------------------------------------------------------ closed-form fold-in
+    def _solve_against(self, Y: np.ndarray, idx: np.ndarray, conf: np.ndarray) -> np.ndarray:
+        """``(c0 Y^T Y + lambda I + Y_S^T (C_S - c0) Y_S)^-1 Y_S^T c_S`` (p = 1) in float64, returned in dtype."""
+        reg = float(self.regularization)
+        c0 = float(self.unobserved_confidence_)
+        Y64 = Y.astype(np.float64)
+        A = c0 * (Y64.T @ Y64)
+        A[np.diag_indices_from(A)] += reg
+        Ys = Y64[idx]
+        A += Ys.T @ ((conf - c0)[:, None] * Ys)
+        b = Ys.T @ conf
+        try:
+            x = scipy.linalg.solve(A, b, assume_a="pos", check_finite=False)
+        except (np.linalg.LinAlgError, ValueError) as exc:
+            raise ModelFitError(f"ImplicitALS: fold-in system is not positive definite ({exc})") from None
+        return x.astype(Y.dtype)
+
+    def fold_in_user(self, items: Iterable[Hashable], values: Iterable[float] | None = None) -> np.ndarray:
+        """Factor vector ``(factors,)`` of a user not in training, from the items they interacted with.
+
+        Exact closed form with the item factors fixed, ``x = (c0 Y^T Y + lambda I + Y_S^T (C_S - c0 I) Y_S)^-1
+        Y_S^T c_S`` where ``c_S`` are the confidences of ``values`` (default 1 each) under the trained
+        confidence rule. Folding in a training user's own row reproduces its factors (exactly after the
+        Cholesky solver, approximately after CG/GD).
+        """
+        idx, vals = self._fold_in_inputs(items, values)
+        conf = self._confidence_of(vals, self.confidence_mode_, lambda pos: f"item {show_id(list(items)[pos])}")
+        return self._solve_against(self.item_factors_, idx, conf)
+
+    def fold_in_item(self, users: Iterable[Hashable], values: Iterable[float] | None = None) -> np.ndarray:
+        """Factor vector ``(factors,)`` of an item not in training from the (known) users who interacted with it.
+
+        The same closed form as :meth:`fold_in_user` with the user factors fixed.
+        """
+        self._check_fitted()
+        ids = list(users) if not isinstance(users, str) else [users]
+        if not ids:
+            raise InvalidDataError("a new item needs at least one known user to fold in")
+        try:
+            idx = np.asarray(self.interactions_.user_index(ids), dtype=np.int64)
+        except UnknownIdError as exc:
+            raise UnknownIdError(f"users: {exc}") from None
+        if len(np.unique(idx)) != len(idx):
+            raise InvalidDataError("a user is given more than once")
+        vals = np.ones(len(idx)) if values is None else np.asarray(list(values), dtype=np.float64).ravel()
+        if vals.shape != idx.shape:
+            raise InvalidDataError(f"{len(vals)} values given for {len(idx)} users")
+        conf = self._confidence_of(vals, self.confidence_mode_, lambda pos: f"user {show_id(ids[pos])}")
+        return self._solve_against(self.user_factors_, idx, conf)
+
+    # ------------------------------------------------------------------ incremental updates
+    def partial_fit_users(self, interactions: Interactions) -> ImplicitALS:
+        """Recompute (or add) the factors of the users in ``interactions`` by the closed form, items fixed.
+
+        ``interactions`` holds the *complete* current history of each user it lists (their rows replace the
+        training rows); users it does not list keep their factors. New user ids extend the id map. Every item
+        must be known to the model (fold new items in first with :meth:`partial_fit_items`).
+        """
+        return self._partial_fit(interactions, side="user")
+
+    def partial_fit_items(self, interactions: Interactions) -> ImplicitALS:
+        """Recompute (or add) the factors of the items in ``interactions`` (users x items), users fixed.
+
+        The mirror of :meth:`partial_fit_users`: the given columns replace the training columns of those items,
+        new item ids extend the id map, every user must be known.
+        """
+        return self._partial_fit(interactions, side="item")
+
+    def _partial_fit(self, data: Any, side: str) -> ImplicitALS:
+        self._check_fitted()
+        p = self._checked_params()
+        inter, conf, pref, _, _ = self._prepare(data, {**p, "confidence": self.confidence_mode_})
+        model = self.interactions_
+        own_map = model.user_index_map if side == "user" else model.item_index_map
+        fixed_map = model.item_index_map if side == "user" else model.user_index_map
+        data_own = inter.user_index_map if side == "user" else inter.item_index_map
+        data_fixed = inter.item_index_map if side == "user" else inter.user_index_map
+        other = "item" if side == "user" else "user"
+        fixed_codes = fixed_map.get_indexer(data_fixed)
+        rows, cols, vals = inter.coo()
+        own_e, fixed_e = (rows, cols) if side == "user" else (cols, rows)
+        unknown = fixed_codes[fixed_e] < 0
+        if unknown.any():
+            bad = data_fixed[fixed_e[np.flatnonzero(unknown)[0]]]
+            raise UnknownIdError(
+                f"unknown {other} id {show_id(bad)} in partial_fit_{side}s ({int(unknown.sum())} entries); "
+                f"add new {other}s first with partial_fit_{other}s"
+            )
+        new_ids = data_own[own_map.get_indexer(data_own) < 0]
+        full_map = own_map.append(pd.Index(new_ids)) if len(new_ids) else own_map
+        own_codes = full_map.get_indexer(data_own)
+        # CSR over the listed rows (in data order) against the fixed side
+        r_local, f_global = own_e.astype(np.int64), fixed_codes[fixed_e].astype(np.int64)
+        n_listed = len(data_own)
+        order = np.lexsort((f_global, r_local))
+        sub = sp.csr_matrix((np.arange(1, len(order) + 1, dtype=np.float64), (r_local[order], f_global[order])),
+                            shape=(n_listed, len(fixed_map)))
+        pos = sub.data.astype(np.int64) - 1  # sorted CSR entry -> position in `order`
+        entry = order[pos]
+        s_conf = np.ascontiguousarray(conf[entry])
+        s_pref = np.ascontiguousarray(pref[entry])
+        Y = self.item_factors_ if side == "user" else self.user_factors_
+        Xs = np.zeros((n_listed, Y.shape[1]), dtype=Y.dtype)
+        ip = sub.indptr.astype(np.int64)
+        failed = half_step(ip, sub.indices.astype(np.int32), s_conf, s_pref, Y, Xs, c0=self.unobserved_confidence_,
+                           reg=p["regularization"], solver="cholesky")
+        if failed.any() or not np.isfinite(Xs).all():
+            raise ModelFitError(f"ImplicitALS: partial_fit_{side}s produced non-finite factors; increase regularization")
+        attr = "user_factors_" if side == "user" else "item_factors_"
+        old = getattr(self, attr)
+        grown = np.zeros((len(full_map), old.shape[1]), dtype=old.dtype)
+        grown[: len(old)] = old
+        grown[own_codes] = Xs
+        setattr(self, attr, np.ascontiguousarray(grown))
+        # the training interactions: the listed rows/columns replace the old ones
+        m_rows, m_cols, m_vals = model.coo()
+        m_own = m_rows if side == "user" else m_cols
+        keep = ~np.isin(m_own, own_codes)
+        new_own = own_codes[own_e].astype(np.int64)
+        new_fixed = fixed_codes[fixed_e].astype(np.int64)
+        all_own = np.concatenate([m_own[keep].astype(np.int64), new_own])
+        all_fixed = np.concatenate([(m_cols if side == "user" else m_rows)[keep].astype(np.int64), new_fixed])
+        all_vals = np.concatenate([m_vals[keep], vals]).astype(np.float32)
+        if side == "user":
+            shape, ur, ic = (len(full_map), len(fixed_map)), all_own, all_fixed
+            users, items = full_map, fixed_map
+        else:
+            shape, ur, ic = (len(fixed_map), len(full_map)), all_fixed, all_own
+            users, items = fixed_map, full_map
+        matrix = sp.csr_matrix((all_vals, (ur, ic)), shape=shape)
+        matrix.sort_indices()
+        self.interactions_ = Interactions(matrix, users, items, has_values=model.has_values)
+        self._invalidate_caches()
+        return self

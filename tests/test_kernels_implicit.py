@@ -1,0 +1,188 @@
+"""Implicit-ALS kernels against dense numpy references built over ALL (u, i) pairs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mfrec.kernels import als_implicit as K
+from mfrec.kernels.linalg import cholesky_inplace, cholesky_solve_inplace, symv_lower
+
+
+def random_problem(seed, m=13, n=9, d=4, density=0.35, dtype=np.float64, c0=1.0, pref_frac=1.0):
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((m, n)) < density).astype(float)
+    dense[0, :] = 0.0  # an empty row
+    csr = sp.csr_matrix(dense)
+    nnz = csr.nnz
+    conf = (c0 + rng.random(nnz) * 3).astype(dtype)
+    pref = np.where(rng.random(nnz) < pref_frac, 1.0, 0.0).astype(dtype)
+    X = rng.normal(scale=0.3, size=(m, d)).astype(dtype)
+    Y = rng.normal(scale=0.3, size=(n, d)).astype(dtype)
+    return csr.indptr.astype(np.int32), csr.indices.astype(np.int32), conf, pref, X, Y
+
+
+def dense_cp(indptr, indices, conf, pref, shape, c0):
+    """Dense C (c0 where unobserved) and P (0 where unobserved)."""
+    C = np.full(shape, c0, dtype=np.float64)
+    P = np.zeros(shape)
+    for u in range(shape[0]):
+        for e in range(indptr[u], indptr[u + 1]):
+            C[u, indices[e]] = conf[e]
+            P[u, indices[e]] = pref[e]
+    return C, P
+
+
+def dense_loss(C, P, X, Y, reg):
+    S = X.astype(np.float64) @ Y.astype(np.float64).T
+    return float(np.sum(C * (P - S) ** 2) + reg * (np.sum(X.astype(float) ** 2) + np.sum(Y.astype(float) ** 2)))
+
+
+def dense_solve(C, P, Y, reg):
+    """Reference half-step: x_u = (Y^T C^u Y + reg I)^-1 Y^T C^u p_u, one dense solve per row."""
+    Y = Y.astype(np.float64)
+    out = np.empty((C.shape[0], Y.shape[1]))
+    for u in range(C.shape[0]):
+        A = Y.T @ (C[u][:, None] * Y) + reg * np.eye(Y.shape[1])
+        out[u] = np.linalg.solve(A, Y.T @ (C[u] * P[u]))
+    return out
+
+
+def test_linalg_helpers_match_numpy():
+    rng = np.random.default_rng(0)
+    M = rng.normal(size=(7, 7))
+    A = M @ M.T + 7 * np.eye(7)
+    b = rng.normal(size=7)
+    out = np.empty(7)
+    symv_lower(np.tril(A), b, out, 7)
+    np.testing.assert_allclose(out, A @ b, rtol=1e-12)
+    L = A.copy()
+    assert cholesky_inplace(L, 7)
+    np.testing.assert_allclose(np.tril(L), np.linalg.cholesky(A), rtol=1e-12)
+    z = b.copy()
+    cholesky_solve_inplace(L, z, 7)
+    np.testing.assert_allclose(z, np.linalg.solve(A, b), rtol=1e-10)
+    bad = -np.eye(3)
+    assert not cholesky_inplace(bad, 3)
+    nan = np.full((2, 2), np.nan)
+    assert not cholesky_inplace(nan, 2)
+
+
+@pytest.mark.parametrize("c0", [1.0, 0.0, 0.3])
+@pytest.mark.parametrize("pref_frac", [1.0, 0.6])
+def test_cholesky_rows_equal_dense_solve(c0, pref_frac):
+    indptr, indices, conf, pref, X, Y = random_problem(1, c0=c0, pref_frac=pref_frac)
+    reg = 0.1
+    C, P = dense_cp(indptr, indices, conf, pref, X.shape[:1] + Y.shape[:1], c0)
+    expected = dense_solve(C, P, Y, reg)
+    out = X.copy()
+    failed = K.half_step(indptr, indices, conf, pref, Y, out, c0=c0, reg=reg, solver="cholesky")
+    assert not failed.any()
+    np.testing.assert_allclose(out, expected, rtol=1e-9, atol=1e-10)
+    # the same through the BLAS long-row path
+    out2 = X.copy()
+    K.half_step(indptr, indices, conf, pref, Y, out2, c0=c0, reg=reg, solver="cholesky", long_row=0)
+    np.testing.assert_allclose(out2, expected, rtol=1e-9, atol=1e-10)
+
+
+def test_cholesky_rows_float32_close_to_float64():
+    indptr, indices, conf, pref, X, Y = random_problem(2, m=40, n=30, d=16)
+    C, P = dense_cp(indptr, indices, conf, pref, (40, 30), 1.0)
+    expected = dense_solve(C, P, Y, 0.05)
+    out = X.astype(np.float32)
+    K.half_step(indptr, indices, conf.astype(np.float32), pref.astype(np.float32), Y.astype(np.float32), out,
+                c0=1.0, reg=0.05, solver="cholesky")
+    np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_half_step_minimises_dense_loss_and_is_row_optimal():
+    indptr, indices, conf, pref, X, Y = random_problem(3)
+    reg = 0.2
+    C, P = dense_cp(indptr, indices, conf, pref, (13, 9), 1.0)
+    out = X.copy()
+    K.half_step(indptr, indices, conf, pref, Y, out, c0=1.0, reg=reg, solver="cholesky")
+    base = dense_loss(C, P, out, Y, reg)
+    rng = np.random.default_rng(9)
+    for _ in range(10):  # any perturbation of the solved block increases the loss
+        assert dense_loss(C, P, out + 1e-3 * rng.normal(size=out.shape), Y, reg) > base
+
+
+@pytest.mark.parametrize("c0", [1.0, 0.0])
+def test_cg_converges_to_cholesky(c0):
+    indptr, indices, conf, pref, X, Y = random_problem(4, m=20, n=15, d=6, c0=c0, pref_frac=0.7)
+    exact = X.copy()
+    K.half_step(indptr, indices, conf, pref, Y, exact, c0=c0, reg=0.1, solver="cholesky")
+    cg = X.copy()
+    K.half_step(indptr, indices, conf, pref, Y, cg, c0=c0, reg=0.1, solver="cg", cg_steps=30)
+    np.testing.assert_allclose(cg, exact, rtol=1e-7, atol=1e-8)
+    # d CG steps solve a d x d SPD system exactly (in exact arithmetic): close after 6 steps
+    cg6 = X.copy()
+    K.half_step(indptr, indices, conf, pref, Y, cg6, c0=c0, reg=0.1, solver="cg", cg_steps=6)
+    np.testing.assert_allclose(cg6, exact, rtol=1e-5, atol=1e-6)
+
+
+def test_cg_guards_zero_residual_and_never_increases_row_loss():
+    indptr, indices, conf, pref, X, Y = random_problem(5)
+    exact = X.copy()
+    K.half_step(indptr, indices, conf, pref, Y, exact, c0=1.0, reg=0.1, solver="cholesky")
+    again = exact.copy()  # starting at the solution: residual ~0, must not divide by zero
+    K.half_step(indptr, indices, conf, pref, Y, again, c0=1.0, reg=0.1, solver="cg", cg_steps=3)
+    assert np.isfinite(again).all()
+    np.testing.assert_allclose(again, exact, atol=1e-10)
+    C, P = dense_cp(indptr, indices, conf, pref, (13, 9), 1.0)
+    cur = X.copy()
+    prev = dense_loss(C, P, cur, Y, 0.1)
+    for _ in range(3):
+        K.half_step(indptr, indices, conf, pref, Y, cur, c0=1.0, reg=0.1, solver="cg", cg_steps=1)
+        now = dense_loss(C, P, cur, Y, 0.1)
+        assert now <= prev + 1e-12
+        prev = now
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), c0=st.sampled_from([0.0, 0.5, 1.0]), d=st.integers(1, 6))
+def test_loss_identity_matches_dense(seed, c0, d):
+    indptr, indices, conf, pref, X, Y = random_problem(seed, d=d, c0=c0, pref_frac=0.8)
+    C, P = dense_cp(indptr, indices, conf, pref, (13, 9), c0)
+    got = K.implicit_loss(indptr, indices, conf, pref, X, Y, c0, 0.3)
+    assert got == pytest.approx(dense_loss(C, P, X, Y, 0.3), rel=1e-9, abs=1e-9)
+
+
+def test_gradient_matches_finite_differences_and_gd_step_decreases():
+    indptr, indices, conf, pref, X, Y = random_problem(6, c0=0.5, pref_frac=0.7)
+    reg, c0 = 0.2, 0.5
+    C, P = dense_cp(indptr, indices, conf, pref, (13, 9), c0)
+    sparse = np.empty_like(X)
+    K.implicit_observed_grad(indptr, indices, conf, pref, X, Y, c0, sparse)
+    G = 2 * (X @ K.gram_base(Y, c0, reg) + sparse)
+    S = X @ Y.T
+    dense_grad = -2 * (C * (P - S)) @ Y + 2 * reg * X
+    np.testing.assert_allclose(G, dense_grad, rtol=1e-10, atol=1e-12)
+    cur = X.copy()
+    prev = dense_loss(C, P, cur, Y, reg)
+    t = K.gd_half_step(indptr, indices, conf, pref, Y, cur, c0=c0, reg=reg)
+    assert t > 0
+    now = dense_loss(C, P, cur, Y, reg)
+    assert now < prev
+    # exact line search: the step is the minimiser along -G
+    for f in (0.9, 1.1):
+        trial = X - f * t * G
+        assert dense_loss(C, P, trial, Y, reg) >= now - 1e-12
+
+
+def test_transpose_entries_matches_scipy():
+    indptr, indices, conf, *_ = random_problem(7, m=30, n=20)
+    it, jt, perm = K.transpose_entries(indptr, indices, 20)
+    ref = sp.csr_matrix((conf, indices, indptr), shape=(30, 20)).T.tocsr()
+    ref.sort_indices()
+    np.testing.assert_array_equal(it, ref.indptr)
+    np.testing.assert_array_equal(jt, ref.indices)
+    np.testing.assert_allclose(conf[perm], ref.data)
+
+
+def test_row_order_long_rows_first():
+    indptr = np.array([0, 1, 5, 5, 7])
+    np.testing.assert_array_equal(K.row_order(indptr), [1, 3, 0, 2])
