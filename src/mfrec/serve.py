@@ -1,0 +1,289 @@
+"""HTTP recommendation service: a FastAPI app over a saved model (extra ``serve``).
+
+Endpoints (all JSON)::
+
+    GET  /health                                  liveness + model class
+    GET  /model                                   the model file's manifest
+    GET  /users/{user}/recommendations?k=10&exclude_seen=true
+    GET  /items/{item}/users?k=10                 users most likely to want the item
+    GET  /items/{item}/similar?k=10
+    GET  /users/{user}/similar?k=10
+    POST /recommendations                         {"items": [...], "values": [...]?, "k": 10}: fold-in of a new user
+    POST /admin/reload                            re-read the model file and swap it in atomically
+
+Unknown ids answer 404 with ``{"detail": ...}``; invalid parameters 422; ``k`` is capped by ``max_k``; request
+bodies over ``max_body_bytes`` answer 413 (the bytes are counted as they stream, Content-Length is not trusted).
+Scoring endpoints are plain ``def`` functions: FastAPI runs them in its thread pool, so the event loop stays free.
+The model is loaded and its kernels JIT-warmed before the server accepts requests.
+
+Reloading builds the new model completely, then replaces one reference: requests in flight finish on the old
+model, later ones use the new one; a broken file leaves the old model serving (the reload answers 500 with why).
+"""
+
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mfrec.exceptions import MfrecError, UnknownIdError, require_extra
+
+__all__ = ["create_app", "ModelHolder", "serve"]
+
+DEFAULT_MAX_K = 1000
+DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
+
+
+class ModelHolder:
+    """The model being served, its manifest and item titles; swapped atomically on reload."""
+
+    def __init__(self, path: str | Path | None = None, model: Any = None) -> None:
+        if (path is None) == (model is None):
+            raise ValueError("give exactly one of path or model")
+        self.path = None if path is None else Path(path)
+        self._lock = threading.Lock()
+        self._state: tuple[Any, dict[str, Any], dict[Any, str]] = (None, {}, {})
+        if model is not None:
+            self._state = self._prepare(model, getattr(model, "manifest_", {}))
+        else:
+            self.reload()
+
+    @staticmethod
+    def _prepare(model: Any, manifest: dict[str, Any]) -> tuple[Any, dict[str, Any], dict[Any, str]]:
+        titles_meta = (manifest.get("extra") or {}).get("item_titles") or {}
+        titles = dict(zip(titles_meta.get("ids", []), titles_meta.get("titles", [])))
+        warm_up(model)
+        return model, manifest, titles
+
+    def reload(self) -> dict[str, Any]:
+        """Load the file again and swap it in; raises (old model kept) if the new file is bad."""
+        if self.path is None:
+            raise MfrecError("this service was started from an in-memory model: nothing to reload")
+        from mfrec.persist import load
+
+        model = load(self.path)
+        state = self._prepare(model, model.manifest_)
+        with self._lock:
+            self._state = state
+        return state[1]
+
+    @property
+    def state(self) -> tuple[Any, dict[str, Any], dict[Any, str]]:
+        return self._state  # one reference read: consistent (model, manifest, titles) triple
+
+
+def warm_up(model: Any) -> None:
+    """Run each scenario once so numba kernels are compiled before the first request."""
+    data = getattr(model, "interactions_", None)
+    if data is None or data.n_users == 0 or data.n_items == 0:
+        return
+    user, item = data.user_ids[0], data.item_ids[0]
+    for call in (
+        lambda: model.recommend(user, k=1),
+        lambda: model.recommend_users(item, k=1),
+        lambda: model.similar_items(item, k=1),
+        lambda: model.similar_users(user, k=1),
+        lambda: model.recommend_new_user([item], k=1),
+    ):
+        try:
+            call()
+        except (MfrecError, NotImplementedError):
+            pass
+
+
+def parse_id(raw: str, index: pd.Index) -> Any:
+    """Turn a path/body id into the model's id type (ints stay ints when the model's ids are ints)."""
+    if isinstance(raw, str) and index.dtype.kind in "iu":
+        try:
+            return int(raw)
+        except ValueError:
+            raise UnknownIdError(f"unknown id {raw!r}") from None
+    if isinstance(raw, str) and index.dtype.kind == "f":
+        try:
+            return float(raw)
+        except ValueError:
+            raise UnknownIdError(f"unknown id {raw!r}") from None
+    if not isinstance(raw, str) and index.dtype == object:
+        return str(raw) if str(raw) in index else raw
+    return raw
+
+
+def _json_id(x: Any) -> Any:
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _rows(frame: pd.DataFrame, key: str, titles: dict[Any, str] | None = None) -> list[dict[str, Any]]:
+    out = []
+    for ident, score in zip(frame[key].tolist(), frame["score"].tolist()):
+        row = {key: _json_id(ident), "score": float(score)}
+        if titles:
+            title = titles.get(ident)
+            if title is not None:
+                row["title"] = title
+        out.append(row)
+    return out
+
+
+class _BodyLimit:
+    """ASGI middleware: refuse request bodies over ``limit`` bytes, counting what actually streams in."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._reject(send)
+            return
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Any) -> None:
+        body = b'{"detail":"request body too large"}'
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(
+    model_path: str | Path | None = None,
+    *,
+    model: Any = None,
+    max_k: int = DEFAULT_MAX_K,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+):
+    """Build the FastAPI application serving ``model_path`` (or an in-memory fitted ``model``)."""
+    fastapi = require_extra("fastapi", "serve")
+    from fastapi import Body, FastAPI, Path as PathParam, Query, Request
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, Field
+
+    holder = ModelHolder(model_path, model)
+    app = FastAPI(
+        title="mfrec",
+        description="Recommendations from a matrix-factorization model: items for a user, users for an item, "
+        "similar items and users, and fold-in for new users.",
+        version=__import__("mfrec").__version__,
+    )
+    app.state.holder = holder
+
+    @app.exception_handler(UnknownIdError)
+    async def _unknown(_: Request, exc: UnknownIdError):
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(MfrecError)
+    async def _invalid(_: Request, exc: MfrecError):
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    K = Query(10, ge=1, le=max_k, description=f"number of results (1..{max_k})")
+
+    class NewUser(BaseModel):
+        items: list[str | int] = Field(..., min_length=1, max_length=10000, description="item ids the user interacted with")
+        values: list[float] | None = Field(None, description="one value per item (rating, count...); default 1")
+        k: int = Field(10, ge=1, le=max_k)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        model, manifest, _ = holder.state
+        return {"status": "ok", "model_class": type(model).__name__, "created": manifest.get("created")}
+
+    @app.get("/model")
+    def model_manifest() -> dict[str, Any]:
+        _, manifest, _ = holder.state
+        return {k: v for k, v in manifest.items() if k != "extra"} | {
+            "extra": {k: v for k, v in (manifest.get("extra") or {}).items() if k != "item_titles"}
+        }
+
+    @app.get("/users/{user}/recommendations")
+    def user_recommendations(
+        user: str = PathParam(..., max_length=256), k: int = K, exclude_seen: bool = Query(True)
+    ) -> dict[str, Any]:
+        model, _, titles = holder.state
+        uid = parse_id(user, model.interactions_.user_index_map)
+        frame = model.recommend(uid, k=k, exclude_seen=exclude_seen)
+        return {"user": _json_id(uid), "items": _rows(frame, "item", titles)}
+
+    @app.get("/items/{item}/users")
+    def item_users(item: str = PathParam(..., max_length=256), k: int = K) -> dict[str, Any]:
+        model, _, titles = holder.state
+        iid = parse_id(item, model.interactions_.item_index_map)
+        frame = model.recommend_users(iid, k=k)
+        return {"item": _json_id(iid), "title": titles.get(iid), "users": _rows(frame, "user")}
+
+    @app.get("/items/{item}/similar")
+    def item_similar(item: str = PathParam(..., max_length=256), k: int = K) -> dict[str, Any]:
+        model, _, titles = holder.state
+        iid = parse_id(item, model.interactions_.item_index_map)
+        frame = model.similar_items(iid, k=k)
+        return {"item": _json_id(iid), "title": titles.get(iid), "items": _rows(frame, "item", titles)}
+
+    @app.get("/users/{user}/similar")
+    def user_similar(user: str = PathParam(..., max_length=256), k: int = K) -> dict[str, Any]:
+        model, _, _ = holder.state
+        uid = parse_id(user, model.interactions_.user_index_map)
+        frame = model.similar_users(uid, k=k)
+        return {"user": _json_id(uid), "users": _rows(frame, "user")}
+
+    @app.post("/recommendations")
+    def new_user_recommendations(body: NewUser = Body(...)) -> dict[str, Any]:
+        model, _, titles = holder.state
+        index = model.interactions_.item_index_map
+        items = [parse_id(str(i), index) for i in body.items]
+        if body.values is not None and len(body.values) != len(items):
+            raise MfrecError(f"values has {len(body.values)} entries but items has {len(items)}")
+        frame = model.recommend_new_user(items, values=body.values, k=body.k)
+        return {"items": _rows(frame, "item", titles)}
+
+    @app.post("/admin/reload")
+    def reload() -> dict[str, Any]:
+        try:
+            manifest = holder.reload()
+        except MfrecError as exc:
+            return JSONResponse(status_code=500, content={"detail": f"reload failed, old model kept: {exc}"})
+        return {"status": "reloaded", "created": manifest.get("created")}
+
+    del fastapi
+    if max_body_bytes:
+        app.add_middleware(_BodyLimit, limit=max_body_bytes)
+    return app
+
+
+def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, *, max_k: int = DEFAULT_MAX_K,
+          max_body_bytes: int = DEFAULT_MAX_BODY, log_level: str = "info") -> None:
+    """Run the service with uvicorn (blocking). SIGHUP reloads the model file."""
+    uvicorn = require_extra("uvicorn", "serve")
+    import signal
+
+    app = create_app(model_path, max_k=max_k, max_body_bytes=max_body_bytes)
+    if hasattr(signal, "SIGHUP"):
+        def _on_hup(signum: int, frame: Any) -> None:
+            try:
+                app.state.holder.reload()
+            except MfrecError as exc:  # keep serving the old model
+                print(f"mfrec: reload failed, old model kept: {exc}", flush=True)
+
+        signal.signal(signal.SIGHUP, _on_hup)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)

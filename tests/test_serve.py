@@ -1,0 +1,131 @@
+"""The HTTP service, driven with a real HTTP client against a real uvicorn on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+
+from mfrec import Interactions  # noqa: E402
+from mfrec.models.implicit import ImplicitALS  # noqa: E402
+from mfrec.serve import create_app  # noqa: E402
+
+
+def _data(n_users=40, n_items=30, seed=0, item_prefix="i"):
+    rng = np.random.default_rng(seed)
+    rows = [(u, f"{item_prefix}{i}", 1.0 + rng.integers(0, 4)) for u in range(n_users) for i in range(n_items)
+            if rng.random() < 0.25]
+    return Interactions.from_frame(pd.DataFrame(rows, columns=["user", "item", "v"]), value="v")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    path = tmp_path_factory.mktemp("serve") / "model.mfrec"
+    model = ImplicitALS(factors=4, iterations=3, seed=0).fit(_data())
+    model.save(path, extra={"item_titles": {"ids": ["i1", "i2"], "titles": ["One", "Two"]}})
+    app = create_app(path, max_k=50, max_body_bytes=4096)
+    port = _free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started:
+        if time.time() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        yield client, path, model
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_health_model_and_openapi(server):
+    client, _, _ = server
+    assert client.get("/health").json()["status"] == "ok"
+    manifest = client.get("/model").json()
+    assert manifest["model_class"] == "ImplicitALS" and manifest["params"]["factors"] == 4
+    assert "item_titles" not in manifest["extra"]
+    schema = client.get("/openapi.json").json()
+    for route in ("/users/{user}/recommendations", "/items/{item}/users", "/items/{item}/similar",
+                  "/users/{user}/similar", "/recommendations", "/health", "/model"):
+        assert route in schema["paths"]
+
+
+def test_scenarios_match_the_library(server):
+    client, _, model = server
+    body = client.get("/users/3/recommendations", params={"k": 5}).json()
+    expected = model.recommend(3, k=5)
+    assert [r["item"] for r in body["items"]] == expected["item"].tolist()
+    assert np.allclose([r["score"] for r in body["items"]], expected["score"], atol=1e-5)
+    seen = set(model.interactions_.item_ids[model.interactions_.matrix[model.interactions_.user_index(3)].indices])
+    assert not seen & {r["item"] for r in body["items"]}
+    assert client.get("/items/i1/users", params={"k": 3}).json()["title"] == "One"
+    similar = client.get("/items/i2/similar", params={"k": 4}).json()
+    assert len(similar["items"]) == 4 and "i2" not in [r["item"] for r in similar["items"]]
+    assert len(client.get("/users/5/similar", params={"k": 2}).json()["users"]) == 2
+    fold = client.post("/recommendations", json={"items": ["i1", "i2", "i3"], "k": 5}).json()
+    assert len(fold["items"]) == 5 and not {"i1", "i2", "i3"} & {r["item"] for r in fold["items"]}
+
+
+def test_error_codes(server):
+    client, _, _ = server
+    assert client.get("/users/999/recommendations").status_code == 404
+    assert client.get("/users/notanint/recommendations").status_code == 404
+    assert "unknown" in client.get("/items/nope/similar").json()["detail"]
+    assert client.get("/users/3/recommendations", params={"k": 0}).status_code == 422
+    assert client.get("/users/3/recommendations", params={"k": 10**9}).status_code == 422
+    assert client.get("/users/3/recommendations", params={"k": "many"}).status_code == 422
+    assert client.post("/recommendations", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    assert client.post("/recommendations", json={"items": []}).status_code == 422
+    assert client.post("/recommendations", json={"items": ["zzz"]}).status_code == 404
+    assert client.post("/recommendations", json={"items": ["i1"], "values": [1, 2]}).status_code == 422
+    huge = json.dumps({"items": ["i1"] * 5000})
+    assert client.post("/recommendations", content=huge, headers={"content-type": "application/json"}).status_code == 413
+
+
+def test_survives_a_burst_of_malformed_requests(server):
+    client, _, _ = server
+    codes = []
+    for j in range(60):
+        kind = j % 4
+        if kind == 0:
+            r = client.post("/recommendations", content=b"\x00\xff" * (j + 1), headers={"content-type": "application/json"})
+        elif kind == 1:
+            r = client.get(f"/users/{10**6 + j}/recommendations")
+        elif kind == 2:
+            r = client.get("/items/i1/similar", params={"k": -j})
+        else:
+            r = client.post("/recommendations", content=b"x" * 10000, headers={"content-type": "application/json"})
+        codes.append(r.status_code)
+    assert set(codes) <= {404, 413, 422}
+    start = time.perf_counter()
+    assert client.get("/users/3/recommendations").status_code == 200
+    assert time.perf_counter() - start < 2.0
+
+
+def test_reload_swaps_the_model_atomically(server):
+    client, path, _ = server
+    before = client.get("/model").json()["params"]["factors"]
+    ImplicitALS(factors=6, iterations=2, seed=1).fit(_data(seed=1)).save(path)
+    assert client.post("/admin/reload").json()["status"] == "reloaded"
+    assert client.get("/model").json()["params"]["factors"] == 6 != before
+    path.write_bytes(b"garbage")  # a broken file: the old model keeps serving
+    response = client.post("/admin/reload")
+    assert response.status_code == 500 and "old model kept" in response.json()["detail"]
+    assert client.get("/users/3/recommendations").status_code == 200
