@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 
 from mfrec._version import __version__
-from mfrec.cli import _common, data_cmd, demo_cmd
+from mfrec.cli import _common, data_cmd, demo_cmd, model_cmds
 
 __all__ = ["main", "build_parser"]
 
-_COMMAND_MODULES = (data_cmd, demo_cmd)
+_COMMAND_MODULES = (data_cmd, model_cmds, demo_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

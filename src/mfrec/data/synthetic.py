@@ -49,7 +49,7 @@ def synthetic(
     *,
     popularity_exponent: float = 1.0,
     activity_exponent: float = 0.8,
-    exposure: float = 1.0,
+    exposure: float = 2.5,
     noise: float = 0.5,
     rating_scale: float = 0.9,
     min_user_interactions: int = 5,

@@ -1,0 +1,373 @@
+"""``mfrec train | evaluate | tune | recommend | users-for-item | similar-items | similar-users | serve``."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mfrec.cli._common import add_data_arguments, load_data, print_json
+from mfrec.exceptions import InvalidParameterError
+
+#: CLI model names -> (module, class name). Imported lazily so `mfrec --help` stays fast.
+MODELS: dict[str, tuple[str, str]] = {
+    "implicit-als": ("mfrec.models.implicit", "ImplicitALS"),
+    "explicit-als": ("mfrec.models.explicit", "ExplicitALS"),
+    "sgd": ("mfrec.models.explicit", "SGDFactorization"),
+    "content": ("mfrec.models.content", "ContentBased"),
+    "hybrid": ("mfrec.models.content", "HybridALS"),
+    "popularity": ("mfrec.models.baselines", "Popularity"),
+    "biases": ("mfrec.models.baselines", "Biases"),
+}
+
+
+def model_class(name: str) -> type:
+    import importlib
+
+    if name not in MODELS:
+        raise InvalidParameterError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    module, cls = MODELS[name]
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidParameterError(f"model {name!r} is not available in this version of mfrec") from exc
+
+
+def parse_value(text: str) -> Any:
+    """'64' -> 64, '0.1' -> 0.1, 'true' -> True, 'cg' -> 'cg'."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_params(tokens: list[str], grid: bool = False) -> dict[str, Any]:
+    """KEY=VALUE tokens (VALUE may be a comma list when ``grid``) -> dict."""
+    params: dict[str, Any] = {}
+    for token in tokens:
+        if "=" not in token:
+            raise InvalidParameterError(f"hyperparameter {token!r} must look like name=value")
+        key, value = token.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if not key.isidentifier():
+            raise InvalidParameterError(f"hyperparameter name {key!r} is not valid")
+        params[key] = [parse_value(v) for v in value.split(",") if v != ""] if grid else parse_value(value)
+    return params
+
+
+def build_model(name: str, params: dict[str, Any]) -> Any:
+    cls = model_class(name)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        import inspect
+
+        allowed = [p for p in inspect.signature(cls).parameters if p != "self"]
+        raise InvalidParameterError(
+            f"{exc}; {name} takes: {', '.join(allowed)}".replace(f"{cls.__name__}.__init__() ", "")
+        ) from exc
+
+
+def _progress_enabled(args: argparse.Namespace) -> bool:
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def _add_model_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None:
+    p.add_argument("--model", required=True, choices=sorted(MODELS), help="which model")
+    p.add_argument(
+        "params",
+        nargs="*",
+        metavar="NAME=VALUE",
+        help="hyperparameters, e.g. factors=64 regularization=0.05"
+        + (" (comma lists form the grid: factors=16,32,64)" if grid else ""),
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+
+
+def _add_split_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("evaluation split")
+    g.add_argument("--split", default="per-user", choices=("per-user", "random", "temporal", "leave-one-out"),
+                   help="how to hold out test data (default: per-user)")
+    g.add_argument("--test-fraction", type=float, default=0.2)
+    g.add_argument("--test", help="a separate test file (same columns as DATA) instead of a split")
+    g.add_argument("-k", type=int, default=10, help="cut-off of the ranking metrics (default 10)")
+    g.add_argument("--relevance-threshold", type=float, default=None,
+                   help="only test entries with value >= this count as relevant for ranking metrics")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="fit a model and save it to a file")
+    add_data_arguments(train)
+    _add_model_arguments(train)
+    train.add_argument("--out", required=True, help="model file to write (e.g. model.mfrec)")
+    train.set_defaults(func=train_command)
+
+    ev = sub.add_parser("evaluate", help="train on a split of DATA and report metrics on the held-out part")
+    add_data_arguments(ev)
+    _add_model_arguments(ev)
+    _add_split_arguments(ev)
+    ev.add_argument("--cv", type=int, default=None, help="k-fold cross-validation instead of one split")
+    ev.add_argument("--plot", help="write the learning curve PNG to this path")
+    ev.set_defaults(func=evaluate_command)
+
+    tune = sub.add_parser("tune", help="grid or random search over hyperparameters by cross-validation")
+    add_data_arguments(tune)
+    _add_model_arguments(tune, grid=True)
+    tune.add_argument("--metric", default=None, help="metric to select on (default: rmse for explicit models, ndcg@k otherwise)")
+    tune.add_argument("--cv", type=int, default=3, help="folds (default 3)")
+    tune.add_argument("--random", type=int, default=None, metavar="N", help="random search with N candidates")
+    tune.add_argument("-k", type=int, default=10)
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--plot", help="write the CV heatmap PNG to this path")
+    tune.add_argument("--out", help="refit the best configuration on all data and save it here")
+    tune.set_defaults(func=tune_command)
+
+    for name, key, helptext, func in (
+        ("recommend", "user", "items for a user", recommend_command),
+        ("users-for-item", "item", "users most likely to want an item", users_for_item_command),
+        ("similar-items", "item", "items like an item", similar_items_command),
+        ("similar-users", "user", "users like a user", similar_users_command),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("model", metavar="MODEL", help="a model file written by `mfrec train`")
+        p.add_argument(f"--{key}", required=True, help=f"the {key} id")
+        p.add_argument("-k", type=int, default=10)
+        if name == "recommend":
+            p.add_argument("--include-seen", action="store_true", help="also rank items the user already has")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func, id_key=key)
+
+    srv = sub.add_parser("serve", help="serve a model over HTTP (needs the 'serve' extra)")
+    srv.add_argument("model", metavar="MODEL")
+    srv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--max-k", type=int, default=1000)
+    srv.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    srv.set_defaults(func=serve_command)
+
+
+# ---------------------------------------------------------------------- commands
+def _titles_extra(dataset: Any) -> dict[str, Any]:
+    titles = getattr(dataset, "item_titles", None) if dataset is not None else None
+    if titles is None or len(titles) == 0:
+        return {}
+    ids = [x.item() if hasattr(x, "item") else x for x in titles.index.tolist()]
+    return {"item_titles": {"ids": ids, "titles": [str(t) for t in titles.tolist()]}}
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from mfrec.persist import save
+
+    data, dataset = load_data(args)
+    model = build_model(args.model, parse_params(args.params))
+    start = time.perf_counter()
+    model.fit(data)
+    seconds = time.perf_counter() - start
+    path = save(model, args.out, extra={"dataset": args.data} | _titles_extra(dataset))
+    result = {
+        "model": args.model,
+        "params": model.get_params(),
+        "out": str(path),
+        "fit_seconds": round(seconds, 3),
+        "users": data.n_users,
+        "items": data.n_items,
+        "interactions": data.nnz,
+    }
+    history = getattr(model, "history_", None)
+    if history:
+        result["final"] = history[-1]
+    if args.json:
+        print_json(result)
+    else:
+        print(f"trained {args.model} on {data.n_users:,} users x {data.n_items:,} items "
+              f"({data.nnz:,} interactions) in {seconds:.2f} s -> {path}")
+    return 0
+
+
+def _split(data: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    from mfrec.data import split as splits
+
+    if args.split == "per-user":
+        s = splits.per_user_split(data, test_fraction=args.test_fraction, seed=args.seed)
+    elif args.split == "random":
+        s = splits.random_split(data, test_fraction=args.test_fraction, seed=args.seed)
+    elif args.split == "temporal":
+        s = splits.temporal_split(data, cutoff=1.0 - args.test_fraction)
+    else:
+        s = splits.leave_k_out(data, k=1, seed=args.seed)
+    return s.train, s.test
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from mfrec.evaluation.evaluate import evaluate
+
+    data, _ = load_data(args)
+    params = parse_params(args.params)
+    if args.cv:
+        from mfrec.evaluation.search import cross_validate
+
+        table = cross_validate(build_model(args.model, params), data, cv=args.cv, k=args.k, seed=args.seed)
+        if args.json:
+            print_json({"model": args.model, "params": params, "folds": table.reset_index().to_dict(orient="records")})
+        else:
+            print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+        return 0
+    if args.test:
+        from mfrec.data.interactions import read_interactions
+
+        train = data
+        test = read_interactions(args.test, user=args.user, item=args.item, value=args.value,
+                                 timestamp=args.timestamp, sep=args.sep, header=not args.no_header,
+                                 names=[n.strip() for n in args.names.split(",")] if args.names else None)
+    else:
+        train, test = _split(data, args)
+    model = build_model(args.model, params)
+    start = time.perf_counter()
+    model.fit(train)
+    seconds = time.perf_counter() - start
+    kwargs = {"k": args.k}
+    if args.relevance_threshold is not None:
+        kwargs["relevance_threshold"] = args.relevance_threshold
+    metrics = evaluate(model, test, **kwargs)
+    if args.plot and getattr(model, "history_", None):
+        from mfrec import plots
+
+        plots.learning_curve(model.history_, path=args.plot)
+    result = {"model": args.model, "params": model.get_params(), "fit_seconds": round(seconds, 3)} | metrics
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{args.model}  fit {seconds:.2f} s")
+        for key, value in metrics.items():
+            print(f"  {key:<14} {value:.4f}" if isinstance(value, float) else f"  {key:<14} {value}")
+    return 0
+
+
+def tune_command(args: argparse.Namespace) -> int:
+    from mfrec.evaluation.search import GridSearch, RandomSearch
+
+    data, dataset = load_data(args)
+    grid = parse_params(args.params, grid=True)
+    if not grid:
+        raise InvalidParameterError("give at least one hyperparameter grid, e.g. factors=16,32,64")
+    estimator = build_model(args.model, {})
+    explicit = args.model in ("explicit-als", "sgd", "biases")
+    metric = args.metric or ("rmse" if explicit else f"ndcg@{args.k}")
+    if args.random:
+        search = RandomSearch(estimator, grid, n_iter=args.random, metric=metric, cv=args.cv, k=args.k, seed=args.seed)
+    else:
+        search = GridSearch(estimator, grid, metric=metric, cv=args.cv, k=args.k, seed=args.seed)
+    start = time.perf_counter()
+    search.fit(data)
+    seconds = time.perf_counter() - start
+    if args.plot:
+        from mfrec import plots
+
+        keys = list(grid)
+        x = "factors" if "factors" in grid else keys[0]
+        y = "regularization" if "regularization" in grid and x != "regularization" else (keys[1] if len(keys) > 1 else x)
+        plots.cv_heatmap(search.results_, x=x, y=y, metric=metric, path=args.plot)
+    if args.out:
+        from mfrec.persist import save
+
+        save(search.best_estimator_, args.out, extra={"dataset": args.data} | _titles_extra(dataset),
+             metrics={f"cv_{metric}": float(search.best_score_)})
+    result = {
+        "model": args.model,
+        "metric": metric,
+        "best_params": search.best_params_,
+        "best_score": float(search.best_score_),
+        "seconds": round(seconds, 2),
+        "results": search.results_.to_dict(orient="records"),
+    }
+    if args.json:
+        print_json(result)
+    else:
+        print(search.results_.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(f"best {metric} = {search.best_score_:.4f} with {search.best_params_}")
+    return 0
+
+
+def _load_model(path: str) -> Any:
+    from mfrec.persist import load
+
+    return load(Path(path))
+
+
+def _titles(model: Any) -> dict[Any, str]:
+    meta = (getattr(model, "manifest_", {}).get("extra") or {}).get("item_titles") or {}
+    return dict(zip(meta.get("ids", []), meta.get("titles", [])))
+
+
+def _print_frame(frame: Any, key: str, args: argparse.Namespace, titles: dict[Any, str], header: dict) -> None:
+    rows = []
+    for ident, score in zip(frame[key].tolist(), frame["score"].tolist()):
+        row = {key: ident, "score": float(score)}
+        if key == "item" and ident in titles:
+            row["title"] = titles[ident]
+        rows.append(row)
+    if args.json:
+        print_json(header | {"results": rows})
+        return
+    for rank, row in enumerate(rows, 1):
+        title = f"  {row['title']}" if "title" in row else ""
+        print(f"{rank:>3}. {row[key]!s:<12} {row['score']:>9.4f}{title}")
+
+
+def _query_id(model: Any, raw: str, key: str) -> Any:
+    from mfrec.serve import parse_id
+
+    index = model.interactions_.user_index_map if key == "user" else model.interactions_.item_index_map
+    return parse_id(raw, index)
+
+
+def recommend_command(args: argparse.Namespace) -> int:
+    model = _load_model(args.model)
+    user = _query_id(model, args.user, "user")
+    frame = model.recommend(user, k=args.k, exclude_seen=not args.include_seen)
+    _print_frame(frame, "item", args, _titles(model), {"user": user})
+    return 0
+
+
+def users_for_item_command(args: argparse.Namespace) -> int:
+    model = _load_model(args.model)
+    item = _query_id(model, args.item, "item")
+    titles = _titles(model)
+    if not args.json and item in titles:
+        print(f"users for {item}: {titles[item]}")
+    _print_frame(model.recommend_users(item, k=args.k), "user", args, titles, {"item": item})
+    return 0
+
+
+def similar_items_command(args: argparse.Namespace) -> int:
+    model = _load_model(args.model)
+    item = _query_id(model, args.item, "item")
+    titles = _titles(model)
+    if not args.json and item in titles:
+        print(f"items like {item}: {titles[item]}")
+    _print_frame(model.similar_items(item, k=args.k), "item", args, titles, {"item": item})
+    return 0
+
+
+def similar_users_command(args: argparse.Namespace) -> int:
+    model = _load_model(args.model)
+    user = _query_id(model, args.user, "user")
+    _print_frame(model.similar_users(user, k=args.k), "user", args, {}, {"user": user})
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from mfrec.serve import serve
+
+    serve(args.model, host=args.host, port=args.port, max_k=args.max_k, max_body_bytes=args.max_body_bytes)
+    return 0
