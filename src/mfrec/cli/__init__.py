@@ -18,8 +18,16 @@ __all__ = ["main", "build_parser"]
 _COMMAND_MODULES = (data_cmd, model_cmds, demo_cmd)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and exit code 2, like every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        _common.fail(f"{message} (see: {self.prog} --help)")
+        raise SystemExit(_common.EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mfrec",
         description="Recommender systems by matrix factorization: data, training, evaluation, recommendation.",
     )
@@ -34,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # NAME=VALUE hyperparameters may stand anywhere (argparse only takes one positional run): collect strays
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        if not hasattr(args, "params") or any(x.startswith("-") for x in extras):
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        args.params = list(args.params or []) + extras
     return _common.run_guarded(args.func, args)
 
 

@@ -85,6 +85,7 @@ def _add_model_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None
     p.add_argument(
         "params",
         nargs="*",
+        default=[],
         metavar="NAME=VALUE",
         help="hyperparameters, e.g. factors=64 regularization=0.05"
         + (" (comma lists form the grid: factors=16,32,64)" if grid else ""),

@@ -170,7 +170,9 @@ def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame.index.name = "fold"
     numeric = frame.select_dtypes("number")
     summary = pd.DataFrame([numeric.mean(), numeric.std(ddof=0)], index=["mean", "std"])
-    return pd.concat([frame, summary])
+    table = pd.concat([frame, summary])
+    table.index.name = "fold"  # concat drops the name when the indexes differ
+    return table
 
 
 # ---------------------------------------------------------------------------------------------- API

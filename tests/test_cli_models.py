@@ -1,0 +1,113 @@
+"""The CLI end to end: train -> model file -> the four scenarios, evaluate, tune, demo; one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mfrec import datasets
+from mfrec.cli import main
+
+
+@pytest.fixture(scope="module")
+def ratings_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "ratings.csv"
+    frame = datasets.synthetic(n_users=120, n_items=80, seed=3).interactions.to_frame()
+    frame.rename(columns={"value": "rating"}).to_csv(path, index=False)
+    return path
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("model", ["implicit-als", "explicit-als", "sgd", "popularity", "biases"])
+def test_train_then_query(tmp_path, capsys, ratings_csv, model):
+    out_file = tmp_path / f"{model}.mfrec"
+    params = ["factors=4", "iterations=3"] if model in ("implicit-als", "explicit-als") else []
+    params = ["factors=4", "epochs=3"] if model == "sgd" else params
+    code, out, err = run(capsys, "train", str(ratings_csv), "--model", model, *params, "--out", str(out_file), "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["users"] == 120 and out_file.exists()
+    code, out, err = run(capsys, "recommend", str(out_file), "--user", "5", "-k", "3", "--json")
+    assert code == 0, err
+    recs = json.loads(out)
+    assert recs["user"] == 5 and len(recs["results"]) == 3
+    assert all(isinstance(r["item"], int) for r in recs["results"])
+    code, out, _ = run(capsys, "users-for-item", str(out_file), "--item", "1", "-k", "2", "--json")
+    assert code == 0 and len(json.loads(out)["results"]) == 2
+    for cmd, flag in (("similar-items", "--item"), ("similar-users", "--user")):
+        code, out, err = run(capsys, cmd, str(out_file), flag, "2", "-k", "2")
+        assert code == 0, err
+        assert len(out.strip().splitlines()) == 2
+
+
+def test_titles_are_shown(tmp_path, capsys, shared_data_dir):
+    out_file = tmp_path / "ml.mfrec"
+    code, _, err = run(capsys, "train", "ml-100k", "--data-dir", str(shared_data_dir), "--model", "popularity",
+                       "--out", str(out_file))
+    assert code == 0, err
+    code, out, _ = run(capsys, "recommend", str(out_file), "--user", "1", "-k", "1")
+    assert code == 0 and "(19" in out  # a title with its year, e.g. "Star Wars (1977)"
+
+
+def test_evaluate_and_tune(tmp_path, capsys, ratings_csv):
+    code, out, err = run(capsys, "evaluate", str(ratings_csv), "--model", "explicit-als", "factors=3", "--json")
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert 0 < metrics["rmse"] < 2 and 0 <= metrics["ndcg@10"] <= 1
+    heat = tmp_path / "heat.png"
+    code, out, err = run(capsys, "tune", str(ratings_csv), "--model", "explicit-als", "factors=2,4",
+                         "regularization=1,10", "iterations=5", "--cv", "2", "--plot", str(heat), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["metric"] == "rmse" and len(result["results"]) == 4
+    assert set(result["best_params"]) == {"factors", "regularization", "iterations"}
+    assert heat.read_bytes().startswith(b"\x89PNG")
+    code, out, err = run(capsys, "evaluate", str(ratings_csv), "--model", "implicit-als", "factors=4", "--cv", "2",
+                         "--json")
+    assert code == 0, err
+    assert {row["fold"] for row in json.loads(out)["folds"]} >= {"mean", "std"}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "{csv}", "--model", "explicit-als", "factors=-1", "--out", "{tmp}/m.mfrec"], "factors"),
+        (["train", "{csv}", "--model", "explicit-als", "nonsense", "--out", "{tmp}/m.mfrec"], "name=value"),
+        (["train", "{csv}", "--model", "explicit-als", "colour=3", "--out", "{tmp}/m.mfrec"], "colour"),
+        (["recommend", "{tmp}/missing.mfrec", "--user", "1"], "no such model file"),
+        (["data", "info", "no-such-dataset"], "no-such-dataset"),
+    ],
+)
+def test_errors_are_one_line_exit_2(tmp_path, ratings_csv, argv, message):
+    argv = [a.format(csv=ratings_csv, tmp=tmp_path) for a in argv]
+    result = subprocess.run([sys.executable, "-m", "mfrec", *argv], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
+
+
+def test_unknown_user_is_one_line(tmp_path, capsys, ratings_csv):
+    out_file = tmp_path / "p.mfrec"
+    assert run(capsys, "train", str(ratings_csv), "--model", "popularity", "--out", str(out_file))[0] == 0
+    code, out, err = run(capsys, "recommend", str(out_file), "--user", "99999")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "99999" in err
+
+
+def test_demo_runs_offline(tmp_path, capsys):
+    code, out, err = run(capsys, "demo", "--out", str(tmp_path / "figs"), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert set(result["metrics"]) == {"popularity", "biases", "explicit-als", "implicit-als"}
+    assert result["metrics"]["implicit-als"]["ndcg@10"] > result["metrics"]["popularity"]["ndcg@10"]
+    assert set(result["scenarios"]) == {"recommend", "recommend_users", "similar_items", "similar_users"}
+    for path in result["figures"].values():
+        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert result["seconds"] < 60
