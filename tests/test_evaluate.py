@@ -1,4 +1,4 @@
-"""evaluation/evaluate.py: id mapping, exclusion of training items, keys, and agreement with references."""
+"""evaluation/evaluator.py: id mapping, exclusion of training items, keys, and agreement with references."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from test_metrics import reference, reference_auc
 
 from mfrec import Interactions
 from mfrec.data.split import per_user_split
-from mfrec.evaluation import evaluate as E
-from mfrec.evaluation.evaluate import evaluate
+from mfrec.evaluation import evaluator as E
+from mfrec.evaluation.evaluator import evaluate
 from mfrec.exceptions import InvalidParameterError, NotFittedError
 from mfrec.models.base import FactorModel, Recommender
 

@@ -10,7 +10,7 @@ from test_evaluate import FixedFactors, MeanRating, toy_data
 
 from mfrec import Interactions
 from mfrec.data.split import kfold, random_split
-from mfrec.evaluation.evaluate import evaluate
+from mfrec.evaluation.evaluator import evaluate
 from mfrec.evaluation.search import GridSearch, RandomSearch, cross_validate
 from mfrec.exceptions import InvalidParameterError, ModelFitError
 

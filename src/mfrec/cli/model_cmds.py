@@ -210,7 +210,7 @@ def _split(data: Any, args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from mfrec.evaluation.evaluate import evaluate
+    from mfrec.evaluation.evaluator import evaluate
 
     data, _ = load_data(args)
     params = parse_params(args.params)

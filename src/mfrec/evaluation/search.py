@@ -1,7 +1,7 @@
 """Cross-validation and hyperparameter search over any mfrec estimator.
 
 An estimator is anything with ``get_params()``, ``set_params(**p)`` and ``fit(interactions)`` that
-:func:`~mfrec.evaluation.evaluate.evaluate` can score (the :class:`~mfrec.models.base.Recommender`
+:func:`~mfrec.evaluation.evaluator.evaluate` can score (the :class:`~mfrec.models.base.Recommender`
 contract). Candidates are cloned before fitting, so the estimator passed in is never modified.
 
 Search only ever splits the data given to ``fit``: keep your own test set out of it and score the
@@ -24,7 +24,7 @@ from mfrec._params import check_int
 from mfrec._random import SeedLike, int_seed
 from mfrec.data.interactions import Interactions
 from mfrec.data.split import Split, kfold
-from mfrec.evaluation.evaluate import LOWER_IS_BETTER, _base_name, evaluate, metric_key
+from mfrec.evaluation.evaluator import LOWER_IS_BETTER, _base_name, evaluate, metric_key
 from mfrec.exceptions import InvalidParameterError, ModelFitError
 
 __all__ = ["cross_validate", "GridSearch", "RandomSearch"]
@@ -197,7 +197,7 @@ def cross_validate(
     cv : int >= 2 or iterable of Split / (train, test) pairs
         Number of folds, or the folds themselves.
     metrics : iterable of str, optional
-        Metric names for :func:`~mfrec.evaluation.evaluate.evaluate` (default all it can compute).
+        Metric names for :func:`~mfrec.evaluation.evaluator.evaluate` (default all it can compute).
     n_jobs : int
         Folds run in this many worker processes (``-1``: one per core). The estimator and data must then
         be picklable, i.e. defined at module level.
