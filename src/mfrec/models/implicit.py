@@ -37,6 +37,7 @@ from mfrec._params import check_choice, check_dtype, check_float, check_int
 from mfrec._random import rng
 from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, ModelFitError, UnknownIdError
+from mfrec.evaluation.metrics import ndcg_at_k  # pure array math, no model imports
 from mfrec.kernels.als_implicit import gd_half_step, half_step, implicit_loss, row_order
 from mfrec.models.base import FactorModel
 from mfrec.persist import register_model
@@ -70,22 +71,6 @@ def _feedback_parts(data: Any) -> tuple[Interactions, np.ndarray | None, float |
         f"expected an Interactions or ImplicitFeedback, got {type(data).__name__}; build one with "
         "Interactions.from_frame(...)"
     )
-
-
-def _ndcg_at_k(top: np.ndarray, truth_indptr: np.ndarray, truth_indices: np.ndarray, k: int) -> float:
-    """Mean binary ndcg@k of top-k lists ``top`` (b, k') against sorted relevant items per row (CSR).
-
-    TODO: switch to ``mfrec.evaluation.metrics`` once it lands (same definition: gain 1 per relevant item,
-    discount ``1 / log2(rank + 1)``, ideal DCG over ``min(k, n_relevant)`` items).
-    """
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    total = 0.0
-    for r in range(top.shape[0]):
-        rel = truth_indices[truth_indptr[r] : truth_indptr[r + 1]]
-        hits = np.isin(top[r, :k], rel)
-        idcg = disc[: min(k, len(rel))].sum()
-        total += float(disc[: hits.shape[0]][hits].sum() / idcg)
-    return total / max(1, top.shape[0])
 
 
 @register_model
@@ -348,7 +333,7 @@ class ImplicitALS(FactorModel):
                 )
 
     def _validation_truth(self, validation: Any, k: int):
-        """(user_idx, CSR indptr/indices of held-out items) in the training index space, or None."""
+        """(user_idx, CSR of held-out items, rows aligned with user_idx) in the training index space, or None."""
         if validation is None:
             return None
         vinter, _, _ = _feedback_parts(validation)
@@ -358,14 +343,13 @@ class ImplicitALS(FactorModel):
         if len(users) == 0:
             warnings.warn("validation data shares no user and item with the training data; ignored", stacklevel=3)
             return None
-        sub = m[users]
-        return users, sub.indptr, sub.indices
+        return users, m[users]
 
     def _validation_ndcg(self, val, k: int) -> float:
-        users, t_indptr, t_indices = val
+        users, truth = val
         seen_ptr, seen_idx = self._seen_pattern(users)
         top, _ = self._topk_pattern(users, k, seen_ptr, seen_idx, None)
-        return _ndcg_at_k(top, t_indptr, t_indices, k)
+        return float(ndcg_at_k(top, truth, k))
 
     # ------------------------------------------------------------------ closed-form fold-in
     def _solve_against(self, Y: np.ndarray, idx: np.ndarray, conf: np.ndarray) -> np.ndarray:
