@@ -76,8 +76,12 @@ def build_model(name: str, params: dict[str, Any]) -> Any:
         ) from exc
 
 
-def _progress_enabled(args: argparse.Namespace) -> bool:
-    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+def _progress(args: argparse.Namespace, kind: str, desc: str):
+    """A progress bar for ``kind`` events: on a terminal, unless --quiet or --json."""
+    from mfrec._progress import tqdm_listener
+
+    quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
+    return tqdm_listener(kind, desc, enabled=not quiet and sys.stderr.isatty())
 
 
 def _add_model_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None:
@@ -172,7 +176,8 @@ def train_command(args: argparse.Namespace) -> int:
     data, dataset = load_data(args)
     model = build_model(args.model, parse_params(args.params))
     start = time.perf_counter()
-    model.fit(data)
+    with _progress(args, "iteration", f"training {args.model}"):
+        model.fit(data)
     seconds = time.perf_counter() - start
     path = save(model, args.out, extra={"dataset": args.data} | _titles_extra(dataset))
     result = {
@@ -217,7 +222,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.cv:
         from mfrec.evaluation.search import cross_validate
 
-        table = cross_validate(build_model(args.model, params), data, cv=args.cv, k=args.k, seed=args.seed)
+        with _progress(args, "task", f"cross-validating {args.model}"):
+            table = cross_validate(build_model(args.model, params), data, cv=args.cv, k=args.k, seed=args.seed)
         if args.json:
             print_json({"model": args.model, "params": params, "folds": table.reset_index().to_dict(orient="records")})
         else:
@@ -234,7 +240,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
         train, test = _split(data, args)
     model = build_model(args.model, params)
     start = time.perf_counter()
-    model.fit(train)
+    with _progress(args, "iteration", f"training {args.model}"):
+        model.fit(train)
     seconds = time.perf_counter() - start
     kwargs = {"k": args.k}
     if args.relevance_threshold is not None:
@@ -269,7 +276,8 @@ def tune_command(args: argparse.Namespace) -> int:
     else:
         search = GridSearch(estimator, grid, metric=metric, cv=args.cv, k=args.k, seed=args.seed)
     start = time.perf_counter()
-    search.fit(data)
+    with _progress(args, "task", f"tuning {args.model}"):
+        search.fit(data)
     seconds = time.perf_counter() - start
     if args.plot:
         from mfrec import plots

@@ -24,6 +24,7 @@ from mfrec._params import check_int
 from mfrec._random import SeedLike, int_seed
 from mfrec.data.interactions import Interactions
 from mfrec.data.split import Split, kfold
+from mfrec._progress import report
 from mfrec.evaluation.evaluator import LOWER_IS_BETTER, _base_name, evaluate, metric_key
 from mfrec.exceptions import InvalidParameterError, ModelFitError
 
@@ -135,7 +136,11 @@ def _run_many(tasks: list[tuple], n_jobs: int) -> list[dict[str, Any]]:
     running is unsafe. Each worker gets ``cores // n_jobs`` threads.
     """
     if n_jobs == 1 or len(tasks) <= 1:
-        return [_run_fold(*t) for t in tasks]
+        results = []
+        for done, task in enumerate(tasks, 1):
+            results.append(_run_fold(*task))
+            report("task", done=done, total=len(tasks), what="fold")
+        return results
     import multiprocessing
     import os
 
@@ -147,7 +152,11 @@ def _run_many(tasks: list[tuple], n_jobs: int) -> list[dict[str, Any]]:
             max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
         ) as pool:
             futures = [pool.submit(_run_fold, *t) for t in tasks]
-            return [f.result() for f in futures]
+            results = []
+            for done, future in enumerate(futures, 1):
+                results.append(future.result())
+                report("task", done=done, total=len(tasks), what="fold")
+            return results
     except concurrent.futures.process.BrokenProcessPool as exc:
         raise ModelFitError(
             f"a worker process died while fitting ({exc}); run with n_jobs=1 to see the error"

@@ -36,6 +36,7 @@ from mfrec._params import check_dtype, check_float, check_int
 from mfrec._random import rng
 from mfrec.data.interactions import Interactions
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError
+from mfrec._progress import report
 from mfrec.kernels.als_explicit import als_explicit_step, explicit_sse, predict_pairs
 from mfrec.kernels.sgd import sgd_epoch
 from mfrec.models.base import FactorModel
@@ -166,6 +167,7 @@ class _ExplicitModel(FactorModel):
             entry["val_rmse"] = val_rmse
         entry["seconds"] = time.perf_counter() - started
         self.history_.append(entry)
+        report("iteration", model=type(self).__name__, total=getattr(self, self._iteration_param), **entry)
         return val_rmse
 
     def _check_finite(self) -> None:

@@ -34,6 +34,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from mfrec._params import check_choice, check_dtype, check_float, check_int
+from mfrec._progress import report
 from mfrec._random import rng
 from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, ModelFitError, UnknownIdError
@@ -309,6 +310,7 @@ class ImplicitALS(FactorModel):
                     entry["val_ndcg"] = self._validation_ndcg(val, p["validation_k"])
                 entry["seconds"] = time.perf_counter() - started
                 self.history_.append(entry)
+                report("iteration", model="ImplicitALS", total=p["iterations"], **entry)
                 self.best_iteration_ = it
                 esr = p["early_stopping_rounds"]
                 if val is not None and esr is not None:
