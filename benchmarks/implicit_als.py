@@ -111,12 +111,16 @@ def fit_mfrec(C, factors, reg, iters, solver, threads, confidence="given", alpha
 
 
 def fit_implicit(C, factors, reg, iters, solver, threads, seed=0):
+    """``implicit``'s CPU ALS with BLAS limited to one thread, as its own start-up check recommends (with a
+    2-thread OpenBLAS pool it warns and runs slower: the fair comparison gives it its best configuration)."""
     from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
 
     model = AlternatingLeastSquares(factors=factors, regularization=reg, alpha=1.0, iterations=iters,
                                     use_cg=solver == "cg", num_threads=threads, random_state=seed,
                                     calculate_training_loss=False)
-    model.fit(C, show_progress=False)
+    with threadpool_limits(limits=1, user_api="blas"):
+        model.fit(C, show_progress=False)
     return model
 
 

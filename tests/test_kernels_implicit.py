@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mfrec.kernels import als_implicit as K
-from mfrec.kernels.linalg import cholesky_inplace, cholesky_solve_inplace, symv_lower
+from numba import njit
+
+from mfrec.kernels.linalg import cholesky_inplace, cholesky_solve_inplace, gram_apply, matvec_rows, symv_lower
 
 
 def random_problem(seed, m=13, n=9, d=4, density=0.35, dtype=np.float64, c0=1.0, pref_frac=1.0):
@@ -186,3 +188,45 @@ def test_transpose_entries_matches_scipy():
 def test_row_order_long_rows_first():
     indptr = np.array([0, 1, 5, 5, 7])
     np.testing.assert_array_equal(K.row_order(indptr), [1, 3, 0, 2])
+
+
+@njit
+def _gram_apply_runner(indptr, indices, conf, pref, c0, Y, x, out, with_b):
+    gram_apply(indptr[0], indptr[1], indices, conf, pref, c0, Y, x, out, Y.shape[1], with_b)
+
+
+@njit
+def _matvec_runner(G, p, out):
+    matvec_rows(G, p, out, G.shape[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("d", [1, 3, 4, 7, 16])
+def test_gram_apply_and_matvec_rows_match_numpy(dtype, d):
+    """The four-way blocked CG helpers against plain numpy (row lengths 0..9 cover the 4-entry remainder)."""
+    run, mv = _gram_apply_runner, _matvec_runner
+    rng = np.random.default_rng(d)
+    Y = rng.normal(size=(12, d)).astype(dtype)
+    x = rng.normal(size=d).astype(dtype)
+    c0 = dtype(0.5)
+    for length in range(10):
+        idx = rng.choice(12, size=length, replace=False).astype(np.int32)
+        conf = (1 + rng.random(length)).astype(dtype)
+        pref = rng.integers(0, 2, size=length).astype(dtype)
+        Yg = Y[idx].astype(np.float64)
+        s = Yg @ x.astype(np.float64)
+        w = conf.astype(np.float64) - 0.5
+        start = rng.normal(size=d).astype(dtype)
+        tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+        out = start.copy()
+        run(np.array([0, length]), idx, conf, pref, c0, Y, x, out, False)
+        np.testing.assert_allclose(out, start + Yg.T @ (w * s), **tol)
+        out = start.copy()
+        run(np.array([0, length]), idx, conf, pref, c0, Y, x, out, True)
+        np.testing.assert_allclose(out, start + Yg.T @ (conf * pref - w * s), **tol)
+    M = rng.normal(size=(d, d)).astype(dtype)
+    G = M + M.T
+    out = np.full(d, np.nan, dtype=dtype)
+    mv(G, x, out)
+    np.testing.assert_allclose(out, G.astype(np.float64) @ x, rtol=1e-4 if dtype == np.float32 else 1e-12,
+                               atol=1e-4 if dtype == np.float32 else 1e-12)

@@ -32,7 +32,15 @@ import scipy.linalg
 from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
-from mfrec.kernels.linalg import CACHE, axpy, cholesky_inplace, cholesky_solve_inplace, dot
+from mfrec.kernels.linalg import (
+    CACHE,
+    axpy,
+    cholesky_inplace,
+    cholesky_solve_inplace,
+    dot,
+    gram_apply,
+    matvec_rows,
+)
 
 __all__ = [
     "implicit_cholesky_rows",
@@ -88,6 +96,7 @@ def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_chunk
     """
     d = Y.shape[1]
     n = rows.shape[0]
+    cz = Y.dtype.type(c0)  # weights in the factor dtype: the rank-1 updates must not run in float64
     for c in prange(n_chunks):
         Af = np.empty((d, d), dtype=Y.dtype)
         A = np.empty((d, d), dtype=np.float64)
@@ -108,10 +117,10 @@ def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_chunk
                 y1 = Y[indices[e + 1]]
                 y2 = Y[indices[e + 2]]
                 y3 = Y[indices[e + 3]]
-                w0 = conf[e] - c0
-                w1 = conf[e + 1] - c0
-                w2 = conf[e + 2] - c0
-                w3 = conf[e + 3] - c0
+                w0 = conf[e] - cz
+                w1 = conf[e + 1] - cz
+                w2 = conf[e + 2] - cz
+                w3 = conf[e + 3] - cz
                 v0 = conf[e] * pref[e]
                 v1 = conf[e + 1] * pref[e + 1]
                 v2 = conf[e + 2] * pref[e + 2]
@@ -128,7 +137,7 @@ def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_chunk
                 e += 4
             while e < end:
                 y0 = Y[indices[e]]
-                w0 = conf[e] - c0
+                w0 = conf[e] - cz
                 v0 = conf[e] * pref[e]
                 for j in range(d):
                     a0 = w0 * y0[j]
@@ -170,6 +179,7 @@ def implicit_cg_rows(indptr, indices, conf, pref, Y, G0, c0, GX, steps, rows, n_
     """
     d = Y.shape[1]
     n = rows.shape[0]
+    cz = Y.dtype.type(c0)  # per-entry coefficients stay in the factor dtype (no float64 promotion)
     for c in prange(n_chunks):
         x = np.empty(d, dtype=Y.dtype)
         r = np.empty(d, dtype=Y.dtype)
@@ -177,35 +187,32 @@ def implicit_cg_rows(indptr, indices, conf, pref, Y, G0, c0, GX, steps, rows, n_
         Ap = np.empty(d, dtype=Y.dtype)
         for t in range(c, n, n_chunks):
             u = rows[t]
+            start = indptr[u]
+            end = indptr[u + 1]
             for j in range(d):
                 x[j] = X[u, j]
                 r[j] = -GX[u, j]
             # r = b - A x = sum_i [c p - (c - c0) (y.x)] y_i - G0 x
-            for e in range(indptr[u], indptr[u + 1]):
-                y = Y[indices[e]]
-                s = dot(y, x, d)
-                axpy(conf[e] * pref[e] - (conf[e] - c0) * s, y, r, d)
+            gram_apply(start, end, indices, conf, pref, cz, Y, x, r, d, True)
+            rs = Y.dtype.type(0.0)
             for j in range(d):
                 p[j] = r[j]
-            rs = dot(r, r, d)
+                rs += r[j] * r[j]
             for _ in range(steps):
                 if not rs > 1e-30:  # converged (or NaN): no division by ~0
                     break
                 # Ap = G0 p + sum_i (c - c0)(y.p) y
-                for j in range(d):
-                    Ap[j] = 0.0
-                for j in range(d):
-                    axpy(p[j], G0[j], Ap, d)
-                for e in range(indptr[u], indptr[u + 1]):
-                    y = Y[indices[e]]
-                    axpy((conf[e] - c0) * dot(y, p, d), y, Ap, d)
+                matvec_rows(G0, p, Ap, d)
+                gram_apply(start, end, indices, conf, pref, cz, Y, p, Ap, d, False)
                 pAp = dot(p, Ap, d)
                 if not pAp > 0.0:
                     break
                 a = rs / pAp
-                axpy(a, p, x, d)
-                axpy(-a, Ap, r, d)
-                rs_new = dot(r, r, d)
+                rs_new = Y.dtype.type(0.0)
+                for j in range(d):
+                    x[j] += a * p[j]
+                    r[j] -= a * Ap[j]
+                    rs_new += r[j] * r[j]
                 beta = rs_new / rs
                 for j in range(d):
                     p[j] = r[j] + beta * p[j]
@@ -368,8 +375,10 @@ def half_step(
                                        min(n_chunks, len(rest)), X, failed)
     elif solver == "cg":
         G0f = G0.astype(Y.dtype)
-        GX = X @ G0f  # the c0 Y^T Y x + lambda x term of every first residual: one blocked GEMM
         with threadpool_limits(limits=1, user_api="blas"):
+            # the c0 Y^T Y x + lambda x term of every first residual: one blocked GEMM (single-threaded BLAS:
+            # a 2-thread OpenBLAS pool keeps spinning after the call and slows the numba threads that follow)
+            GX = X @ G0f
             implicit_cg_rows(indptr, indices, conf, pref, Y, G0f, c0, GX, int(cg_steps), order, n_chunks, X)
     else:  # pragma: no cover - validated by the model
         raise ValueError(f"unknown solver {solver!r}")
