@@ -159,3 +159,19 @@ def test_topk_dot_scale_10k_users_100k_items_64_factors():
         np.testing.assert_allclose(np.sort(s[items[r]])[::-1], best, atol=1e-4)
         assert not np.isin(items[r], excl[r].indices).any()
     assert elapsed < 60
+
+
+def test_serial_and_threaded_selection_agree():
+    """Few rows go to the serial kernel, blocks to the threaded one: same answers either way."""
+    from mfrec.kernels import topk
+
+    rng = np.random.default_rng(7)
+    scores = rng.normal(size=(40, 300)).astype(np.float32)
+    scores[:, ::7] = scores[:, :1]  # ties
+    indptr = np.arange(0, 41 * 5, 5, dtype=np.int64)
+    indices = np.sort(rng.integers(0, 300, size=(40, 5)), axis=1).ravel().astype(np.int32)
+    block = topk.select_topk(scores, 12, indptr, indices)
+    for r in range(0, 40, 13):
+        one = topk.select_topk(scores[r : r + 1], 12, indptr[r : r + 2] - indptr[r], indices[indptr[r] : indptr[r + 1]])
+        for got, want in zip(one, block):
+            np.testing.assert_array_equal(got[0], want[r])

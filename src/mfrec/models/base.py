@@ -431,8 +431,12 @@ class Recommender:
         self._check_fitted()
         k = check_int("k", k, minimum=1)
         user_idx = np.asarray([self._user_idx(user)], dtype=np.int32)
-        frame = self._recommend_idx(user_idx, k, exclude_seen, items, exclude)
-        return frame[["item", "score"]]
+        top_items, top_scores = self._top_for_users(user_idx, k, exclude_seen, items, exclude)
+        valid = top_items[0] >= 0
+        return pd.DataFrame({
+            "item": self.interactions_.item_index_map.take(top_items[0][valid]).to_numpy(),
+            "score": top_scores[0][valid].astype(np.float64),
+        })
 
     def recommend_batch(
         self,
@@ -458,14 +462,15 @@ class Recommender:
         user_idx = np.asarray(self.interactions_.user_index(ids), dtype=np.int32) if ids else np.zeros(0, np.int32)
         return self._recommend_idx(user_idx, k, exclude_seen, items, exclude)
 
+    def _top_for_users(self, user_idx, k, exclude_seen, items, exclude) -> tuple[np.ndarray, np.ndarray]:
+        """(items, scores) of the top ``k`` per user index, -1 padded, with seen/allow/deny rules applied."""
+        allowed = self._allowed_mask(items, exclude)
+        indptr, indices = self._seen_pattern(user_idx) if exclude_seen else (None, None)
+        return self._topk_pattern(user_idx, k, indptr, indices, allowed)
+
     def _recommend_idx(self, user_idx, k, exclude_seen, items, exclude) -> pd.DataFrame:
         """Long frame (user, item, score, rank) for dense user indices."""
-        allowed = self._allowed_mask(items, exclude)
-        if exclude_seen:
-            indptr, indices = self._seen_pattern(user_idx)
-        else:
-            indptr, indices = None, None
-        top_items, top_scores = self._topk_pattern(user_idx, k, indptr, indices, allowed)
+        top_items, top_scores = self._top_for_users(user_idx, k, exclude_seen, items, exclude)
         valid = top_items >= 0
         rows = np.repeat(np.arange(len(user_idx)), valid.sum(axis=1))
         ranks = (np.cumsum(valid, axis=1))[valid]
