@@ -8,7 +8,7 @@ EXPECTED = {
     "__version__", "Interactions", "read_interactions", "Attributes", "ImplicitFeedback", "PseudoRatingRule",
     "confidence", "explicit_to_implicit", "events_to_implicit", "events_to_explicit", "seed_example", "datasets",
     "split", "Split", "Recommender", "FactorModel", "ImplicitALS", "ExplicitALS", "SGDFactorization", "Popularity",
-    "Biases", "clone", "load", "metrics", "evaluate", "cross_validate", "GridSearch", "RandomSearch", "MfrecError",
+    "Biases", "GlobalLinear", "PureSVD", "ContentBased", "HybridALS", "clone", "load", "metrics", "evaluate", "cross_validate", "GridSearch", "RandomSearch", "MfrecError",
     "InvalidDataError", "InvalidParameterError", "NotFittedError", "UnknownIdError", "ModelFitError",
     "ModelFileError", "DatasetError", "MissingExtraError",
 }

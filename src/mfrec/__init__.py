@@ -31,10 +31,14 @@ from mfrec.exceptions import (
 )
 from mfrec.models import (
     Biases,
+    ContentBased,
     ExplicitALS,
     FactorModel,
+    GlobalLinear,
+    HybridALS,
     ImplicitALS,
     Popularity,
+    PureSVD,
     Recommender,
     SGDFactorization,
     clone,
@@ -65,6 +69,10 @@ __all__ = [
     "SGDFactorization",
     "Popularity",
     "Biases",
+    "GlobalLinear",
+    "PureSVD",
+    "ContentBased",
+    "HybridALS",
     "clone",
     "load",
     # evaluation

@@ -68,6 +68,7 @@ def _ensure_registry() -> None:
         "mfrec.models.implicit",
         "mfrec.models.explicit",
         "mfrec.models.content",
+        "mfrec.models.linear",
     ):
         try:
             importlib.import_module(module)

@@ -1,0 +1,188 @@
+"""Kernels of the attribute-tied factorization (:class:`mfrec.models.content.HybridALS`).
+
+Pure numba/numpy functions on plain arrays; they know nothing of ids, pandas or attributes tables.
+
+Row solve with a prior
+----------------------
+With the other side ``Y`` (n_cols, d) fixed, each row minimises a weighted ridge problem whose penalty pulls
+it towards a prior vector ``m_u`` (in the hybrid model ``m_u = W^T a_u``, the attribute part of the factor)::
+
+    x_u = argmin_x  sum_{i} w_ui (t_ui - x . y_i)^2 + lambda ||x - m_u||^2
+        = (G0 + sum_{i in R(u)} (w_ui - c0) y_i y_i^T)^-1 (sum_{i in R(u)} w_ui t_ui y_i + lambda m_u)
+
+with ``G0 = c0 Y^T Y + lambda I``. Implicit feedback (Hu et al. 2008): ``w = c_ui`` (confidence), ``t = p_ui``,
+``c0`` the weight of every unobserved pair. Explicit feedback: ``w = 1``, ``t = r_ui - mu``, ``c0 = 0``. With
+``m_u = 0`` this is exactly the implicit ALS half-step of :mod:`mfrec.kernels.als_implicit` (and the explicit
+half-step without biases). Rows without entries are *cold*: they are not part of the loss, so their free
+part is 0 and ``x_u = m_u``.
+
+Attribute regression without free factors
+-----------------------------------------
+When ``x_u = W^T a_u`` exactly (no free part), the user half-step is a ridge regression of the feedback on the
+features ``a_u (x) y_i``::
+
+    W = argmin_W  sum_{u,i} w_ui (t_ui - a_u^T W y_i)^2 + lambda_a ||W||_F^2
+
+whose normal equations ``H(W) = B`` read ``H(W) = A^T Z(W) + lambda_a W`` with ``Z_u = G_u W^T a_u``,
+``G_u = c0 Y^T Y + sum_{i in R(u)} (w_ui - c0) y_i y_i^T`` and ``B = A^T (T Y)``, ``T`` the sparse matrix of
+``w_ui t_ui``. :func:`attribute_regression` solves them by conjugate gradient, matrix-free in
+O(nnz d + n F d + F d^2) per step (Hestenes & Stiefel 1952), warm-started from the previous ``W``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from numba import njit, prange
+
+from mfrec.kernels.linalg import CACHE, cholesky_inplace, cholesky_solve_inplace
+
+__all__ = ["prior_ridge_rows", "prior_half_step", "attribute_regression", "ridge_map"]
+
+
+@njit(parallel=True, cache=CACHE)
+def prior_ridge_rows(indptr, indices, weight, target, Y, G0, c0, reg, prior, X, failed):
+    """Per-row ``x_u = (G0 + sum (w - c0) y y^T)^-1 (sum w t y + reg m_u)``; empty rows get ``x_u = m_u``.
+
+    Parameters
+    ----------
+    indptr : int32/int64 (n_rows + 1,); indices : int32 (nnz,)
+        CSR pattern; rows are the side being solved.
+    weight, target : float64 (nnz,)
+        ``w_ui`` and ``t_ui`` of every stored entry.
+    Y : float64 (n_cols, d), C-contiguous
+        Fixed factors of the other side.
+    G0 : float64 (d, d)
+        ``c0 Y^T Y + reg I``.
+    c0 : float
+        Weight of an unobserved pair (0 for explicit feedback).
+    reg : float
+        ``lambda``, the weight of the pull towards the prior.
+    prior : float64 (n_rows, d)
+        ``m_u`` per row (zeros: plain ALS).
+    X : float64 (n_rows, d)
+        Output, overwritten row by row.
+    failed : uint8 (n_rows,)
+        Set to 1 where the system was not numerically positive definite (``X[u]`` then unchanged).
+    """
+    n = indptr.shape[0] - 1
+    d = Y.shape[1]
+    n_chunks = min(n, 256)
+    for c in prange(n_chunks):
+        # scratch hoisted out of the row loop: one set per chunk of rows (rows c, c + n_chunks, ...)
+        A = np.empty((d, d), dtype=np.float64)
+        b = np.empty(d, dtype=np.float64)
+        for u in range(c, n, n_chunks):
+            start = indptr[u]
+            end = indptr[u + 1]
+            if end == start:
+                # cold row: no term of the loss, free part 0 -> x_u = m_u
+                for j in range(d):
+                    X[u, j] = prior[u, j]
+                continue
+            for j in range(d):
+                b[j] = reg * prior[u, j]  # b = reg m_u + ...
+                for k in range(j + 1):
+                    A[j, k] = G0[j, k]  # A = c0 Y^T Y + reg I + ...
+            for e in range(start, end):
+                i = indices[e]
+                w = weight[e] - c0
+                v = weight[e] * target[e]
+                for j in range(d):
+                    a = w * Y[i, j]
+                    for k in range(j + 1):
+                        A[j, k] += a * Y[i, k]  # (w_ui - c0) y_i y_i^T (lower triangle)
+                    b[j] += v * Y[i, j]  # w_ui t_ui y_i
+            if cholesky_inplace(A, d):
+                cholesky_solve_inplace(A, b, d)
+                for j in range(d):
+                    X[u, j] = b[j]
+            else:
+                failed[u] = 1
+
+
+def prior_half_step(indptr, indices, weight, target, Y, X, prior, *, c0: float, reg: float) -> np.ndarray:
+    """Update every row of ``X`` in place by :func:`prior_ridge_rows`; returns the ``failed`` mask (uint8)."""
+    G0 = (Y.T @ Y) * float(c0)
+    G0[np.diag_indices_from(G0)] += reg
+    failed = np.zeros(X.shape[0], dtype=np.uint8)
+    prior_ridge_rows(indptr, indices, weight, target, Y, np.ascontiguousarray(G0), float(c0), float(reg),
+                     prior, X, failed)
+    return failed
+
+
+def ridge_map(A: np.ndarray, X: np.ndarray, ratio: float) -> np.ndarray:
+    """``W = (A^T A + ratio I)^-1 A^T X``: the attribute-to-factor map (F, d) of rows ``A`` (n, F) onto ``X``.
+
+    It minimises ``lambda sum_u ||x_u - W^T a_u||^2 + lambda_a ||W||^2`` with ``ratio = lambda_a / lambda``.
+    """
+    F = A.shape[1]
+    G = A.T @ A
+    G[np.diag_indices(F)] += ratio
+    return np.linalg.solve(G, A.T @ X)
+
+
+def attribute_regression(
+    indptr, indices, weight, target, A, Y, W0, *, c0: float, reg: float, max_iter: int = 200, tol: float = 1e-10
+) -> tuple[np.ndarray, int]:
+    """Solve ``W = argmin sum_{u,i} w_ui (t_ui - a_u^T W y_i)^2 + reg ||W||^2`` by matrix-free CG.
+
+    Parameters
+    ----------
+    indptr, indices, weight, target
+        CSR (rows = the side with attributes ``A``) of the stored entries and their ``w_ui``, ``t_ui``.
+    A : float64 (n_rows, F)
+        Attributes of the rows (rows without entries still count through ``c0`` when ``c0 > 0``;
+        the caller passes only the rows that belong to the loss).
+    Y : float64 (n_cols, d)
+        Fixed factors of the other side.
+    W0 : float64 (F, d)
+        Warm start.
+    c0, reg : float
+        Unobserved weight and ``lambda_a > 0``.
+    max_iter : int
+        CG iterations at most (the system has ``F d`` unknowns, so ``F d`` steps are exact in exact arithmetic).
+    tol : float
+        Stop when ``||r|| <= tol * ||B||``.
+
+    Returns
+    -------
+    W : float64 (F, d)
+    iterations : int
+    """
+    n_rows = len(indptr) - 1
+    S = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(n_rows, Y.shape[0]))
+    rows = np.repeat(np.arange(n_rows), np.diff(indptr))
+    dw = weight - c0
+    YtY = Y.T @ Y
+
+    def apply(W: np.ndarray) -> np.ndarray:
+        # H(W) = A^T Z + reg W,  Z_u = c0 YtY m_u + sum_{i in R(u)} (w - c0) (m_u . y_i) y_i,  m_u = W^T a_u
+        M = A @ W
+        s = np.einsum("ij,ij->i", M[rows], Y[indices])
+        S.data = dw * s
+        Z = c0 * (M @ YtY) + S @ Y
+        return A.T @ Z + reg * W
+
+    S.data = weight * target
+    B = A.T @ (S @ Y)
+    W = np.array(W0, dtype=np.float64, copy=True)
+    r = B - apply(W)
+    p = r.copy()
+    rr = float(np.sum(r * r))
+    bnorm = float(np.sqrt(np.sum(B * B)))
+    limit = (tol * bnorm) ** 2
+    it = 0
+    while it < max_iter and rr > limit and rr > 0.0:
+        Hp = apply(p)
+        pHp = float(np.sum(p * Hp))
+        if not pHp > 0.0:  # guard: H is SPD for reg > 0; a non-positive curvature means NaN/inf input
+            break
+        step = rr / pHp
+        W += step * p
+        r -= step * Hp
+        rr_new = float(np.sum(r * r))
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+        it += 1
+    return W, it

@@ -1,0 +1,621 @@
+"""Attribute-aware models: :class:`ContentBased` filtering and the cold-start :class:`HybridALS`.
+
+Both take attributes at fit time, ``fit(interactions, user_attributes=None, item_attributes=None)``, as an
+:class:`mfrec.Attributes` or a DataFrame indexed by id (encoded by :func:`encode_attributes`). Users and
+items that appear in the attributes but not in the interactions become *known cold ids*: the model's id
+maps (``interactions_``) are extended with them as empty rows/columns, so every method of
+:class:`~mfrec.models.base.Recommender` (recommend, recommend_users, similar_*, allow-lists, evaluate)
+works on them unchanged, and they get their vectors from their attributes alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from mfrec._params import check_choice, check_dtype, check_float, check_int
+from mfrec._random import rng
+from mfrec.data.interactions import Interactions, show_id
+from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError
+from mfrec.kernels.als_explicit import als_explicit_step
+from mfrec.kernels.als_implicit import half_step
+from mfrec.kernels.hybrid import attribute_regression, prior_half_step, ridge_map
+from mfrec.models.base import FactorModel
+from mfrec.persist import register_model
+
+__all__ = ["ContentBased", "HybridALS", "encode_attributes", "AttributeData"]
+
+_FEEDBACK = ("explicit", "implicit", "auto")
+#: an object column with more distinct values than this fraction of its rows is an identifier or free
+#: text (titles, URLs), not a category: DataFrame inference leaves it out
+_MAX_CATEGORY_FRACTION = 0.5
+
+
+# ============================================================================================ attributes
+def infer_spec(df: pd.DataFrame) -> dict[str, Any]:
+    """Encoding of a DataFrame's columns: ``{"categorical": [...], "multilabel": [...], "numeric": [...]}``.
+
+    Numeric (int/float/bool) columns are numeric; object/string/category columns whose values contain
+    ``"|"`` are multi-label (``"Action|Comedy"``); other object columns are categorical, except those
+    with more distinct values than half their non-missing rows (identifiers, titles, URLs), which are
+    left out. Pass an :class:`mfrec.Attributes` to choose the encoding yourself.
+    """
+    spec: dict[str, list[str]] = {"categorical": [], "multilabel": [], "numeric": []}
+    for col in df.columns:
+        s = df[col]
+        if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+            spec["numeric"].append(col)
+            continue
+        values = s.dropna()
+        if len(values) == 0:
+            continue
+        as_str = values.astype(str)
+        if as_str.str.contains("|", regex=False).any():
+            spec["multilabel"].append(col)
+        elif values.nunique() <= max(1, _MAX_CATEGORY_FRACTION * len(values)):
+            spec["categorical"].append(col)
+    return {k: v for k, v in spec.items() if v}
+
+
+def encode_attributes(attributes: Any, ids: pd.Index, what: str):
+    """An :class:`mfrec.Attributes` aligned to ``ids`` with extra attribute ids appended (cold ids).
+
+    ``attributes`` is an ``Attributes`` (re-aligned with :meth:`Attributes.align`) or a DataFrame indexed
+    by id (encoded with :func:`infer_spec`).
+    """
+    from mfrec.data.attributes import Attributes
+
+    if isinstance(attributes, Attributes):
+        return attributes.align(ids, missing="zeros", extra="keep")
+    if isinstance(attributes, pd.DataFrame):
+        if not attributes.index.is_unique:
+            dup = attributes.index[attributes.index.duplicated()][0]
+            raise InvalidDataError(f"{what}: id {show_id(dup)} has more than one attribute row")
+        spec = infer_spec(attributes)
+        if not spec:
+            raise InvalidDataError(
+                f"{what}: no usable column (numeric, categorical or '|'-separated multi-label) in "
+                f"{list(attributes.columns)}; build an mfrec.Attributes to choose the encoding"
+            )
+        return Attributes.from_frame(attributes, ids=ids, missing="zeros", extra="keep", **spec)
+    raise InvalidDataError(
+        f"{what} must be an mfrec.Attributes or a pandas DataFrame indexed by id, got {type(attributes).__name__}"
+    )
+
+
+class AttributeData:
+    """Interactions re-expressed in id maps that include the cold ids, plus dense attribute matrices.
+
+    Attributes
+    ----------
+    interactions : Interactions
+        Rows = warm users then cold users; columns = warm items then cold items.
+    user_features, item_features : numpy.ndarray (n, F) float64 or None
+        Attribute rows aligned with the extended maps (all zero for ids without an attribute row).
+    user_feature_names, item_feature_names : list of str
+    """
+
+    def __init__(self, interactions: Interactions, user_attributes: Any, item_attributes: Any, model: str):
+        if not isinstance(interactions, Interactions):
+            raise InvalidDataError(
+                f"{model}.fit expects an mfrec Interactions (Interactions.from_frame(...)), "
+                f"got {type(interactions).__name__}"
+            )
+        if interactions.nnz == 0:
+            raise InvalidDataError(f"{model}.fit: the interactions are empty")
+        users, items = interactions.user_index_map, interactions.item_index_map
+        self.user_features = self.item_features = None
+        self.user_feature_names: list[str] = []
+        self.item_feature_names: list[str] = []
+        if user_attributes is not None:
+            ua = encode_attributes(user_attributes, users, f"{model}: user_attributes")
+            users = pd.Index(ua.ids)
+            self.user_features = self._dense(ua, "user_attributes", model)
+            self.user_feature_names = list(ua.feature_names)
+        if item_attributes is not None:
+            ia = encode_attributes(item_attributes, items, f"{model}: item_attributes")
+            items = pd.Index(ia.ids)
+            self.item_features = self._dense(ia, "item_attributes", model)
+            self.item_feature_names = list(ia.feature_names)
+        if len(users) != interactions.n_users or len(items) != interactions.n_items:
+            interactions, _ = interactions.reindex(users, items)
+        self.interactions = interactions
+
+    @staticmethod
+    def _dense(attrs: Any, what: str, model: str) -> np.ndarray:
+        m = attrs.matrix
+        if m.shape[1] == 0:
+            raise InvalidDataError(f"{model}: {what} encode to no features")
+        dense = np.asarray(m.toarray(), dtype=np.float64)
+        bad = ~np.isfinite(dense)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise InvalidDataError(
+                f"{model}: {what} of id {show_id(attrs.ids[r])}, feature {attrs.feature_names[c]!r} is not finite"
+            )
+        return dense
+
+
+def _implicit_confidence(values: np.ndarray, alpha: float, data: Interactions, model: str) -> np.ndarray:
+    """``c = 1 + alpha r`` per stored entry; negative or non-finite values are refused naming the pair."""
+    values = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        rows, cols, _ = data.coo()
+        raise InvalidDataError(
+            f"{model}: value {values[pos]:g} of user {show_id(data.user_index_map[rows[pos]])}, item "
+            f"{show_id(data.item_index_map[cols[pos]])} is not a valid implicit value (finite and >= 0 needed)"
+        )
+    return 1.0 + alpha * values
+
+
+def _check_finite_values(data: Interactions, model: str) -> None:
+    values = data.matrix.data
+    bad = ~np.isfinite(values)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        rows, cols, _ = data.coo()
+        raise InvalidDataError(
+            f"{model}: value {values[pos]} of user {show_id(data.user_index_map[rows[pos]])}, item "
+            f"{show_id(data.item_index_map[cols[pos]])} is not finite"
+        )
+
+
+# ============================================================================================ ContentBased
+@register_model
+class ContentBased(FactorModel):
+    """Content-based filtering: a ridge regression per user of their feedback on item attributes.
+
+    With ``f_i = [a_i, 1]`` the item attribute vector plus an intercept, user ``u``'s profile is
+
+    * explicit feedback: ``w_u = argmin sum_{i in R(u)} (r_ui - mu - w . f_i)^2 + lambda ||w||^2
+      = (F_u^T F_u + lambda I)^-1 F_u^T (r_u - mu)`` (``mu`` the global mean), the explicit ALS user
+      half-step with the item factors fixed to ``F``;
+    * implicit feedback: ``w_u = argmin sum_i c_ui (p_ui - w . f_i)^2 + lambda ||w||^2
+      = (F^T C^u F + lambda I)^-1 F^T C^u p_u`` over all items with interactions (``c = 1 + alpha r``
+      observed, ``c0`` unobserved; cold items are nobody's negatives), one implicit ALS user half-step
+      (Hu et al. 2008) with ``Y = F``;
+
+    and the score is ``s(u, i) = mu + w_u . f_i`` (``mu = 0`` for implicit). Items nobody interacted with
+    (cold items, present only in ``item_attributes``) are scored from their attributes like any other.
+    Users without interactions (cold users from ``user_attributes``) get the mean profile of the warm
+    users. ``similar_items`` is the cosine of the attribute vectors ``a_i`` (item-to-item content
+    similarity); ``similar_users`` the cosine of the profiles (intercept left out).
+
+    Parameters
+    ----------
+    regularization : float, default 1.0
+        ``lambda > 0``.
+    feedback : {"auto", "explicit", "implicit"}, default "auto"
+        "auto": explicit when the interactions carry values, implicit otherwise.
+    alpha : float, default 1.0
+        Implicit confidence scale.
+    unobserved_confidence : float, default 1.0
+        ``c0`` (implicit).
+
+    Attributes
+    ----------
+    user_factors_ : ndarray (n_users, F + 1) float32
+        Profiles ``w_u``; the last column is the intercept with ``mu`` folded in.
+    item_factors_ : ndarray (n_items, F + 1) float32
+        ``[a_i, 1]``.
+    item_feature_names_ : list of str
+    global_mean_ : float
+    feedback_ : str
+    """
+
+    def __init__(
+        self,
+        regularization: float = 1.0,
+        feedback: str = "auto",
+        alpha: float = 1.0,
+        unobserved_confidence: float = 1.0,
+    ) -> None:
+        self.regularization = regularization
+        self.feedback = feedback
+        self.alpha = alpha
+        self.unobserved_confidence = unobserved_confidence
+
+    def fit(self, interactions: Interactions, user_attributes: Any = None, item_attributes: Any = None) -> ContentBased:
+        """Fit one ridge profile per user; returns ``self``.
+
+        Parameters
+        ----------
+        interactions : Interactions
+        user_attributes : Attributes or DataFrame, optional
+            Only used to add cold users (ids without interactions) to the model's id map.
+        item_attributes : Attributes or DataFrame
+            Required: the item attribute vectors ``a_i``.
+        """
+        lam = check_float("regularization", self.regularization, 0.0, strict_min=True)
+        mode = check_choice("feedback", self.feedback, _FEEDBACK)
+        alpha = check_float("alpha", self.alpha, 0.0)
+        c0 = check_float("unobserved_confidence", self.unobserved_confidence, 0.0)
+        if item_attributes is None:
+            raise InvalidDataError("ContentBased.fit needs item_attributes (the item vectors profiles are built on)")
+        data = AttributeData(interactions, user_attributes, item_attributes, "ContentBased")
+        inter = data.interactions
+        _check_finite_values(inter, "ContentBased")
+        if mode == "auto":
+            mode = "explicit" if inter.has_values else "implicit"
+        n_users, n_items = inter.shape
+        F1 = np.hstack([data.item_features, np.ones((n_items, 1))])  # f_i = [a_i, 1]
+        d = F1.shape[1]
+        csr = inter.matrix
+        X = np.zeros((n_users, d), dtype=np.float64)
+        mu = 0.0
+        with threadpool_limits(limits=1, user_api="blas"):
+            if mode == "explicit":
+                mu = float(csr.data.mean())
+                bias = np.zeros(1)
+                bad = als_explicit_step(csr.indptr, csr.indices, csr.data.astype(np.float32), F1, np.zeros(n_items),
+                                        mu, lam, False, False, X, bias)
+            else:
+                conf = _implicit_confidence(csr.data, alpha, inter, "ContentBased")
+                # cold items (no interactions) are not negatives of anyone: keep them out of c0 F^T F
+                rated = np.bincount(csr.indices, minlength=n_items) > 0
+                F_loss = F1 if rated.all() else np.where(rated[:, None], F1, 0.0)
+                failed = half_step(csr.indptr, csr.indices, conf, np.ones_like(conf), F_loss, X, c0=c0, reg=lam,
+                                   solver="cholesky")
+                bad = int(failed.sum())
+        if bad:
+            raise ModelFitError(f"ContentBased: {bad} user systems were not positive definite; increase regularization")
+        warm = np.diff(csr.indptr) > 0
+        if (~warm).any():  # cold users: the mean profile of the warm users
+            X[~warm] = X[warm].mean(axis=0)
+        X[:, -1] += mu  # s = mu + w . f = (w + mu e_last) . f since the last feature is 1
+        if not np.isfinite(X).all():
+            raise ModelFitError("ContentBased: profiles are not finite; increase regularization")
+        self.user_factors_ = np.ascontiguousarray(X, dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(F1, dtype=np.float32)
+        self.item_feature_names_ = list(data.item_feature_names)
+        self.global_mean_ = mu
+        self.feedback_ = mode
+        self.interactions_ = inter
+        return self
+
+    def _similarity_vectors(self, kind: str) -> np.ndarray:
+        # attribute vectors a_i (intercept dropped) and profiles w_u (intercept dropped)
+        m = self.item_factors_ if kind == "item" else self.user_factors_
+        return self._cached(f"sim_{kind}", (m,), lambda: np.ascontiguousarray(m[:, :-1]))
+
+    def fold_in_user(self, items: Iterable[Hashable], values: Iterable[float] | None = None) -> np.ndarray:
+        """Profile ``(F + 1,)`` of a new user from their items, the same closed form as in ``fit``."""
+        idx, vals = self._fold_in_inputs(items, values)
+        lam = float(self.regularization)
+        F1 = self.item_factors_.astype(np.float64)
+        Fs = F1[idx]
+        d = F1.shape[1]
+        if self.feedback_ == "explicit":
+            A = Fs.T @ Fs + lam * np.eye(d)
+            b = Fs.T @ (vals.astype(np.float64) - self.global_mean_)
+        else:
+            conf = _implicit_confidence(vals, float(self.alpha), self.interactions_, "ContentBased")
+            c0 = float(self.unobserved_confidence)
+            A = c0 * (F1.T @ F1) + lam * np.eye(d) + Fs.T @ ((conf - c0)[:, None] * Fs)
+            b = Fs.T @ conf
+        w = np.linalg.solve(A, b)
+        w[-1] += self.global_mean_
+        return w.astype(np.float32)
+
+    def predict(self, user_ids: Iterable[Hashable], item_ids: Iterable[Hashable]) -> np.ndarray:
+        """``mu + w_u . f_i`` of paired known ids, ``(n,)`` float64 (explicit feedback)."""
+        self._check_fitted()
+        u, i = self._pairs(user_ids, item_ids)
+        X, Y = self.user_factors_.astype(np.float64), self.item_factors_.astype(np.float64)
+        return np.einsum("ij,ij->i", X[u], Y[i])
+
+
+# ============================================================================================ HybridALS
+@register_model
+class HybridALS(FactorModel):
+    """Matrix factorization whose factors are tied to attributes, for cold-start users and items.
+
+    Factors are a free part plus a linear map of the attributes,
+
+    .. math:: x_u = p_u + W^T a_u, \\qquad y_i = q_i + E^T b_i
+
+    (a side without attributes has only the free part; with ``free_factors=False`` the free parts are
+    absent, ``x_u = W^T a_u``, ``y_i = E^T b_i``). The objective is
+
+    .. math::
+        \\sum_{u,i} w_{ui} (t_{ui} - x_u \\cdot y_i)^2 + \\lambda (\\|P\\|^2 + \\|Q\\|^2)
+        + \\lambda_a (\\|W\\|^2 + \\|E\\|^2)
+
+    with implicit feedback (``w = c_ui = 1 + alpha r_ui`` observed, ``c0`` unobserved, ``t = p_ui`` in {0, 1};
+    Hu et al. 2008) or explicit feedback (observed pairs only, ``w = 1``, ``t = r_ui - mu``). Writing
+    ``p_u = x_u - W^T a_u`` it is fitted by exact block coordinate descent (alternating least squares):
+
+    * rows, ``W`` fixed: ``x_u = (Y^T C^u Y + lambda I)^-1 (Y^T C^u t_u + lambda W^T a_u)``
+      (:func:`mfrec.kernels.hybrid.prior_ridge_rows`; with ``W = 0`` the plain ALS step);
+    * map, ``X`` fixed: ``W = (A^T A + lambda_a / lambda I)^-1 A^T X`` over the rows with interactions;
+    * without free factors, ``W = argmin sum w (t - a_u^T W y_i)^2 + lambda_a ||W||^2`` by conjugate
+      gradient (:func:`mfrec.kernels.hybrid.attribute_regression`).
+
+    This is the attribute-to-factor mapping of Gantner et al. (2010) and the regression-based latent
+    factors of Agarwal & Chen (2009), fitted jointly. Ids without interactions (cold ids from the
+    attributes) are not part of the loss: their free part is 0 and their factors are ``W^T a_u`` /
+    ``E^T b_i``, so recommend / recommend_users / similar_items / similar_users all work for them.
+    Each iteration updates the items (then ``E``) and then the users (then ``W``).
+
+    Parameters
+    ----------
+    factors : int, default 32
+    regularization : float, default 0.1
+        ``lambda`` of the free parts (> 0).
+    alpha : float, default 1.0
+        Implicit confidence scale.
+    attribute_regularization : float, default 1.0
+        ``lambda_a`` of the attribute maps (> 0).
+    free_factors : bool, default True
+    feedback : {"implicit", "explicit", "auto"}, default "implicit"
+    iterations : int, default 15
+    unobserved_confidence : float, default 1.0
+        ``c0`` (implicit).
+    seed : int, SeedSequence, Generator or None, default 0
+        Initial factors ~ N(0, 0.01^2): users, then items (the same draws as ``ImplicitALS``).
+    dtype : {"float32", "float64"}, default "float32"
+        Storage of the fitted factors (the solves run in float64).
+
+    Attributes
+    ----------
+    user_factors_, item_factors_ : ndarray (n, factors)
+        Full factors ``x_u``, ``y_i`` (cold ids included).
+    user_attribute_map_, item_attribute_map_ : ndarray (F, factors) float64 or None
+        ``W`` and ``E``.
+    user_features_, item_features_ : ndarray (n, F) float32 or None
+        The encoded attributes, rows aligned with the id maps.
+    user_feature_names_, item_feature_names_ : list of str
+    global_mean_ : float
+        ``mu`` (explicit; 0 for implicit).
+    rating_range_ : list of two floats
+    history_ : list of dict
+        ``iteration``, ``loss``, ``seconds`` per iteration.
+    """
+
+    def __init__(
+        self,
+        factors: int = 32,
+        regularization: float = 0.1,
+        alpha: float = 1.0,
+        attribute_regularization: float = 1.0,
+        free_factors: bool = True,
+        feedback: str = "implicit",
+        iterations: int = 15,
+        unobserved_confidence: float = 1.0,
+        seed: Any = 0,
+        dtype: str = "float32",
+    ) -> None:
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.attribute_regularization = attribute_regularization
+        self.free_factors = free_factors
+        self.feedback = feedback
+        self.iterations = iterations
+        self.unobserved_confidence = unobserved_confidence
+        self.seed = seed
+        self.dtype = dtype
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, interactions: Interactions, user_attributes: Any = None, item_attributes: Any = None) -> HybridALS:
+        """Fit by alternating least squares; returns ``self``.
+
+        Parameters
+        ----------
+        interactions : Interactions
+        user_attributes, item_attributes : Attributes or DataFrame indexed by id, optional
+            Ids present here but not in ``interactions`` become known cold ids.
+
+        Raises
+        ------
+        InvalidDataError
+            Empty or invalid interactions / attributes (naming the id at fault).
+        InvalidParameterError
+            ``free_factors=False`` without attributes on some side.
+        ModelFitError
+            Non-finite factors or a system that was not positive definite.
+        """
+        d = check_int("factors", self.factors, minimum=1)
+        lam = check_float("regularization", self.regularization, 0.0, strict_min=True)
+        alpha = check_float("alpha", self.alpha, 0.0)
+        lam_a = check_float("attribute_regularization", self.attribute_regularization, 0.0, strict_min=True)
+        if not isinstance(self.free_factors, bool | np.bool_):
+            raise InvalidParameterError(f"free_factors must be True or False, got {self.free_factors!r}")
+        free = bool(self.free_factors)
+        mode = check_choice("feedback", self.feedback, _FEEDBACK)
+        iterations = check_int("iterations", self.iterations, minimum=1)
+        c0 = check_float("unobserved_confidence", self.unobserved_confidence, 0.0)
+        dt = check_dtype("dtype", self.dtype)
+        data = AttributeData(interactions, user_attributes, item_attributes, "HybridALS")
+        if not free and (data.user_features is None or data.item_features is None):
+            raise InvalidParameterError(
+                "free_factors=False needs both user_attributes and item_attributes (every factor comes from attributes)"
+            )
+        inter = data.interactions
+        _check_finite_values(inter, "HybridALS")
+        if mode == "auto":
+            mode = "explicit" if inter.has_values else "implicit"
+        csr = inter.matrix
+        n_users, n_items = csr.shape
+        mu = 0.0
+        if mode == "implicit":
+            weight = _implicit_confidence(csr.data, alpha, inter, "HybridALS")
+            target = np.ones(csr.nnz)
+        else:
+            mu = float(csr.data.mean())
+            weight = np.ones(csr.nnz)
+            target = csr.data.astype(np.float64) - mu
+            c0 = 0.0
+        # items x users with the per-entry arrays permuted alongside (explicit zeros kept)
+        perm = sp.csr_matrix((np.arange(csr.nnz, dtype=np.float64) + 1, csr.indices, csr.indptr), shape=csr.shape)
+        t = perm.T.tocsr()
+        order = t.data.astype(np.int64) - 1
+        u_side = (csr.indptr, csr.indices, weight, target)
+        i_side = (t.indptr, t.indices, weight[order], target[order])
+
+        gen = rng(self.seed)
+        X = gen.normal(0.0, 0.01, size=(n_users, d)).astype(dt).astype(np.float64)
+        Y = gen.normal(0.0, 0.01, size=(n_items, d)).astype(dt).astype(np.float64)
+        A, B = data.user_features, data.item_features
+        warm_u, warm_i = np.diff(csr.indptr) > 0, np.diff(t.indptr) > 0
+        W = None if A is None else np.zeros((A.shape[1], d))
+        E = None if B is None else np.zeros((B.shape[1], d))
+        history: list[dict[str, Any]] = []
+        started = time.perf_counter()
+
+        def side(parts, other, own, feats, M, warm, other_warm, name):
+            ip, ix, w, tt = parts
+            # cold ids are not part of the loss: their rows of the other side must not enter c0 Y^T Y
+            other = other if other_warm.all() else np.where(other_warm[:, None], other, 0.0)
+            if not free:
+                # x = M^T a exactly: attribute regression over the rows of the loss
+                rows = np.flatnonzero(warm)
+                sub_ip = np.concatenate([[0], np.cumsum(np.diff(ip)[rows])]).astype(np.int64)
+                M, _ = attribute_regression(sub_ip, ix, w, tt, feats[rows], other, M, c0=c0, reg=lam_a)
+                return feats @ M, M
+            prior = np.zeros_like(own) if M is None else feats @ M
+            failed = prior_half_step(ip, ix, w, tt, other, own, np.ascontiguousarray(prior), c0=c0, reg=lam)
+            if failed.any():
+                raise ModelFitError(
+                    f"HybridALS: {int(failed.sum())} {name} systems were not positive definite; increase regularization"
+                )
+            if M is not None:
+                M = ridge_map(feats[warm], own[warm], lam_a / lam)
+                prior = feats @ M
+                cold = ~warm
+                own[cold] = prior[cold]  # cold ids: free part 0
+            return own, M
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            for it in range(1, iterations + 1):
+                Y, E = side(i_side, X, Y, B, E, warm_i, warm_u, "item")
+                X, W = side(u_side, Y, X, A, W, warm_u, warm_i, "user")
+                loss = self._loss(u_side, X, Y, A, W, B, E, c0, lam, lam_a, free, warm_u, warm_i)
+                if not np.isfinite(loss):
+                    raise ModelFitError(
+                        f"HybridALS: the loss became non-finite at iteration {it}; increase regularization"
+                    )
+                history.append({"iteration": it, "loss": loss, "seconds": time.perf_counter() - started})
+        self.user_factors_ = np.ascontiguousarray(X, dtype=dt)
+        self.item_factors_ = np.ascontiguousarray(Y, dtype=dt)
+        if not (np.isfinite(self.user_factors_).all() and np.isfinite(self.item_factors_).all()):
+            raise ModelFitError("HybridALS: factors are not finite; increase regularization or use dtype='float64'")
+        self.user_attribute_map_ = W
+        self.item_attribute_map_ = E
+        self.user_features_ = None if A is None else A.astype(np.float32)
+        self.item_features_ = None if B is None else B.astype(np.float32)
+        self.user_feature_names_ = list(data.user_feature_names)
+        self.item_feature_names_ = list(data.item_feature_names)
+        self.global_mean_ = mu
+        self.feedback_ = mode
+        self.rating_range_ = [float(csr.data.min()), float(csr.data.max())]
+        self.history_ = history
+        self.interactions_ = inter
+        return self
+
+    @staticmethod
+    def _loss(u_side, X, Y, A, W, B, E, c0, lam, lam_a, free, warm_u, warm_i) -> float:
+        """The objective: weighted squared error over the pairs of the loss plus the penalties.
+
+        ``sum_{obs} [w (t - s)^2 - c0 s^2] + c0 <X_l^T X_l, Y_l^T Y_l>`` (``X_l``, ``Y_l`` the rows in the loss:
+        the warm ones) plus ``lambda ||free parts||^2 + lambda_a ||maps||^2``.
+        """
+        ip, ix, w, t = u_side
+        rows = np.repeat(np.arange(len(ip) - 1), np.diff(ip))
+        s = np.einsum("ij,ij->i", X[rows], Y[ix])
+        obs = float(np.sum(w * (t - s) ** 2 - c0 * s * s))
+        if c0:
+            Xl, Yl = X[warm_u], Y[warm_i]
+            obs += c0 * float(np.sum((Xl.T @ Xl) * (Yl.T @ Yl)))
+        pen = 0.0
+        if free:
+            P = X - (A @ W if W is not None else 0.0)
+            Q = Y - (B @ E if E is not None else 0.0)
+            pen += lam * float(np.sum(P * P) + np.sum(Q * Q))
+        for M in (W, E):
+            if M is not None:
+                pen += lam_a * float(np.sum(M * M))
+        return obs + pen
+
+    # ------------------------------------------------------------------ scoring
+    def _user_embeddings(self, user_idx: np.ndarray) -> np.ndarray:
+        X = self.user_factors_[np.asarray(user_idx)]
+        if not self.global_mean_:
+            return X
+        return np.hstack([X, np.full((len(X), 1), self.global_mean_, dtype=X.dtype)])  # [x_u, mu]
+
+    def _item_embeddings(self) -> np.ndarray:
+        if not self.global_mean_:
+            return self.item_factors_
+        Y = self.item_factors_
+        return self._cached(
+            "item_embeddings", (Y,), lambda: np.ascontiguousarray(np.hstack([Y, np.ones((len(Y), 1), Y.dtype)]))
+        )
+
+    def predict(self, user_ids: Iterable[Hashable], item_ids: Iterable[Hashable]) -> np.ndarray:
+        """``mu + x_u . y_i`` of paired known ids (cold ids included), ``(n,)`` float64.
+
+        Explicit feedback: clipped to the training range. Implicit: the predicted preference, unclipped.
+        """
+        self._check_fitted()
+        u, i = self._pairs(user_ids, item_ids)
+        pred = self.global_mean_ + np.einsum(
+            "ij,ij->i", self.user_factors_[u].astype(np.float64), self.item_factors_[i].astype(np.float64)
+        )
+        if self.feedback_ == "explicit":
+            lo, hi = self.rating_range_
+            pred = np.clip(pred, lo, hi)
+        return pred
+
+    def fold_in_user(self, items: Iterable[Hashable], values: Iterable[float] | None = None) -> np.ndarray:
+        """Factors ``(factors,)`` of a new user without attributes from their items (free part only).
+
+        ``x = (Y^T C Y + lambda I)^-1 Y^T C t`` with the trained item factors: implicit confidences from
+        ``values`` (default 1 each), or explicit targets ``values - mu`` (values required).
+        """
+        idx, vals = self._fold_in_inputs(items, values)
+        Y = self.item_factors_.astype(np.float64)
+        Ys = Y[idx]
+        d = Y.shape[1]
+        lam = float(self.regularization)
+        if self.feedback_ == "implicit":
+            conf = _implicit_confidence(vals, float(self.alpha), self.interactions_, "HybridALS")
+            c0 = float(self.unobserved_confidence)
+            Amat = c0 * (Y.T @ Y) + lam * np.eye(d) + Ys.T @ ((conf - c0)[:, None] * Ys)
+            b = Ys.T @ conf
+        else:
+            if values is None:
+                raise InvalidDataError("HybridALS with explicit feedback needs the values (ratings) to fold in a user")
+            Amat = Ys.T @ Ys + lam * np.eye(d)
+            b = Ys.T @ (vals.astype(np.float64) - self.global_mean_)
+        return np.linalg.solve(Amat, b).astype(np.float32)
+
+    def attribute_factors(self, user_attributes: Any = None, item_attributes: Any = None) -> np.ndarray:
+        """Factors from attributes alone, ``features @ map``: ``(n, factors)``.
+
+        Pass exactly one of ``user_attributes`` / ``item_attributes`` as an array ``(n, F)`` encoded like
+        ``user_features_`` / ``item_features_`` (for example ``Attributes.transform(df).toarray()``).
+        """
+        self._check_fitted()
+        if (user_attributes is None) == (item_attributes is None):
+            raise InvalidParameterError("pass exactly one of user_attributes, item_attributes")
+        feats, M, what = (
+            (user_attributes, self.user_attribute_map_, "user")
+            if user_attributes is not None
+            else (item_attributes, self.item_attribute_map_, "item")
+        )
+        if M is None:
+            raise InvalidParameterError(f"this model was fitted without {what} attributes")
+        feats = np.asarray(feats.toarray() if sp.issparse(feats) else feats, dtype=np.float64)
+        if feats.ndim != 2 or feats.shape[1] != M.shape[0]:
+            raise InvalidDataError(f"{what} attributes must have shape (n, {M.shape[0]}), got {feats.shape}")
+        return (feats @ M).astype(self.user_factors_.dtype)
+
