@@ -358,10 +358,11 @@ class ImplicitALS(FactorModel):
         """``(c0 Y^T Y + lambda I + Y_S^T (C_S - c0) Y_S)^-1 Y_S^T c_S`` (p = 1) in float64, returned in dtype."""
         reg = float(self.regularization)
         c0 = float(self.unobserved_confidence_)
-        Y64 = Y.astype(np.float64)
-        A = c0 * (Y64.T @ Y64)
+        # Y^T Y is the expensive part (n d^2) and the same for every fold-in against this Y: cache it
+        gram = self._cached(f"gram_{id(Y)}", (Y,), lambda: Y.astype(np.float64).T @ Y.astype(np.float64))
+        A = c0 * gram
         A[np.diag_indices_from(A)] += reg
-        Ys = Y64[idx]
+        Ys = Y[idx].astype(np.float64)
         A += Ys.T @ ((conf - c0)[:, None] * Ys)
         b = Ys.T @ conf
         try:

@@ -1,0 +1,219 @@
+"""Load benchmark of `mfrec serve` on loopback: open-loop arrivals at a fixed rate, latency percentiles.
+
+What it does (bounded in count and time, loopback only):
+
+1. builds a model with 50k items and 64 factors (ImplicitALS, one iteration on a random power-law matrix:
+   the factor values do not matter for latency, the shapes do) and saves it;
+2. starts `mfrec serve MODEL` in its own process on 127.0.0.1 and waits for /health;
+3. open loop: requests arrive as a Poisson process at --rate per second for --seconds (at most --rate x
+   --seconds requests), a mix of the scenarios (70% items for a user, 10% users for an item, 10% similar
+   items, 10% fold-in POST); each request's latency is measured from its scheduled send time, so a
+   server that falls behind is charged for the queueing (no coordinated omission);
+4. closed loop: --concurrency clients send back to back for --seconds to find the throughput ceiling;
+5. prints throughput, p50/p90/p99/max latency and errors per phase, as text or --json.
+
+Run:  python benchmarks/serve.py [--rate 200 --seconds 15 --items 50000 --factors 64]
+Needs the `serve` extra (fastapi, uvicorn) and httpx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def build_model(path: Path, n_users: int, n_items: int, factors: int, nnz_per_user: int, seed: int) -> None:
+    import mfrec
+
+    rng = np.random.default_rng(seed)
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    popularity /= popularity.sum()
+    rows = np.repeat(np.arange(n_users), nnz_per_user)
+    cols = rng.choice(n_items, size=len(rows), p=popularity)
+    matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_users, n_items))
+    matrix.sum_duplicates()
+    data = mfrec.Interactions.from_matrix(matrix)
+    model = mfrec.ImplicitALS(factors=factors, iterations=1, seed=seed).fit(data)
+    model.save(path)
+
+
+def start_server(model: Path, port: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "mfrec", "serve", str(model), "--host", "127.0.0.1", "--port", str(port)]
+    env = dict(os.environ)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+async def wait_ready(client, deadline_s: float = 120.0) -> None:
+    start = time.perf_counter()
+    while time.perf_counter() - start < deadline_s:
+        try:
+            if (await client.get("/health")).status_code == 200:
+                return
+        except Exception:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError("server did not become ready")
+
+
+def make_request(rng: np.random.Generator, n_users: int, n_items: int):
+    draw = rng.random()
+    if draw < 0.7:
+        return "GET", f"/users/{rng.integers(n_users)}/recommendations?k=10", None
+    if draw < 0.8:
+        return "GET", f"/items/{rng.integers(n_items)}/users?k=10", None
+    if draw < 0.9:
+        return "GET", f"/items/{rng.integers(n_items)}/similar?k=10", None
+    items = [int(i) for i in rng.integers(0, n_items, size=5)]
+    return "POST", "/recommendations", {"items": items, "k": 10}
+
+
+async def send(client, method, url, body):
+    if method == "GET":
+        return await client.get(url)
+    return await client.post(url, json=body)
+
+
+async def open_loop(client, rate: float, seconds: float, n_users: int, n_items: int, seed: int):
+    rng = np.random.default_rng(seed)
+    n = int(rate * seconds)
+    arrivals = np.cumsum(rng.exponential(1.0 / rate, size=n))
+    latencies = np.full(n, np.nan)
+    errors = 0
+    start = time.perf_counter()
+
+    async def one(j: int) -> None:
+        nonlocal errors
+        delay = start + arrivals[j] - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        method, url, body = make_request(np.random.default_rng(seed * 100003 + j), n_users, n_items)
+        try:
+            response = await send(client, method, url, body)
+            if response.status_code != 200:
+                errors += 1
+        except Exception:
+            errors += 1
+        latencies[j] = time.perf_counter() - (start + arrivals[j])  # from the scheduled time
+
+    await asyncio.gather(*(one(j) for j in range(n)))
+    wall = time.perf_counter() - start
+    return latencies, errors, wall
+
+
+async def closed_loop(client, concurrency: int, seconds: float, n_users: int, n_items: int, seed: int):
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal errors
+        rng = np.random.default_rng(seed + w)
+        while time.perf_counter() < stop:
+            method, url, body = make_request(rng, n_users, n_items)
+            t0 = time.perf_counter()
+            try:
+                response = await send(client, method, url, body)
+                errors += response.status_code != 200
+            except Exception:
+                errors += 1
+            latencies.append(time.perf_counter() - t0)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return np.array(latencies), errors, time.perf_counter() - start
+
+
+def summarize(name: str, latencies: np.ndarray, errors: int, wall: float) -> dict:
+    ms = latencies[np.isfinite(latencies)] * 1000
+    return {
+        "phase": name,
+        "requests": int(len(latencies)),
+        "errors": int(errors),
+        "throughput_rps": round(len(latencies) / wall, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p90_ms": round(float(np.percentile(ms, 90)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "max_ms": round(float(ms.max()), 2),
+    }
+
+
+async def run(args) -> dict:
+    import httpx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "serve-bench.mfrec"
+        t0 = time.perf_counter()
+        build_model(model, args.users, args.items, args.factors, args.nnz_per_user, args.seed)
+        build_s = time.perf_counter() - t0
+        server = start_server(model, args.port)
+        try:
+            limits = httpx.Limits(max_connections=args.max_connections, max_keepalive_connections=args.max_connections)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{args.port}", timeout=30, limits=limits) as client:
+                await wait_ready(client)
+                # warm-up: a few requests of each kind (the server JIT-warms at start; this warms connections)
+                await closed_loop(client, 2, 1.0, args.users, args.items, args.seed + 999)
+                results = [
+                    summarize(f"open loop {args.rate:g}/s", *await open_loop(
+                        client, args.rate, args.seconds, args.users, args.items, args.seed)),
+                    summarize(f"closed loop x{args.concurrency}", *await closed_loop(
+                        client, args.concurrency, args.seconds, args.users, args.items, args.seed)),
+                ]
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    import mfrec
+
+    return {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+        "python": platform.python_version(),
+        "mfrec": mfrec.__version__,
+        "model": {"users": args.users, "items": args.items, "factors": args.factors, "build_seconds": round(build_s, 1)},
+        "results": results,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=50_000)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--factors", type=int, default=64)
+    parser.add_argument("--nnz-per-user", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=200.0, help="open-loop arrivals per second")
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase (bounded)")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-connections", type=int, default=64)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.seconds > 120 or args.rate * args.seconds > 50_000:
+        parser.error("keep the run bounded: --seconds <= 120 and rate x seconds <= 50000")
+    report = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"machine: {report['machine']}; python {report['python']}; mfrec {report['mfrec']}")
+    m = report["model"]
+    print(f"model: ImplicitALS, {m['users']:,} users x {m['items']:,} items, {m['factors']} factors")
+    print(f"{'phase':<22} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for r in report["results"]:
+        print(f"{r['phase']:<22} {r['requests']:>8} {r['errors']:>6} {r['throughput_rps']:>8} {r['p50_ms']:>8} "
+              f"{r['p90_ms']:>8} {r['p99_ms']:>8} {r['max_ms']:>8}")
+
+
+if __name__ == "__main__":
+    main()
