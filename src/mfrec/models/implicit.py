@@ -74,6 +74,11 @@ def _feedback_parts(data: Any) -> tuple[Interactions, np.ndarray | None, float |
     )
 
 
+def _all_ones(n: int, dtype: Any) -> np.ndarray:
+    """A read-only length-``n`` array of ones that takes no memory (stride 0): p_ui = 1 for every stored pair."""
+    return np.broadcast_to(np.ones(1, dtype=dtype), (n,))
+
+
 @register_model
 class ImplicitALS(FactorModel):
     """Implicit-feedback ALS (Hu, Koren & Volinsky 2008) with exact, conjugate-gradient and gradient solvers.
@@ -215,12 +220,14 @@ class ImplicitALS(FactorModel):
         mode = "given" if pref is not None else p["confidence"]
         c0 = p["unobserved_confidence"] if c0 is None else check_float("unobserved_confidence", c0, 0.0)
         conf = self._confidence_of(inter.matrix.data, mode, self._namer(inter))
-        if pref is None:
-            pref = np.ones(inter.nnz)
+        dt = p["dtype"]
+        if pref is None or (pref.shape == (inter.nnz,) and np.all(pref == 1)):
+            pref = _all_ones(inter.nnz, dt)
         elif pref.shape != (inter.nnz,) or not np.isfinite(pref).all():
             raise InvalidDataError(f"preferences must be {inter.nnz} finite values aligned with the interactions")
-        dt = p["dtype"]
-        return inter, conf.astype(dt), np.ascontiguousarray(pref, dtype=dt), c0, mode
+        else:
+            pref = np.ascontiguousarray(pref, dtype=dt)
+        return inter, conf.astype(dt), pref, c0, mode
 
     # ------------------------------------------------------------------ fit
     def fit(self, interactions: Any, validation: Interactions | None = None) -> ImplicitALS:
@@ -258,8 +265,8 @@ class ImplicitALS(FactorModel):
         # explicitly stored zeros are kept, so the per-entry arrays stay aligned with the pattern
         t = sp.csr_matrix((conf, indices, indptr), shape=csr.shape).T.tocsr()
         indptr_t, indices_t, conf_t = t.indptr, t.indices.astype(np.int32, copy=False), t.data
-        if np.all(pref == 1):
-            pref_t = np.ones_like(conf_t)
+        if pref.strides == (0,):
+            pref_t = _all_ones(len(conf_t), conf_t.dtype)
         else:
             t = sp.csr_matrix((pref, indices, indptr), shape=csr.shape).T.tocsr()
             pref_t = t.data
