@@ -111,3 +111,27 @@ def test_demo_runs_offline(tmp_path, capsys):
     for path in result["figures"].values():
         assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert result["seconds"] < 60
+
+
+def test_tune_implicit_on_a_ranking_metric(capsys, ratings_csv):
+    code, out, err = run(capsys, "tune", str(ratings_csv), "--model", "implicit-als", "factors=2,4", "alpha=1,5",
+                         "iterations=3", "--cv", "2", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["metric"] == "ndcg@10" and len(result["results"]) == 4
+    assert 0 <= result["best_score"] <= 1
+
+
+def test_hybrid_trains_on_dataset_attributes(tmp_path, capsys, shared_data_dir):
+    out_file = tmp_path / "hybrid.mfrec"
+    code, out, err = run(capsys, "train", "ml-100k", "--data-dir", str(shared_data_dir), "--model", "hybrid",
+                         "factors=8", "iterations=3", "--out", str(out_file), "--json")
+    assert code == 0, err
+    code, out, err = run(capsys, "similar-items", str(out_file), "--item", "50", "-k", "3", "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["results"]) == 3
+
+
+def test_content_without_attributes_is_a_clear_error(capsys, ratings_csv, tmp_path):
+    code, out, err = run(capsys, "train", str(ratings_csv), "--model", "content", "--out", str(tmp_path / "c.mfrec"))
+    assert code == 2 and "needs attributes" in err

@@ -245,3 +245,16 @@ def test_training_entries_with_value_zero_are_still_excluded():
     got = evaluate(model, test, k=1)
     assert got["precision@1"] == 1.0 and got["mrr"] == 1.0
     assert math.isnan(got["auc"])  # y is the only candidate left: no negative, user skipped by auc
+
+
+def test_rating_metrics_only_for_models_that_predict_ratings():
+    """rmse of an implicit fit's preference scores would be meaningless: evaluate leaves it out."""
+    import mfrec
+
+    data = mfrec.datasets.synthetic(n_users=80, n_items=50, seed=2).interactions
+    train, test = mfrec.split.per_user_split(data, test_fraction=0.2, seed=0)
+    assert "rmse" in E.evaluate(mfrec.ExplicitALS(factors=3, iterations=3).fit(train), test)
+    assert "rmse" not in E.evaluate(mfrec.ImplicitALS(factors=3, iterations=3).fit(train), test)
+    assert "rmse" not in E.evaluate(mfrec.PureSVD(factors=3).fit(train), test)
+    assert "rmse" not in E.evaluate(mfrec.HybridALS(factors=3, iterations=2).fit(train), test)
+    assert "rmse" in E.evaluate(mfrec.HybridALS(factors=3, iterations=2, feedback="explicit").fit(train), test)

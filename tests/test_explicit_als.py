@@ -43,8 +43,11 @@ def seed_interactions() -> Interactions:
     return Interactions(sp.csr_matrix(R), [f"u{k}" for k in range(1, 5)], [f"i{k}" for k in range(1, 7)])
 
 
-def reference_step(csr, other, other_bias, mu, reg, frequency_weighted, biases):
-    """numpy.linalg.solve of every row's ridge problem (the oracle for the kernel)."""
+def reference_step(csr, other, other_bias, mu, reg, frequency_weighted, biases, bias_reg=None):
+    """numpy.linalg.solve of every row's ridge problem (the oracle for the kernel).
+
+    The penalty is diag(lambda, ..., lambda, lambda_b) (times the row count when frequency-weighted).
+    """
     n, d = csr.shape[0], other.shape[1]
     X, b = np.zeros((n, d)), np.zeros(n)
     for u in range(n):
@@ -52,8 +55,11 @@ def reference_step(csr, other, other_bias, mu, reg, frequency_weighted, biases):
         r = csr.data[csr.indptr[u] : csr.indptr[u + 1]].astype(np.float64)
         F = np.c_[other[cols], np.ones(len(cols))] if biases else other[cols]
         t = r - mu - (other_bias[cols] if biases else 0.0)
-        lam = reg * max(len(cols), 1) if frequency_weighted else reg
-        z = np.linalg.solve(F.T @ F + lam * np.eye(F.shape[1]), F.T @ t)
+        scale = max(len(cols), 1) if frequency_weighted else 1
+        penalty = np.full(F.shape[1], reg * scale)
+        if biases:
+            penalty[d] = (reg if bias_reg is None else bias_reg) * scale
+        z = np.linalg.solve(F.T @ F + np.diag(penalty), F.T @ t)
         X[u] = z[:d]
         if biases:
             b[u] = z[d]
@@ -83,6 +89,19 @@ def test_step_equals_numpy_solve(biases, frequency_weighted):
     X_ref, b_ref = reference_step(csr, Y, bi, mu, 0.3, frequency_weighted, biases)
     np.testing.assert_allclose(X, X_ref, rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(bu, b_ref if biases else 0.0, rtol=1e-9, atol=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), reg=st.floats(0.01, 5.0), bias_reg=st.floats(0.001, 20.0),
+       frequency_weighted=st.booleans())
+def test_step_with_bias_regularization_equals_numpy_solve(seed, reg, bias_reg, frequency_weighted):
+    csr, Y, bi = random_problem(seed, d=4)
+    X, bu = np.zeros((csr.shape[0], 4)), np.zeros(csr.shape[0])
+    assert als_explicit_step(csr.indptr, csr.indices, csr.data, Y, bi, 3.1, reg, frequency_weighted, True, X, bu,
+                             bias_reg) == 0
+    X_ref, b_ref = reference_step(csr, Y, bi, 3.1, reg, frequency_weighted, True, bias_reg)
+    np.testing.assert_allclose(X, X_ref, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(bu, b_ref, rtol=1e-8, atol=1e-10)
 
 
 def test_step_handles_empty_rows_and_float32_factors():
@@ -175,11 +194,13 @@ def frame_data(frame):
 
 @pytest.mark.parametrize("biases", [True, False])
 @pytest.mark.parametrize("frequency_weighted", [True, False])
-def test_loss_never_increases(biases, frequency_weighted):
+@pytest.mark.parametrize("bias_regularization", [None, 0.01])
+def test_loss_never_increases(biases, frequency_weighted, bias_regularization):
     data = frame_data(small_ratings())
     reg = 0.05 if frequency_weighted else 0.5
     model = ExplicitALS(factors=4, regularization=reg, iterations=12, biases=biases,
-                        frequency_weighted=frequency_weighted, dtype="float64").fit(data)
+                        frequency_weighted=frequency_weighted, dtype="float64",
+                        bias_regularization=bias_regularization).fit(data)
     loss = np.array([h["loss"] for h in model.history_])
     assert len(loss) == 12
     assert np.all(np.diff(loss) <= 1e-9 * loss[:-1])
@@ -187,10 +208,12 @@ def test_loss_never_increases(biases, frequency_weighted):
 
 
 @pytest.mark.parametrize("frequency_weighted", [True, False])
-def test_history_loss_equals_objective_recomputed(frequency_weighted):
+@pytest.mark.parametrize("bias_regularization", [None, 0.02])
+def test_history_loss_equals_objective_recomputed(frequency_weighted, bias_regularization):
     data = frame_data(small_ratings(1))
     model = ExplicitALS(factors=3, regularization=0.1, iterations=3, dtype="float64",
-                        frequency_weighted=frequency_weighted).fit(data)
+                        frequency_weighted=frequency_weighted, bias_regularization=bias_regularization).fit(data)
+    lam_b = 0.1 if bias_regularization is None else bias_regularization
     rows, cols, vals = data.coo()
     pred = model.global_bias_ + model.user_bias_[rows] + model.item_bias_[cols] + np.einsum(
         "ij,ij->i", model.user_factors_[rows], model.item_factors_[cols])
@@ -198,9 +221,8 @@ def test_history_loss_equals_objective_recomputed(frequency_weighted):
     if not frequency_weighted:
         n_u, n_i = np.ones_like(n_u), np.ones_like(n_i)
     expected = ((vals - pred) ** 2).sum() + 0.1 * (
-        n_u @ ((model.user_factors_**2).sum(1) + model.user_bias_**2)
-        + n_i @ ((model.item_factors_**2).sum(1) + model.item_bias_**2)
-    )
+        n_u @ (model.user_factors_**2).sum(1) + n_i @ (model.item_factors_**2).sum(1)
+    ) + lam_b * (n_u @ model.user_bias_**2 + n_i @ model.item_bias_**2)
     assert model.history_[-1]["loss"] == pytest.approx(expected, rel=1e-9)
     assert model.history_[-1]["rmse"] == pytest.approx(np.sqrt(np.mean((vals - pred) ** 2)), rel=1e-9)
 
@@ -280,6 +302,7 @@ def test_frequency_weighting_changes_the_solution():
         ({"dtype": "int8"}, "dtype must be 'float32' or 'float64'"),
         ({"num_threads": -1}, "num_threads must be >= 0"),
         ({"early_stopping_rounds": 0}, "early_stopping_rounds must be >= 1"),
+        ({"bias_regularization": -2.0}, "bias_regularization must be > 0"),
     ],
 )
 def test_bad_parameters_are_named(params, message):
@@ -347,3 +370,20 @@ def test_movielens_u1_default_rmse():
     pred = model.predict(frame["user"], frame["item"])
     assert model.unknown_predictions_ > 0  # u1.test holds items absent from u1.base
     assert np.sqrt(np.mean((pred - frame["value"].to_numpy()) ** 2)) < 0.93
+
+
+@pytest.mark.parametrize("frequency_weighted", [False, True])
+def test_fold_in_user_is_the_ridge_solve_with_bias_regularization(frequency_weighted):
+    data = frame_data(small_ratings(3))
+    reg = 0.05 if frequency_weighted else 0.7
+    model = ExplicitALS(factors=3, regularization=reg, bias_regularization=0.03, iterations=4, dtype="float64",
+                        frequency_weighted=frequency_weighted).fit(data)
+    csr = data.matrix
+    row = csr[2]
+    items = data.item_ids[row.indices]
+    emb = model.fold_in_user(items, row.data)
+    X_ref, b_ref = reference_step(row.tocsr(), model.item_factors_, model.item_bias_, model.global_bias_, reg,
+                                  frequency_weighted, True, 0.03)
+    np.testing.assert_allclose(emb[:3], X_ref[0], rtol=1e-7, atol=1e-9)
+    assert emb[3] == pytest.approx(b_ref[0] + model.global_bias_, rel=1e-9)
+    assert emb[4] == 1.0

@@ -15,13 +15,16 @@ from mfrec.kernels.sgd import sgd_epoch
 from mfrec.models.explicit import SGDFactorization
 
 
-def example_objective(theta, r, mu, reg, d, biases):
-    """f = 1/2 (r - mu - b_u - b_i - x.y)^2 + 1/2 reg (b_u^2 + b_i^2 + |x|^2 + |y|^2), theta = [x, y, b_u, b_i]."""
+def example_objective(theta, r, mu, reg, bias_reg, d, biases):
+    """f = 1/2 (r - mu - b_u - b_i - x.y)^2 + 1/2 bias_reg (b_u^2 + b_i^2) + 1/2 reg (|x|^2 + |y|^2).
+
+    theta = [x, y, b_u, b_i].
+    """
     x, y, bu, bi = theta[:d], theta[d : 2 * d], theta[2 * d], theta[2 * d + 1]
     if not biases:
         bu = bi = 0.0
     e = r - mu - bu - bi - x @ y
-    return 0.5 * e * e + 0.5 * reg * (bu * bu + bi * bi + x @ x + y @ y)
+    return 0.5 * e * e + 0.5 * bias_reg * (bu * bu + bi * bi) + 0.5 * reg * (x @ x + y @ y)
 
 
 def finite_difference_gradient(theta, *args, h=1e-6):
@@ -34,17 +37,18 @@ def finite_difference_gradient(theta, *args, h=1e-6):
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 100_000), d=st.integers(1, 6), biases=st.booleans())
-def test_sgd_step_is_minus_lr_times_finite_difference_gradient(seed, d, biases):
+@given(seed=st.integers(0, 100_000), d=st.integers(1, 6), biases=st.booleans(), same_reg=st.booleans())
+def test_sgd_step_is_minus_lr_times_finite_difference_gradient(seed, d, biases, same_reg):
     gen = np.random.default_rng(seed)
     X, Y = gen.normal(size=(1, d)), gen.normal(size=(1, d))
     bu, bi = gen.normal(size=1), gen.normal(size=1)
     r, mu, lr, reg = float(gen.uniform(1, 5)), 3.0, 0.01, float(gen.uniform(0.01, 0.5))
+    bias_reg = reg if same_reg else float(gen.uniform(0.001, 1.0))
     theta = np.r_[X[0], Y[0], bu, bi]
-    grad = finite_difference_gradient(theta, r, mu, reg, d, biases)
+    grad = finite_difference_gradient(theta, r, mu, reg, bias_reg, d, biases)
     one = np.zeros(1, dtype=np.int32)
     sse = sgd_epoch(one, one, np.array([r], dtype=np.float32), np.zeros(1, dtype=np.int64), X, bu, Y, bi, mu, lr,
-                    reg, biases)
+                    reg, bias_reg, biases)
     after = np.r_[X[0], Y[0], bu, bi]
     expected = theta - lr * grad
     if not biases:  # biases are neither used nor updated
@@ -63,7 +67,7 @@ def test_epoch_visits_in_the_given_order():
     for order in ([0, 1], [1, 0]):
         X, Y = np.full((1, 2), 0.5), np.full((2, 2), 0.5)
         bu, bi = np.zeros(1), np.zeros(2)
-        sgd_epoch(users, items, ratings, np.array(order, dtype=np.int64), X, bu, Y, bi, 3.0, 0.1, 0.0, True)
+        sgd_epoch(users, items, ratings, np.array(order, dtype=np.int64), X, bu, Y, bi, 3.0, 0.1, 0.0, 0.0, True)
         results.append(X.copy())
     assert not np.allclose(results[0], results[1])
 
@@ -108,6 +112,44 @@ def test_training_loss_decreases_and_history():
     assert hist[-1]["loss"] == pytest.approx(((vals - pred) ** 2).sum() + reg, rel=1e-4)
 
 
+def test_bias_regularization_objective_and_default():
+    data = data_of(planted(1))
+    same = SGDFactorization(factors=4, epochs=5, regularization=0.05, bias_regularization=None).fit(data)
+    explicit = SGDFactorization(factors=4, epochs=5, regularization=0.05, bias_regularization=0.05).fit(data)
+    np.testing.assert_array_equal(same.user_factors_, explicit.user_factors_)  # None means lambda_b = lambda
+    np.testing.assert_array_equal(same.item_bias_, explicit.item_bias_)
+    model = SGDFactorization(factors=4, epochs=5, regularization=0.05, bias_regularization=2.0).fit(data)
+    assert np.abs(model.item_bias_).sum() < np.abs(same.item_bias_).sum()  # stronger shrinkage of the biases
+    rows, cols, vals = data.coo()
+    X, Y = model.user_factors_.astype(np.float64), model.item_factors_.astype(np.float64)
+    bu, bi = model.user_bias_.astype(np.float64), model.item_bias_.astype(np.float64)
+    pred = model.global_bias_ + bu[rows] + bi[cols] + np.einsum("ij,ij->i", X[rows], Y[cols])
+    expected = ((vals - pred) ** 2).sum() + 0.05 * ((X**2).sum() + (Y**2).sum()) + 2.0 * ((bu**2).sum() + (bi**2).sum())
+    assert model.history_[-1]["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_learning_rate_decay_scales_each_epoch():
+    """Epoch t steps with lr * decay^(t-1): replay the fit with the kernel and the same seeded draws."""
+    from mfrec._random import rng
+
+    data = data_of(planted(5))
+    model = SGDFactorization(factors=3, epochs=4, learning_rate=0.02, learning_rate_decay=0.5, seed=7).fit(data)
+    users, items, ratings = data.coo()
+    gen = rng(7)
+    X = gen.normal(0.0, 0.1, size=(data.n_users, 3)).astype(np.float32)
+    Y = gen.normal(0.0, 0.1, size=(data.n_items, 3)).astype(np.float32)
+    bu, bi = np.zeros(data.n_users, np.float32), np.zeros(data.n_items, np.float32)
+    mu = float(np.mean(ratings, dtype=np.float64))
+    for t in range(4):
+        sgd_epoch(users.astype(np.int32), items, ratings, gen.permutation(len(ratings)), X, bu, Y, bi, mu,
+                  0.02 * 0.5**t, 0.1, 0.1, True)
+    np.testing.assert_array_equal(model.user_factors_, X)
+    np.testing.assert_array_equal(model.item_bias_, bi)
+    # a constant step (decay 1, the default) is a different run
+    flat = SGDFactorization(factors=3, epochs=4, learning_rate=0.02, seed=7).fit(data)
+    assert not np.allclose(flat.user_factors_, X)
+
+
 def test_early_stopping_keeps_best_epoch():
     frame = planted(2)
     mask = np.random.default_rng(1).random(len(frame)) < 0.2
@@ -142,6 +184,9 @@ def test_predict_fallbacks_and_clipping():
         ({"regularization": -1.0}, "regularization must be > 0"),
         ({"init_std": -0.1}, "init_std must be >= 0"),
         ({"factors": 2.5}, "factors must be an integer"),
+        ({"bias_regularization": 0.0}, "bias_regularization must be > 0"),
+        ({"learning_rate_decay": 0.0}, "learning_rate_decay must be > 0"),
+        ({"learning_rate_decay": 1.5}, "learning_rate_decay must be <= 1"),
     ],
 )
 def test_bad_parameters(params, message):

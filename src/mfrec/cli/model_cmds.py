@@ -98,6 +98,46 @@ def _add_model_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None
     p.add_argument("--json", action="store_true", help="print JSON for machines")
 
 
+def _add_attribute_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("attributes (content and hybrid models)")
+    g.add_argument("--user-attributes", help="CSV of user attributes, first column the user id")
+    g.add_argument("--item-attributes", help="CSV of item attributes, first column the item id")
+
+
+def _attributes(args: argparse.Namespace, dataset: Any, data: Any) -> dict[str, Any]:
+    """Attribute keyword arguments for ``fit`` of content/hybrid models (empty for the others).
+
+    A dataset's own attribute tables are encoded with its attribute spec (free-text columns left out: TF-IDF of
+    titles makes ContentBased's per-user solve slow); files given on the command line are read as CSV indexed
+    by their first column and encoded by inference (numbers, "a|b" labels, categories).
+    """
+    if args.model not in ("content", "hybrid"):
+        return {}
+    import pandas as pd
+
+    from mfrec.data.attributes import Attributes
+
+    kwargs: dict[str, Any] = {}
+    for side, ids in (("user", data.user_ids), ("item", data.item_ids)):
+        path = getattr(args, f"{side}_attributes", None)
+        if path:
+            try:
+                kwargs[f"{side}_attributes"] = pd.read_csv(path, index_col=0)
+            except (OSError, ValueError) as exc:
+                raise InvalidParameterError(f"{path}: cannot read {side} attributes ({exc})") from exc
+        elif dataset is not None and getattr(dataset, f"{side}_attributes", None) is not None:
+            spec = {k: v for k, v in (getattr(dataset, f"{side}_attribute_spec", None) or {}).items() if k != "text"}
+            if spec:
+                frame = getattr(dataset, f"{side}_attributes")
+                kwargs[f"{side}_attributes"] = Attributes.from_frame(frame, ids=ids, missing="zeros", extra="keep", **spec)
+    if not kwargs:
+        raise InvalidParameterError(
+            f"model {args.model!r} needs attributes: use a dataset that has them (ml-100k, ...) or "
+            "--user-attributes / --item-attributes"
+        )
+    return kwargs
+
+
 def _add_split_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation split")
     g.add_argument("--split", default="per-user", choices=("per-user", "random", "temporal", "leave-one-out"),
@@ -114,12 +154,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="fit a model and save it to a file")
     add_data_arguments(train)
     _add_model_arguments(train)
+    _add_attribute_arguments(train)
     train.add_argument("--out", required=True, help="model file to write (e.g. model.mfrec)")
     train.set_defaults(func=train_command)
 
     ev = sub.add_parser("evaluate", help="train on a split of DATA and report metrics on the held-out part")
     add_data_arguments(ev)
     _add_model_arguments(ev)
+    _add_attribute_arguments(ev)
     _add_split_arguments(ev)
     ev.add_argument("--cv", type=int, default=None, help="k-fold cross-validation instead of one split")
     ev.add_argument("--plot", help="write the learning curve PNG to this path")
@@ -177,7 +219,7 @@ def train_command(args: argparse.Namespace) -> int:
     model = build_model(args.model, parse_params(args.params))
     start = time.perf_counter()
     with _progress(args, "iteration", f"training {args.model}"):
-        model.fit(data)
+        model.fit(data, **_attributes(args, dataset, data))
     seconds = time.perf_counter() - start
     path = save(model, args.out, extra={"dataset": args.data} | _titles_extra(dataset))
     result = {
@@ -217,7 +259,7 @@ def _split(data: Any, args: argparse.Namespace) -> tuple[Any, Any]:
 def evaluate_command(args: argparse.Namespace) -> int:
     from mfrec.evaluation.evaluator import evaluate
 
-    data, _ = load_data(args)
+    data, dataset = load_data(args)
     params = parse_params(args.params)
     if args.cv:
         from mfrec.evaluation.search import cross_validate
@@ -241,7 +283,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     model = build_model(args.model, params)
     start = time.perf_counter()
     with _progress(args, "iteration", f"training {args.model}"):
-        model.fit(train)
+        model.fit(train, **_attributes(args, dataset, train))
     seconds = time.perf_counter() - start
     kwargs = {"k": args.k}
     if args.relevance_threshold is not None:

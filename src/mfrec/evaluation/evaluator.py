@@ -53,11 +53,8 @@ def metric_key(name: str, k: int) -> str:
 
 
 def _has_predict(model: Any) -> bool:
-    """True when the model overrides the base ``predict`` (explicit models)."""
-    from mfrec.models.base import Recommender
-
-    predict = getattr(type(model), "predict", None)
-    return predict is not None and predict is not getattr(Recommender, "predict", None)
+    """True when the model predicts ratings (``predicts_ratings``; explicit models)."""
+    return bool(getattr(model, "predicts_ratings", False))
 
 
 def evaluate(

@@ -7,15 +7,17 @@ inputs once and calls these on trusted, contiguous arrays.
 The model (Koren, Bell & Volinsky 2009) predicts ``r_ui ~ mu + b_u + b_i + x_u . y_i`` and the objective is
 
     L = sum_{(u,i) in Omega} (r_ui - mu - b_u - b_i - x_u . y_i)^2
-        + sum_u lambda_u (||x_u||^2 + b_u^2) + sum_i lambda_i (||y_i||^2 + b_i^2)
+        + sum_u (lambda_u ||x_u||^2 + lambda_bu b_u^2) + sum_i (lambda_i ||y_i||^2 + lambda_bi b_i^2)
 
 with ``lambda_u = lambda`` (uniform) or ``lambda_u = lambda * n_u`` (frequency-weighted regularization,
-"ALS-WR", Zhou et al. 2008; what Spark MLlib does), ``n_u`` the number of ratings of row ``u``.
+"ALS-WR", Zhou et al. 2008; what Spark MLlib does), ``n_u`` the number of ratings of row ``u``; the bias
+penalty ``lambda_bu`` is ``lambda_b`` scaled the same way (``lambda_b = lambda`` unless given separately,
+like Surprise's ``reg_bu``/``reg_bi``).
 
 With the other side fixed, each row's unknowns ``z_u = [x_u, b_u]`` enter linearly through the augmented
 features ``f_i = [y_i, 1]`` and targets ``t_ui = r_ui - mu - b_i``, so the exact minimiser is the ridge solve
 
-    z_u = (F_u^T F_u + lambda_u I)^-1 F_u^T t_u          (F_u: the rows f_i, i in Omega_u)
+    z_u = (F_u^T F_u + D_u)^-1 F_u^T t_u          (F_u: the rows f_i, i in Omega_u; D_u = diag(lambda_u I_d, lambda_bu))
 
 one closed form per row, solved here by a Cholesky factorisation in float64. Without biases ``f_i = y_i``,
 ``t_ui = r_ui - mu`` and ``z_u = x_u``. The item half-step is the same function on the transposed CSR with
@@ -85,7 +87,7 @@ def cholesky_solve(A, b, k):
 # fastmath: contraction only (fused multiply-add in the rank-1 updates); no NaN/inf assumptions.
 @njit(parallel=True, nogil=True, cache=_CACHE, fastmath={"contract"})
 def als_explicit_step(indptr, indices, data, other, other_bias, mu, reg, frequency_weighted, biases,
-                      target, target_bias):
+                      target, target_bias, bias_reg=-1.0):
     """One ALS half-step: re-solve every row of ``target`` (and ``target_bias``) given the other side.
 
     Parameters
@@ -110,6 +112,10 @@ def als_explicit_step(indptr, indices, data, other, other_bias, mu, reg, frequen
         ``x_u`` against ``y_i`` and ``r - mu`` (k = d).
     target : float array, shape (n_rows, d), written in place
     target_bias : float array, shape (n_rows,), written in place when ``biases``
+    bias_reg : float, optional
+        lambda_b > 0 for the bias unknown ``b_u`` (Surprise's ``reg_bu`` / ``reg_bi``): the diagonal of the
+        ridge matrix is ``lambda_u`` for the d factor entries and ``lambda_b`` (times ``max(n_u, 1)`` when
+        frequency-weighted) for the bias entry. Negative (the default) means ``lambda_b = lambda``.
 
     Returns
     -------
@@ -147,10 +153,13 @@ def als_explicit_step(indptr, indices, data, other, other_bias, mu, reg, frequen
                     for q in range(a + 1):
                         Aa[q] += fa * f[q]
             n_u = indptr[u + 1] - indptr[u]
-            lam = reg * max(n_u, 1) if frequency_weighted else reg
-            for a in range(k):  # + lambda_u I
+            scale = max(n_u, 1) if frequency_weighted else 1
+            lam = reg * scale
+            for a in range(d):  # + lambda_u I on the factor block
                 A[a, a] += lam
-            if cholesky_solve(A, b, k):  # z_u = (F^T F + lambda_u I)^-1 F^T t
+            if biases:  # + lambda_b on the bias entry
+                A[d, d] += (bias_reg if bias_reg >= 0.0 else reg) * scale
+            if cholesky_solve(A, b, k):  # z_u = (F^T F + D_u)^-1 F^T t
                 for j in range(d):
                     target[u, j] = b[j]
                 if biases:

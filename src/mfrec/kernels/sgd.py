@@ -2,12 +2,14 @@
 
 Pure numba functions on plain arrays. The per-rating objective is
 
-    f_ui = 1/2 (r_ui - mu - b_u - b_i - x_u . y_i)^2 + 1/2 lambda (b_u^2 + b_i^2 + ||x_u||^2 + ||y_i||^2)
+    f_ui = 1/2 (r_ui - mu - b_u - b_i - x_u . y_i)^2 + 1/2 lambda_b (b_u^2 + b_i^2) + 1/2 lambda (||x_u||^2 + ||y_i||^2)
 
-and with the error ``e_ui = r_ui - r_hat_ui`` its negative gradient gives the classic updates (step gamma):
+(``lambda_b``: the bias regularization, Surprise's ``reg_bu = reg_bi``; the classic formulation has
+``lambda_b = lambda``) and with the error ``e_ui = r_ui - r_hat_ui`` its negative gradient gives the classic
+updates (step gamma):
 
-    b_u <- b_u + gamma (e_ui - lambda b_u)
-    b_i <- b_i + gamma (e_ui - lambda b_i)
+    b_u <- b_u + gamma (e_ui - lambda_b b_u)
+    b_i <- b_i + gamma (e_ui - lambda_b b_i)
     x_u <- x_u + gamma (e_ui y_i - lambda x_u)
     y_i <- y_i + gamma (e_ui x_u - lambda y_i)      (x_u before its own update: a simultaneous step)
 
@@ -26,7 +28,7 @@ __all__ = ["sgd_epoch"]
 
 # fastmath: only reassociation/contraction (vectorized dot products); no NaN/inf assumptions.
 @njit(nogil=True, cache=_CACHE, fastmath={"reassoc", "contract"})
-def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, biases):
+def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg, biases):
     """One SGD epoch over the ratings in ``order``; updates ``X, bu, Y, bi`` in place.
 
     Parameters
@@ -40,8 +42,8 @@ def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, biases):
     Y : float array, shape (n_items, d);  bi : shape (n_items,)
     mu : float
         Global offset (the training mean with biases).
-    lr, reg : float
-        Step size gamma and regularization lambda.
+    lr, reg, bias_reg : float
+        Step size gamma, factor regularization lambda and bias regularization lambda_b.
     biases : bool
         Learn ``b_u, b_i`` (otherwise they are left untouched and not added).
 
@@ -67,8 +69,8 @@ def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, biases):
         e = ratings[p] - pred  # e_ui = r_ui - r_hat_ui
         sse += e * e
         if biases:
-            bu[u] += lr * (e - reg * bu[u])  # b_u <- b_u + gamma (e - lambda b_u)
-            bi[i] += lr * (e - reg * bi[i])  # b_i <- b_i + gamma (e - lambda b_i)
+            bu[u] += lr * (e - bias_reg * bu[u])  # b_u <- b_u + gamma (e - lambda_b b_u)
+            bi[i] += lr * (e - bias_reg * bi[i])  # b_i <- b_i + gamma (e - lambda_b b_i)
         for j in range(d):
             xo = xr[j]
             yo = yr[j]

@@ -622,6 +622,12 @@ class Recommender:
         i = np.asarray(self.interactions_.item_index(items, missing=unknown), dtype=np.int32)
         return u, i
 
+    @property
+    def predicts_ratings(self) -> bool:
+        """Whether :meth:`predict` returns values on the scale of the training ratings (so rmse/mae mean
+        something); true for models that implement ``predict``, overridden where that depends on the fit."""
+        return type(self).predict is not Recommender.predict
+
     def predict(self, user_ids: Iterable[Hashable], item_ids: Iterable[Hashable]) -> np.ndarray:
         """Predicted values of paired (user, item) ids, shape ``(n,)``; explicit models implement it."""
         raise NotImplementedError(f"{type(self).__name__} does not predict values; use recommend for rankings")

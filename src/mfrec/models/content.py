@@ -305,6 +305,11 @@ class ContentBased(FactorModel):
         w[-1] += self.global_mean_
         return w.astype(np.float32)
 
+    @property
+    def predicts_ratings(self) -> bool:
+        """Only an explicit-feedback fit predicts ratings; an implicit one predicts preferences."""
+        return getattr(self, "feedback_", None) == "explicit"
+
     def predict(self, user_ids: Iterable[Hashable], item_ids: Iterable[Hashable]) -> np.ndarray:
         """``mu + w_u . f_i`` of paired known ids, ``(n,)`` float64 (explicit feedback)."""
         self._check_fitted()
@@ -559,6 +564,11 @@ class HybridALS(FactorModel):
         return self._cached(
             "item_embeddings", (Y,), lambda: np.ascontiguousarray(np.hstack([Y, np.ones((len(Y), 1), Y.dtype)]))
         )
+
+    @property
+    def predicts_ratings(self) -> bool:
+        """Only an explicit-feedback fit predicts ratings; an implicit one predicts preferences."""
+        return getattr(self, "feedback_", None) == "explicit"
 
     def predict(self, user_ids: Iterable[Hashable], item_ids: Iterable[Hashable]) -> np.ndarray:
         """``mu + x_u . y_i`` of paired known ids (cold ids included), ``(n,)`` float64.

@@ -6,7 +6,12 @@ Both fit the biased model of Koren, Bell & Volinsky (2009)
 
 to observed ratings by minimising
 
-    L = sum_{(u,i) in Omega} (r_ui - r_hat_ui)^2 + sum_u lambda_u (||x_u||^2 + b_u^2) + sum_i lambda_i (||y_i||^2 + b_i^2)
+    L = sum_{(u,i) in Omega} (r_ui - r_hat_ui)^2 + sum_u (lambda_u ||x_u||^2 + lambda_bu b_u^2)
+                                                  + sum_i (lambda_i ||y_i||^2 + lambda_bi b_i^2)
+
+(``lambda_u = lambda_i = regularization``, or ``regularization * n`` for a row with n ratings when
+frequency-weighted; the bias penalties use ``bias_regularization``, which defaults to ``regularization``,
+scaled the same way)
 
 (``mu`` is the training mean, held fixed; with ``biases=False`` the model is the plain ``x_u . y_i`` with no
 ``mu`` and no biases). :class:`ExplicitALS` alternates exact ridge solves per user and per item
@@ -78,6 +83,9 @@ class _ExplicitModel(FactorModel):
         return {
             "factors": check_int("factors", self.factors, minimum=1),
             "regularization": check_float("regularization", self.regularization, minimum=0.0, strict_min=True),
+            "bias_regularization": None
+            if self.bias_regularization is None
+            else check_float("bias_regularization", self.bias_regularization, minimum=0.0, strict_min=True),
             "iterations": check_int(self._iteration_param, getattr(self, self._iteration_param), minimum=1),
             "dtype": check_dtype("dtype", self.dtype),
             "early_stopping_rounds": None
@@ -139,23 +147,28 @@ class _ExplicitModel(FactorModel):
             np.clip(out, self.rating_range_[0], self.rating_range_[1], out=out)
         return out
 
+    def _bias_reg(self) -> float:
+        """lambda_b: ``bias_regularization``, or ``regularization`` when it is None."""
+        return float(self.regularization if self.bias_regularization is None else self.bias_regularization)
+
     def _objective(self, csr, reg: float, frequency_weighted: bool) -> tuple[float, float]:
         """(L, training RMSE) for the current factors."""
         sse = explicit_sse(
             csr.indptr, csr.indices, csr.data, self.user_factors_, self.user_bias_, self.item_factors_,
             self.item_bias_, float(self.global_bias_), bool(self.biases),
         )
-        w_u = np.full(csr.shape[0], reg)
-        w_i = np.full(csr.shape[1], reg)
+        s_u = np.ones(csr.shape[0])
+        s_i = np.ones(csr.shape[1])
         if frequency_weighted:
-            w_u *= np.maximum(self.interactions_.user_counts(), 1)
-            w_i *= np.maximum(self.interactions_.item_counts(), 1)
+            s_u = np.maximum(np.diff(csr.indptr), 1).astype(np.float64)
+            s_i = np.maximum(np.bincount(csr.indices, minlength=csr.shape[1]), 1).astype(np.float64)
         norms_u = np.einsum("ij,ij->i", self.user_factors_, self.user_factors_, dtype=np.float64)
         norms_i = np.einsum("ij,ij->i", self.item_factors_, self.item_factors_, dtype=np.float64)
-        if self.biases:
-            norms_u = norms_u + self.user_bias_.astype(np.float64) ** 2
-            norms_i = norms_i + self.item_bias_.astype(np.float64) ** 2
-        loss = float(sse + w_u @ norms_u + w_i @ norms_i)
+        loss = float(sse + reg * (s_u @ norms_u + s_i @ norms_i))
+        if self.biases:  # lambda_b (b_u^2, b_i^2), scaled like the factor penalty
+            breg = self._bias_reg()
+            loss += breg * float(s_u @ self.user_bias_.astype(np.float64) ** 2
+                                 + s_i @ self.item_bias_.astype(np.float64) ** 2)
         return loss, float(np.sqrt(sse / max(csr.nnz, 1)))
 
     def _record(self, iteration: int, loss: float, rmse: float, val, started: float) -> float | None:
@@ -254,7 +267,8 @@ class _ExplicitModel(FactorModel):
         """Factors of a new user from their ratings, by the same closed-form ridge solve as an ALS user step.
 
         Solves ``min (r_i - mu - b_u - b_i - x . y_i)^2 + lambda (||x||^2 + b_u^2)`` over the rated items
-        (an unknown or repeated item, or a non-finite rating, raises). ``values`` are the ratings (required: explicit models need
+        (an unknown or repeated item, or a non-finite rating, raises; ``b_u`` is penalised by
+        ``bias_regularization`` when it is set). ``values`` are the ratings (required: explicit models need
         them). Returns the user embedding ``[x, b_u + mu, 1]`` (biases) or ``x``, so that its dot with the item
         embeddings is the predicted rating.
         """
@@ -270,11 +284,11 @@ class _ExplicitModel(FactorModel):
         d = self.user_factors_.shape[1]
         x = np.zeros((1, d), dtype=np.float64)
         b = np.zeros(1, dtype=np.float64)
-        reg = float(self.regularization) * (max(len(idx), 1) if getattr(self, "frequency_weighted", False) else 1)
+        scale = max(len(idx), 1) if getattr(self, "frequency_weighted", False) else 1
         als_explicit_step(
             indptr, idx[order].astype(np.int32), values[order].astype(np.float32),
             self.item_factors_.astype(np.float64), self.item_bias_.astype(np.float64), float(self.global_bias_),
-            reg, False, bool(self.biases), x, b,
+            float(self.regularization) * scale, False, bool(self.biases), x, b, self._bias_reg() * scale,
         )
         if not self.biases:
             return x[0].astype(self.user_factors_.dtype)
@@ -296,12 +310,17 @@ class ExplicitALS(_ExplicitModel):
     factors : int, default 5
         Latent dimension d >= 1.
     regularization : float, default 10.0
-        lambda > 0, applied to every row (``||x_u||^2 + b_u^2``). With ``frequency_weighted=True`` a row with
-        n ratings uses ``lambda * n`` instead (then lambda ~ 0.1-0.15 is the useful range on MovieLens).
+        lambda > 0, applied to every row's factors ``||x_u||^2`` (and to its bias unless
+        ``bias_regularization`` is given). With ``frequency_weighted=True`` a row with n ratings uses
+        ``lambda * n`` instead (then lambda ~ 0.1-0.15 is the useful range on MovieLens).
     iterations : int, default 25
         ALS sweeps (one user half-step + one item half-step each).
     biases : bool, default True
         Learn ``mu + b_u + b_i``; False fits the plain ``x_u . y_i``.
+    bias_regularization : float or None, default None
+        lambda_b > 0 penalising ``b_u^2`` and ``b_i^2`` (Surprise's ``reg_bu``/``reg_bi``), scaled by the row's
+        count like lambda when ``frequency_weighted``; None uses ``regularization`` (the objective of the
+        issue). Biases usually want less shrinkage than factors.
     frequency_weighted : bool, default False
         Scale lambda by each row's number of ratings (ALS-WR, Zhou et al. 2008, as in Spark MLlib).
     seed : int, SeedSequence, Generator or None, default 0
@@ -329,11 +348,13 @@ class ExplicitALS(_ExplicitModel):
         dtype: str = "float32",
         num_threads: int = 0,
         early_stopping_rounds: int | None = None,
+        bias_regularization: float | None = None,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
         self.iterations = iterations
         self.biases = biases
+        self.bias_regularization = bias_regularization
         self.frequency_weighted = frequency_weighted
         self.seed = seed
         self.dtype = dtype
@@ -363,12 +384,13 @@ class ExplicitALS(_ExplicitModel):
         self.user_bias_ = np.zeros(n_users, dtype=dtype)
         self.item_bias_ = np.zeros(n_items, dtype=dtype)
         reg, fw, mu, biases = p["regularization"], bool(self.frequency_weighted), float(self.global_bias_), bool(self.biases)
+        breg = self._bias_reg()
 
         def step() -> None:
             bad = als_explicit_step(csr.indptr, csr.indices, csr.data, self.item_factors_, self.item_bias_, mu,
-                                    reg, fw, biases, self.user_factors_, self.user_bias_)
+                                    reg, fw, biases, self.user_factors_, self.user_bias_, breg)
             bad += als_explicit_step(csc.indptr, csc.indices, csc.data, self.user_factors_, self.user_bias_, mu,
-                                     reg, fw, biases, self.item_factors_, self.item_bias_)
+                                     reg, fw, biases, self.item_factors_, self.item_bias_, breg)
             if bad:
                 raise ModelFitError(
                     f"ExplicitALS: {bad} ridge systems were not positive definite (non-finite factors?); "
@@ -392,11 +414,13 @@ class SGDFactorization(_ExplicitModel):
     """Biased matrix factorization (Funk / Koren "SVD") by stochastic gradient descent.
 
     Each epoch visits the ratings in a fresh random order (drawn from ``seed``) and, with
-    ``e = r_ui - (mu + b_u + b_i + x_u . y_i)``, steps ``b_u += lr (e - lambda b_u)``,
-    ``b_i += lr (e - lambda b_i)``, ``x_u += lr (e y_i - lambda x_u)``, ``y_i += lr (e x_u - lambda y_i)``:
-    the negative gradient of ``1/2 e^2 + 1/2 lambda (b_u^2 + b_i^2 + ||x_u||^2 + ||y_i||^2)``
-    (Koren, Bell & Volinsky 2009). ``history_`` reports the full objective of the module docstring (uniform
-    lambda) after every epoch. Epochs run sequentially, so a seed reproduces the factors exactly.
+    ``e = r_ui - (mu + b_u + b_i + x_u . y_i)``, steps ``b_u += lr (e - lambda_b b_u)``,
+    ``b_i += lr (e - lambda_b b_i)``, ``x_u += lr (e y_i - lambda x_u)``, ``y_i += lr (e x_u - lambda y_i)``:
+    the negative gradient of ``1/2 e^2 + 1/2 lambda_b (b_u^2 + b_i^2) + 1/2 lambda (||x_u||^2 + ||y_i||^2)``
+    (Koren, Bell & Volinsky 2009). Epoch ``t`` (from 1) uses the step ``lr * learning_rate_decay^(t-1)``
+    (the per-epoch decay of Koren's Netflix-prize SGD and MyMediaLite). ``history_`` reports the full
+    objective of the module docstring (uniform lambda) after every epoch. Epochs run sequentially, so a seed
+    reproduces the factors exactly.
 
     Parameters
     ----------
@@ -404,9 +428,13 @@ class SGDFactorization(_ExplicitModel):
     learning_rate : float, default 0.015
         Step size gamma > 0.
     regularization : float, default 0.1
-        lambda > 0.
+        lambda > 0 on the factors (and on the biases unless ``bias_regularization`` is given).
     epochs : int, default 30
     biases : bool, default True
+    bias_regularization : float or None, default None
+        lambda_b > 0 on ``b_u`` and ``b_i`` (Surprise's ``reg_bu``/``reg_bi``); None uses ``regularization``.
+    learning_rate_decay : float in (0, 1], default 1.0
+        The step is multiplied by this after every epoch (1 = constant step).
     init_std : float, default 0.1
         Initial factors ~ N(0, init_std^2); biases start at 0.
     seed : int, SeedSequence, Generator or None, default 0
@@ -431,9 +459,13 @@ class SGDFactorization(_ExplicitModel):
         seed: Any = 0,
         dtype: str = "float32",
         early_stopping_rounds: int | None = None,
+        bias_regularization: float | None = None,
+        learning_rate_decay: float = 1.0,
     ) -> None:
         self.factors = factors
         self.learning_rate = learning_rate
+        self.bias_regularization = bias_regularization
+        self.learning_rate_decay = learning_rate_decay
         self.regularization = regularization
         self.epochs = epochs
         self.biases = biases
@@ -451,6 +483,8 @@ class SGDFactorization(_ExplicitModel):
         """
         p = self._check_common()
         lr = check_float("learning_rate", self.learning_rate, minimum=0.0, strict_min=True)
+        decay = check_float("learning_rate_decay", self.learning_rate_decay, minimum=0.0, maximum=1.0,
+                            strict_min=True)
         init_std = check_float("init_std", self.init_std, minimum=0.0)
         interactions = self._check_data(interactions)
         dtype = p["dtype"]
@@ -467,12 +501,16 @@ class SGDFactorization(_ExplicitModel):
         self.user_bias_ = np.zeros(n_users, dtype=dtype)
         self.item_bias_ = np.zeros(n_items, dtype=dtype)
         reg, mu, biases = p["regularization"], float(self.global_bias_), bool(self.biases)
+        breg = self._bias_reg()
         nnz = len(ratings)
+        epoch = [0]
 
         def step() -> None:
             order = gen.permutation(nnz)
+            step_size = lr * decay ** epoch[0]  # gamma_t = gamma * decay^(t-1)
+            epoch[0] += 1
             sgd_epoch(users, items, ratings, order, self.user_factors_, self.user_bias_, self.item_factors_,
-                      self.item_bias_, mu, lr, reg, biases)
+                      self.item_bias_, mu, step_size, reg, breg, biases)
 
         self._train_loop(step, p["iterations"], val, p["early_stopping_rounds"],
                          lambda: self._objective(csr, reg, False))

@@ -264,6 +264,9 @@ class PureSVD(FactorModel):
         V = self.item_factors_.astype(np.float64)
         return (vals.astype(np.float64) @ V[idx]).astype(self.item_factors_.dtype)
 
+    #: the reconstruction of the zero-filled matrix is a ranking score, not a rating
+    predicts_ratings = False
+
     def predict(self, user_ids: Iterable[Hashable], item_ids: Iterable[Hashable]) -> np.ndarray:
         """The rank-k reconstruction ``(U_k S_k V_k^T)_ui`` of paired known ids, ``(n,)`` float64."""
         self._check_fitted()
