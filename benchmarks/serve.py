@@ -84,29 +84,34 @@ async def send(client, method, url, body):
     return await client.post(url, json=body)
 
 
-async def open_loop(client, rate: float, seconds: float, n_users: int, n_items: int, seed: int):
+async def open_loop(client, rate: float, seconds: float, n_users: int, n_items: int, seed: int, max_inflight: int):
     rng = np.random.default_rng(seed)
     n = int(rate * seconds)
     arrivals = np.cumsum(rng.exponential(1.0 / rate, size=n))
     latencies = np.full(n, np.nan)
     errors = 0
+    slots = asyncio.Semaphore(max_inflight)  # requests beyond this wait here; their wait counts in the latency
     start = time.perf_counter()
 
     async def one(j: int) -> None:
         nonlocal errors
+        method, url, body = make_request(np.random.default_rng(seed * 100003 + j), n_users, n_items)
+        async with slots:
+            try:
+                response = await send(client, method, url, body)
+                if response.status_code != 200:
+                    errors += 1
+            except Exception:
+                errors += 1
+        latencies[j] = time.perf_counter() - (start + arrivals[j])  # from the scheduled time
+
+    tasks = []
+    for j in range(n):  # the dispatcher creates each request at its arrival time (open loop)
         delay = start + arrivals[j] - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        method, url, body = make_request(np.random.default_rng(seed * 100003 + j), n_users, n_items)
-        try:
-            response = await send(client, method, url, body)
-            if response.status_code != 200:
-                errors += 1
-        except Exception:
-            errors += 1
-        latencies[j] = time.perf_counter() - (start + arrivals[j])  # from the scheduled time
-
-    await asyncio.gather(*(one(j) for j in range(n)))
+        tasks.append(asyncio.create_task(one(j)))
+    await asyncio.gather(*tasks)
     wall = time.perf_counter() - start
     return latencies, errors, wall
 
@@ -165,7 +170,7 @@ async def run(args) -> dict:
                 await closed_loop(client, 2, 1.0, args.users, args.items, args.seed + 999)
                 results = [
                     summarize(f"open loop {args.rate:g}/s", *await open_loop(
-                        client, args.rate, args.seconds, args.users, args.items, args.seed)),
+                        client, args.rate, args.seconds, args.users, args.items, args.seed, args.max_connections)),
                     summarize(f"closed loop x{args.concurrency}", *await closed_loop(
                         client, args.concurrency, args.seconds, args.users, args.items, args.seed)),
                 ]
@@ -195,7 +200,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop arrivals per second")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase (bounded)")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--max-connections", type=int, default=64)
+    parser.add_argument("--max-connections", type=int, default=16, help="requests in flight at most")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
