@@ -5,6 +5,7 @@ Usage::
     python benchmarks/implicit_als.py                 # small synthetic matrix (~20 s) + quality on shared data
     python benchmarks/implicit_als.py --full          # 200k x 50k, ~9.7M nnz, d=64 (minutes)
     python benchmarks/implicit_als.py --full --factors 128 --skip-quality
+    python benchmarks/implicit_als.py --skip-quality --factors 64 128   # both d in one process
     python benchmarks/implicit_als.py --skip-speed --data-dir ../shared/data
 
 Speed: seconds per iteration of both libraries (CG with 3 steps and Cholesky), their ratio, the FLOP rate of
@@ -125,13 +126,20 @@ def fit_implicit(C, factors, reg, iters, solver, threads, seed=0):
 
 
 def speed(args):
+    """Speed table for every ``--factors`` value, in this process (so the ratios share one machine state)."""
+    rows = []
+    for d in args.factors:
+        rows += speed_one(args, d)
+    return rows
+
+
+def speed_one(args, d):
     import numba
 
     numba.set_num_threads(args.threads)
     m, n = (200_000, 50_000) if args.full else (args.users, args.items)
     C = power_law_matrix(m, n, seed=0)
     C.data[:] = 2.0  # confidence 1 + alpha * 1 for both libraries ("given" to mfrec)
-    d = args.factors
     csr_bytes = 2 * (C.data.nbytes + C.indices.nbytes + C.indptr.nbytes)
     factor_bytes = (m + n) * d * 4
     peak = gemm_peak(args.threads)
@@ -157,8 +165,9 @@ def speed(args):
             print(f"  {solver:8s} {lib:8s} {sec:7.3f} s/iter  {gf:6.1f} GFLOP/s ({100 * gf / peak:4.1f}% of peak)  "
                   f"peak RSS +{mem.delta / 2**20:.0f} MiB ({mem.delta / (csr_bytes + factor_bytes):.2f}x data)")
             sys.stdout.flush()
-        print(f"  {solver:8s} ratio mfrec/implicit = {res['mfrec'] / res['implicit']:.2f}")
-        rows.append((solver, res))
+        print(f"  {solver:8s} d={d} ratio mfrec/implicit = {res['mfrec'] / res['implicit']:.2f}  "
+              f"(load average {os.getloadavg()[0]:.1f})")
+        rows.append((d, solver, res))
     return rows
 
 
@@ -250,7 +259,7 @@ def solver_curves(args):
 
     C = power_law_matrix(args.users, args.items, seed=0)
     for solver, iters in (("cholesky", 6), ("cg", 6), ("gd", 30)):
-        model = ImplicitALS(factors=args.factors, regularization=0.05, iterations=iters, solver=solver,
+        model = ImplicitALS(factors=args.factors[0], regularization=0.05, iterations=iters, solver=solver,
                             num_threads=args.threads, seed=0).fit(Interactions(C))
         pts = [(h["iteration"], h["seconds"], h["loss"]) for h in model.history_]
         shown = pts if len(pts) <= 6 else pts[:3] + pts[9::10]
@@ -262,7 +271,7 @@ def main(argv=None):
     ap.add_argument("--full", action="store_true", help="200k x 50k, ~9.7M nnz (minutes)")
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--items", type=int, default=5_000)
-    ap.add_argument("--factors", type=int, default=64)
+    ap.add_argument("--factors", type=int, nargs="+", default=[64], help="one or more d (speed; quality uses 64)")
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--solvers", nargs="+", default=["cg", "cholesky"], choices=["cg", "cholesky", "gd"])

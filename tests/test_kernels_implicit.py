@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from mfrec.kernels import als_implicit as K
 from numba import njit
 
-from mfrec.kernels.linalg import cholesky_inplace, cholesky_solve_inplace, gram_apply, matvec_rows, symv_lower
+from mfrec.kernels.linalg import (
+    cholesky_inplace,
+    cholesky_solve_inplace,
+    cholesky_upper_inplace,
+    cholesky_upper_solve_inplace,
+    gram_apply,
+    matvec_rows,
+    symv_lower,
+)
 
 
 def random_problem(seed, m=13, n=9, d=4, density=0.35, dtype=np.float64, c0=1.0, pref_frac=1.0):
@@ -230,3 +238,59 @@ def test_gram_apply_and_matvec_rows_match_numpy(dtype, d):
     mv(G, x, out)
     np.testing.assert_allclose(out, G.astype(np.float64) @ x, rtol=1e-4 if dtype == np.float32 else 1e-12,
                                atol=1e-4 if dtype == np.float32 else 1e-12)
+
+
+# ------------------------------------------------------------------ blocked upper Cholesky (d = 128 work)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 16, 17, 40, 128])
+def test_cholesky_upper_matches_numpy(dtype, n):
+    """Eight-pivot blocked right-looking factor (every remainder of n mod 8) against numpy, upper triangle only."""
+    rng = np.random.default_rng(n)
+    M = rng.normal(size=(n, n))
+    A = M @ M.T + n * np.eye(n)
+    b = rng.normal(size=n)
+    work = np.triu(A).astype(dtype)
+    work[np.tril_indices(n, -1)] = np.nan  # the strict lower triangle must never be read
+    assert cholesky_upper_inplace(work, n)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5 * np.sqrt(n))
+    np.testing.assert_allclose(np.triu(np.nan_to_num(work)), np.linalg.cholesky(A).T, **tol)
+    assert np.isnan(work[np.tril_indices(n, -1)]).all()  # and is never written
+    z = b.astype(dtype)
+    cholesky_upper_solve_inplace(work, z, n)
+    np.testing.assert_allclose(z, np.linalg.solve(A, b), **tol)
+
+
+def test_cholesky_upper_rejects_indefinite_and_nan():
+    for bad in (-np.eye(3), np.diag([1.0, 2.0, -1.0, 4.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]), np.full((9, 9), np.nan)):
+        assert not cholesky_upper_inplace(bad.copy(), bad.shape[0])
+    # positive definite in exact arithmetic but a zero pivot at position 8 (first trailing row after a panel)
+    A = np.eye(10)
+    A[8, 8] = 0.0
+    assert not cholesky_upper_inplace(A, 10)
+
+
+@pytest.mark.parametrize("d", [8, 13, 32])
+def test_cholesky_rows_float32_blocked_factor_close_to_dense(d):
+    """The float32 path (float32 Gram and factor) at d not a multiple of 8 against the float64 dense solve."""
+    indptr, indices, conf, pref, X, Y = random_problem(11 + d, m=30, n=60, d=d, density=0.5, pref_frac=0.8)
+    C, P = dense_cp(indptr, indices, conf, pref, (30, 60), 1.0)
+    expected = dense_solve(C, P, Y, 0.5)
+    out = X.astype(np.float32)
+    failed = K.half_step(indptr, indices, conf.astype(np.float32), pref.astype(np.float32), Y.astype(np.float32),
+                         out, c0=1.0, reg=0.5, solver="cholesky")
+    assert not failed.any()
+    np.testing.assert_allclose(out, expected, rtol=2e-3, atol=2e-4)
+
+
+def test_cholesky_rows_report_indefinite_rows_and_leave_them_untouched():
+    """Negative confidences can make A_u indefinite: the row is flagged (after the float64 retry), X[u] kept."""
+    indptr, indices, conf, pref, X, Y = random_problem(12, m=6, n=8, d=3, density=0.9)
+    conf = conf.copy()
+    conf[indptr[1] : indptr[2]] = -50.0  # row 1: c_ui - c0 hugely negative
+    for dtype in (np.float64, np.float32):
+        out = X.astype(dtype)
+        failed = K.half_step(indptr, indices, conf.astype(dtype), pref.astype(dtype), Y.astype(dtype), out,
+                             c0=1.0, reg=0.1, solver="cholesky")
+        assert failed[1] == 1 and failed.sum() == 1
+        np.testing.assert_array_equal(out[1], X[1].astype(dtype))
+        assert np.isfinite(out).all()

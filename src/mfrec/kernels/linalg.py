@@ -12,7 +12,17 @@ import os
 import numpy as np
 from numba import njit
 
-__all__ = ["cholesky_inplace", "cholesky_solve_inplace", "dot", "symv_lower", "axpy", "matvec_rows", "gram_apply"]
+__all__ = [
+    "cholesky_inplace",
+    "cholesky_solve_inplace",
+    "cholesky_upper_inplace",
+    "cholesky_upper_solve_inplace",
+    "dot",
+    "symv_lower",
+    "axpy",
+    "matvec_rows",
+    "gram_apply",
+]
 
 _FM = {"reassoc", "contract"}
 
@@ -95,6 +105,90 @@ def cholesky_solve_inplace(L, b, n):
         for p in range(i + 1, n):
             s -= L[p, i] * b[p]
         b[i] = s / L[i, i]
+
+
+@njit(nogil=True, cache=CACHE, fastmath=_FM)
+def cholesky_upper_inplace(A, n):
+    """Overwrite the upper triangle of SPD ``A`` (n x n) with ``U``, ``A = U^T U``: blocked right-looking Cholesky.
+
+    Only ``A[i, j]`` with ``j >= i`` is read or written; the arithmetic runs in the dtype of ``A``. Pivots are
+    taken eight at a time: the eight pivot rows are factorised and scaled (``U_kj = A_kj / U_kk``) with the
+    Schur updates inside the panel applied at once, then every trailing row ``i`` gets the eight rank-1 updates
+    in one sweep, ``A_ij -= sum_{q<8} U_{k0+q,i} U_{k0+q,j}`` for ``j >= i``, so each trailing entry is loaded
+    and stored once per eight pivots and the inner loop is an axpy over contiguous row segments (no
+    reductions; it vectorises). Loops index row *slices* from 0 so numba's negative-index wraparound check
+    folds away (a loop ``for j in range(i, n)`` over ``A[i, j]`` does not vectorise).
+
+    Returns False when a pivot is not positive (``A`` not numerically positive definite, or NaN), leaving
+    ``A`` partly overwritten.
+    """
+    k0 = 0
+    while k0 < n:
+        kb = min(8, n - k0)
+        # panel: the kb pivot rows, right-looking within the panel
+        for k in range(k0, k0 + kb):
+            s = A[k, k]
+            if not s > 0.0:  # also catches NaN
+                return False
+            ukk = np.sqrt(s)
+            A[k, k] = ukk
+            inv = 1.0 / ukk
+            rk = A[k, k + 1 :]
+            for t in range(n - k - 1):
+                rk[t] *= inv  # U_kj = A_kj / U_kk
+            for i in range(k + 1, k0 + kb):
+                a = A[k, i]
+                ri = A[i, i:]
+                uk = A[k, i:]
+                for t in range(n - i):
+                    ri[t] -= a * uk[t]  # A_ij -= U_ki U_kj inside the panel
+        if kb == 8:
+            for i in range(k0 + 8, n):
+                a0 = A[k0, i]
+                a1 = A[k0 + 1, i]
+                a2 = A[k0 + 2, i]
+                a3 = A[k0 + 3, i]
+                a4 = A[k0 + 4, i]
+                a5 = A[k0 + 5, i]
+                a6 = A[k0 + 6, i]
+                a7 = A[k0 + 7, i]
+                ri = A[i, i:]
+                u0 = A[k0, i:]
+                u1 = A[k0 + 1, i:]
+                u2 = A[k0 + 2, i:]
+                u3 = A[k0 + 3, i:]
+                u4 = A[k0 + 4, i:]
+                u5 = A[k0 + 5, i:]
+                u6 = A[k0 + 6, i:]
+                u7 = A[k0 + 7, i:]
+                # A_ij -= sum_q U_qi U_qj over the eight pivots q, j >= i
+                for t in range(n - i):
+                    ri[t] -= (a0 * u0[t] + a1 * u1[t] + a2 * u2[t] + a3 * u3[t]
+                              + a4 * u4[t] + a5 * u5[t] + a6 * u6[t] + a7 * u7[t])
+        k0 += kb
+    return True
+
+
+@njit(nogil=True, cache=CACHE, fastmath=_FM)
+def cholesky_upper_solve_inplace(U, b, n):
+    """Solve ``U^T U z = b`` given the factor from :func:`cholesky_upper_inplace`; ``b`` is overwritten by ``z``.
+
+    Forward ``U^T w = b`` as column axpys over contiguous rows of ``U``; backward ``U z = w`` as row dots.
+    """
+    for i in range(n):  # U^T w = b: w_i = b_i / U_ii, then b_j -= w_i U_ij for j > i
+        wi = b[i] / U[i, i]
+        b[i] = wi
+        ui = U[i, i + 1 :]
+        bt = b[i + 1 :]
+        for t in range(n - i - 1):
+            bt[t] -= wi * ui[t]
+    for i in range(n - 1, -1, -1):  # U z = w: z_i = (w_i - sum_{j>i} U_ij z_j) / U_ii
+        ui = U[i, i + 1 :]
+        bt = b[i + 1 :]
+        s = b[i]
+        for t in range(n - i - 1):
+            s -= ui[t] * bt[t]
+        b[i] = s / U[i, i]
 
 
 @njit(nogil=True, cache=CACHE, fastmath=_FM, inline="always")
