@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from conftest import shared_dataset
 from mfrec import Interactions, read_interactions
 from mfrec.exceptions import InvalidParameterError, NotFittedError
-from mfrec.kernels.sgd import sgd_epoch
+from mfrec.kernels.sgd import sgd_epoch, svdpp_epoch
 from mfrec.models.explicit import SGDFactorization
 
 
@@ -226,3 +226,100 @@ def test_movielens_u1_default_rmse():
     model = SGDFactorization().fit(train)
     pred = model.predict(frame["user"], frame["item"])
     assert np.sqrt(np.mean((pred - frame["value"].to_numpy()) ** 2)) < 0.93
+
+
+# ------------------------------------------------------------------------------------------------- SVD++
+def svdpp_objective(theta, r, mu, reg, bias_reg, d):
+    """One rating, one implicit item: f = 1/2 e^2 + 1/2 lambda_b (b_u^2 + b_i^2) + 1/2 lambda (|p|^2 + |y|^2 + |z|^2).
+
+    theta = [p, y, z, b_u, b_i]; e = r - mu - b_u - b_i - y . (p + z)  (|N(u)| = 1, so s_u = 1).
+    """
+    p, y, z, bu, bi = theta[:d], theta[d : 2 * d], theta[2 * d : 3 * d], theta[3 * d], theta[3 * d + 1]
+    e = r - mu - bu - bi - y @ (p + z)
+    return 0.5 * e * e + 0.5 * bias_reg * (bu * bu + bi * bi) + 0.5 * reg * (p @ p + y @ y + z @ z)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 100_000), d=st.integers(1, 5))
+def test_svdpp_single_rating_step_is_minus_lr_times_gradient(seed, d):
+    gen = np.random.default_rng(seed)
+    P, Y, Z = gen.normal(size=(1, d)), gen.normal(size=(1, d)), gen.normal(size=(1, d))
+    bu, bi = gen.normal(size=1), gen.normal(size=1)
+    r, mu, lr, reg, bias_reg = float(gen.integers(1, 6)), 3.0, 0.01, float(gen.uniform(0.01, 0.5)), 0.05
+    theta = np.r_[P[0], Y[0], Z[0], bu, bi]
+    grad = np.zeros_like(theta)
+    for k in range(len(theta)):
+        h = np.zeros_like(theta)
+        h[k] = 1e-6
+        grad[k] = (svdpp_objective(theta + h, r, mu, reg, bias_reg, d)
+                   - svdpp_objective(theta - h, r, mu, reg, bias_reg, d)) / 2e-6
+    svdpp_epoch(np.array([0, 1], dtype=np.int64), np.zeros(1, dtype=np.int32), np.array([r], dtype=np.float32),
+                np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), P, bu, Y, bi, Z, mu, lr, reg, bias_reg,
+                True, True, np.empty((2, d)))
+    np.testing.assert_allclose(np.r_[P[0], Y[0], Z[0], bu, bi], theta - lr * grad, rtol=1e-6, atol=1e-8)
+
+
+def reference_svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z, mu, lr, reg, breg):
+    """Plain-numpy SVD++ epoch: the equations of the kernel's docstring, one user at a time."""
+    for u in user_order:
+        rng_u = np.arange(indptr[u], indptr[u + 1])
+        if len(rng_u) == 0:
+            continue
+        s = len(rng_u) ** -0.5
+        c = s * Z[indices[rng_u]].sum(axis=0)
+        g = np.zeros(P.shape[1])
+        for p in positions[rng_u]:
+            i = indices[p]
+            e = ratings[p] - (mu + bu[u] + bi[i] + Y[i] @ (P[u] + c))
+            bu[u], bi[i] = bu[u] + lr * (e - breg * bu[u]), bi[i] + lr * (e - breg * bi[i])
+            g += e * Y[i]
+            P[u], Y[i] = P[u] + lr * (e * Y[i] - reg * P[u]), Y[i] + lr * (e * (P[u] + c) - reg * Y[i])
+        for j in indices[rng_u]:
+            Z[j] = Z[j] + lr * (s * g - reg * Z[j])
+
+
+def test_svdpp_epoch_matches_numpy_reference():
+    import scipy.sparse as sp
+
+    gen = np.random.default_rng(0)
+    csr = sp.random(12, 9, density=0.4, random_state=1, format="csr", dtype=np.float32)
+    csr.data = gen.integers(1, 6, size=csr.nnz).astype(np.float32)
+    indptr, indices = csr.indptr.astype(np.int64), csr.indices.astype(np.int32)
+    positions = np.concatenate([gen.permutation(np.arange(indptr[u], indptr[u + 1])) for u in range(12)]).astype(np.int64)
+    user_order = gen.permutation(12).astype(np.int64)
+    state = [gen.normal(0, 0.3, size=(12, 4)), gen.normal(size=12), gen.normal(0, 0.3, size=(9, 4)),
+             gen.normal(size=9), gen.normal(0, 0.3, size=(9, 4))]
+    ref = [a.copy() for a in state]
+    reference_svdpp_epoch(indptr, indices, csr.data.astype(np.float64), positions, user_order, *ref, 3.2, 0.02, 0.1, 0.03)
+    svdpp_epoch(indptr, indices, csr.data, positions, user_order, *state, 3.2, 0.02, 0.1, 0.03, True, True,
+                np.empty((2, 4)))
+    for got, want in zip(state, ref):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_svdpp_model_effective_factors_history_and_persistence(tmp_path):
+    from mfrec.persist import load, save
+
+    frame = planted(6)
+    data = data_of(frame)
+    kwargs = dict(factors=4, epochs=15, learning_rate=0.01, regularization=0.05, implicit_feedback=True, seed=2)
+    model = SGDFactorization(**kwargs).fit(data)
+    loss = np.array([h["loss"] for h in model.history_])
+    assert loss[-1] < 0.8 * loss[0]
+    again = SGDFactorization(**kwargs).fit(data)
+    np.testing.assert_array_equal(model.user_factors_, again.user_factors_)  # reproducible by seed
+    plain = SGDFactorization(**{**kwargs, "implicit_feedback": False}).fit(data)
+    assert not np.allclose(model.user_factors_, plain.user_factors_)
+    # user_factors_ is the effective p_u + |N(u)|^-1/2 sum z_j: the recorded training RMSE uses it directly
+    rows, cols, vals = data.coo()
+    pred = model.predict(data.user_ids[rows], data.item_ids[cols], clip=False)
+    manual = model.global_bias_ + model.user_bias_[rows] + model.item_bias_[cols] + np.einsum(
+        "ij,ij->i", model.user_factors_[rows].astype(np.float64), model.item_factors_[cols])
+    np.testing.assert_allclose(pred, manual, rtol=1e-5)
+    assert model.history_[-1]["rmse"] == pytest.approx(np.sqrt(np.mean((vals - manual) ** 2)), rel=1e-4)
+    path = tmp_path / "svdpp.mfrec"
+    save(model, path)
+    loaded = load(path)
+    assert loaded.implicit_feedback is True
+    np.testing.assert_allclose(loaded.predict([0, 10], ["m1", "m2"]), model.predict([0, 10], ["m1", "m2"]))
+    assert len(loaded.recommend(0, k=3)) == 3

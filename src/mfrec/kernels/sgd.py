@@ -19,11 +19,12 @@ model's seeded generator), sequentially, so a seed reproduces the factors bit fo
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from mfrec.kernels.als_explicit import _CACHE
 
-__all__ = ["sgd_epoch"]
+__all__ = ["sgd_epoch", "svdpp_epoch"]
 
 
 # fastmath: only reassociation/contraction (vectorized dot products); no NaN/inf assumptions.
@@ -78,3 +79,97 @@ def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg,
             yr[j] = yo + lr * (e * xo - reg * yo)  # y_i <- y_i + gamma (e x_u - lambda y_i), old x_u
     return sse
 
+
+
+# fastmath: only reassociation/contraction (vectorized dot products); no NaN/inf assumptions.
+@njit(nogil=True, cache=_CACHE, fastmath={"reassoc", "contract"})
+def svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z, mu, lr, reg, bias_reg, biases,
+                implicit, scratch):
+    """One SVD++ epoch (Koren 2008), user by user; updates ``P, bu, Y, bi, Z`` in place.
+
+    The model adds to every user the normalised sum of the *implicit* factors ``z_j`` of the items the user rated,
+    ``N(u)`` (here: the user's training items), with ``s_u = |N(u)|^(-1/2)``::
+
+        r_hat_ui = mu + b_u + b_i + y_i . (p_u + s_u sum_{j in N(u)} z_j)
+
+    For each user (in ``user_order``) the implicit sum ``c_u = s_u sum_j z_j`` is formed once; every rating of
+    the user (in the order ``positions[indptr[u]:indptr[u+1]]``) then takes the classic step, with
+    ``e = r_ui - r_hat_ui`` and ``q_u = p_u + c_u``::
+
+        b_u <- b_u + gamma (e - lambda_b b_u);   b_i <- b_i + gamma (e - lambda_b b_i)
+        p_u <- p_u + gamma (e y_i - lambda p_u); y_i <- y_i + gamma (e q_u - lambda y_i)
+
+    and, once per user (the batched update of MyMediaLite / LibRec, which avoids re-forming ``c_u`` after every
+    rating), ``z_j <- z_j + gamma (s_u sum_i e_ui y_i - lambda z_j)`` for ``j in N(u)``, with the ``y_i``
+    and errors seen during the pass. For a user with one rating this is exactly minus ``gamma`` times the
+    gradient of ``1/2 e^2 + 1/2 lambda_b (b_u^2 + b_i^2) + 1/2 lambda (||p_u||^2 + ||y_i||^2 + ||z_j||^2)``.
+
+    Parameters
+    ----------
+    indptr : int64 (n_users + 1,); indices : int32 (nnz,); ratings : float32 (nnz,)
+        The training CSR (users x items).
+    positions : int64 (nnz,)
+        For every user, a permutation of its own CSR range (the visiting order of its ratings).
+    user_order : int64 (n_users,)
+        The order in which users are visited.
+    P : (n_users, d);  bu : (n_users,);  Y : (n_items, d);  bi : (n_items,);  Z : (n_items, d)
+    mu, lr, reg, bias_reg : float
+    biases, implicit : bool
+        ``implicit=False`` skips ``z`` entirely (then this is plain biased SGD, in user-grouped order).
+    scratch : float64 (2, d)
+        Work space for ``c_u`` and ``sum_i e_ui y_i``.
+
+    Returns
+    -------
+    float
+        Sum of squared errors seen during the epoch.
+    """
+    d = P.shape[1]
+    c = scratch[0]
+    g = scratch[1]
+    sse = 0.0
+    for t in range(user_order.shape[0]):
+        u = user_order[t]
+        start = indptr[u]
+        end = indptr[u + 1]
+        if end == start:
+            continue
+        s = 1.0 / np.sqrt(end - start)  # s_u = |N(u)|^-1/2
+        for k in range(d):
+            c[k] = 0.0
+            g[k] = 0.0
+        if implicit:
+            for q in range(start, end):  # c_u = s_u sum_j z_j
+                zr = Z[indices[q]]
+                for k in range(d):
+                    c[k] += zr[k]
+            for k in range(d):
+                c[k] *= s
+        pr = P[u]
+        for q in range(start, end):
+            p = positions[q]
+            i = indices[p]
+            yr = Y[i]
+            dot = 0.0
+            for k in range(d):
+                dot += (pr[k] + c[k]) * yr[k]
+            pred = mu + dot  # r_hat = mu + b_u + b_i + y_i . (p_u + c_u)
+            if biases:
+                pred += bu[u] + bi[i]
+            e = ratings[p] - pred
+            sse += e * e
+            if biases:
+                bu[u] += lr * (e - bias_reg * bu[u])
+                bi[i] += lr * (e - bias_reg * bi[i])
+            for k in range(d):
+                po = pr[k]
+                yo = yr[k]
+                g[k] += e * yo  # sum_i e_ui y_i (old y_i)
+                pr[k] = po + lr * (e * yo - reg * po)  # p_u <- p_u + gamma (e y_i - lambda p_u)
+                yr[k] = yo + lr * (e * (po + c[k]) - reg * yo)  # y_i <- y_i + gamma (e q_u - lambda y_i)
+        if implicit:
+            for q in range(start, end):  # z_j <- z_j + gamma (s_u sum_i e y_i - lambda z_j)
+                zr = Z[indices[q]]
+                for k in range(d):
+                    zr[k] += lr * (s * g[k] - reg * zr[k])
+    return sse

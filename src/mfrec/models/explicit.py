@@ -43,7 +43,7 @@ from mfrec.data.interactions import Interactions
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError
 from mfrec._progress import report
 from mfrec.kernels.als_explicit import als_explicit_step, explicit_sse, predict_pairs
-from mfrec.kernels.sgd import sgd_epoch
+from mfrec.kernels.sgd import sgd_epoch, svdpp_epoch
 from mfrec.models.base import FactorModel
 from mfrec.persist import register_model
 
@@ -435,6 +435,14 @@ class SGDFactorization(_ExplicitModel):
         lambda_b > 0 on ``b_u`` and ``b_i`` (Surprise's ``reg_bu``/``reg_bi``); None uses ``regularization``.
     learning_rate_decay : float in (0, 1], default 1.0
         The step is multiplied by this after every epoch (1 = constant step).
+    implicit_feedback : bool, default False
+        SVD++ (Koren 2008): every user's factor becomes ``p_u + |N(u)|^-1/2 sum_{j in N(u)} z_j`` with learned
+        implicit item factors ``z_j`` over the items ``N(u)`` the user rated in training (penalised by lambda),
+        trained user by user (:func:`mfrec.kernels.sgd.svdpp_epoch`: users in a fresh random order each epoch,
+        each user's ratings shuffled). After ``fit`` ``user_factors_`` holds that *effective* user factor, so
+        prediction, the four scenarios and persistence are unchanged; :meth:`fold_in_user` still solves the
+        plain ridge problem for ``x`` (it does not form a new user's implicit sum). ``history_["loss"]`` is
+        ``SSE + lambda (||P||^2 + ||Y||^2 + ||Z||^2) + lambda_b (||b_u||^2 + ||b_i||^2)``.
     init_std : float, default 0.1
         Initial factors ~ N(0, init_std^2); biases start at 0.
     seed : int, SeedSequence, Generator or None, default 0
@@ -461,7 +469,9 @@ class SGDFactorization(_ExplicitModel):
         early_stopping_rounds: int | None = None,
         bias_regularization: float | None = None,
         learning_rate_decay: float = 1.0,
+        implicit_feedback: bool = False,
     ) -> None:
+        self.implicit_feedback = implicit_feedback
         self.factors = factors
         self.learning_rate = learning_rate
         self.bias_regularization = bias_regularization
@@ -505,6 +515,10 @@ class SGDFactorization(_ExplicitModel):
         nnz = len(ratings)
         epoch = [0]
 
+        if self.implicit_feedback:
+            self._fit_svdpp(csr, gen, init_std, lr, decay, reg, breg, mu, biases, val, p)
+            return self
+
         def step() -> None:
             order = gen.permutation(nnz)
             step_size = lr * decay ** epoch[0]  # gamma_t = gamma * decay^(t-1)
@@ -515,3 +529,46 @@ class SGDFactorization(_ExplicitModel):
         self._train_loop(step, p["iterations"], val, p["early_stopping_rounds"],
                          lambda: self._objective(csr, reg, False))
         return self
+
+    def _fit_svdpp(self, csr, gen, init_std, lr, decay, reg, breg, mu, biases, val, p) -> None:
+        """SVD++ training: ``P`` (explicit user factors) and ``Z`` (implicit item factors) live here; after every
+        epoch ``user_factors_ = P + S Z`` with ``S`` the users x items pattern scaled by ``|N(u)|^-1/2``."""
+        import scipy.sparse as sp
+
+        dtype = self.user_factors_.dtype
+        n_users, n_items = csr.shape
+        indptr = csr.indptr.astype(np.int64)
+        indices = np.ascontiguousarray(csr.indices, dtype=np.int32)
+        counts = np.diff(indptr)
+        P = self.user_factors_.copy()
+        Z = np.ascontiguousarray(gen.normal(0.0, init_std, size=(n_items, P.shape[1])).astype(dtype))
+        scale = 1.0 / np.sqrt(np.maximum(counts, 1))
+        S = sp.csr_matrix((np.repeat(scale, counts).astype(dtype), indices, indptr), shape=(n_users, n_items))
+        row_of = np.repeat(np.arange(n_users, dtype=np.int64), counts)
+        scratch = np.empty((2, P.shape[1]), dtype=np.float64)
+        epoch = [0]
+
+        def effective() -> None:
+            self.user_factors_ = np.ascontiguousarray((P + S @ Z).astype(dtype))
+
+        def step() -> None:
+            perm = gen.permutation(csr.nnz)
+            positions = perm[np.argsort(row_of[perm], kind="stable")]  # each user's range, shuffled
+            user_order = gen.permutation(n_users).astype(np.int64)
+            step_size = lr * decay ** epoch[0]
+            epoch[0] += 1
+            svdpp_epoch(indptr, indices, csr.data, positions, user_order, P, self.user_bias_, self.item_factors_,
+                        self.item_bias_, Z, mu, step_size, reg, breg, biases, True, scratch)
+            effective()
+
+        def objective() -> tuple[float, float]:
+            sse = explicit_sse(indptr, indices, csr.data, self.user_factors_, self.user_bias_, self.item_factors_,
+                               self.item_bias_, mu, biases)
+            loss = sse + reg * sum(float(np.sum(a.astype(np.float64) ** 2)) for a in (P, self.item_factors_, Z))
+            if biases:
+                loss += breg * float(np.sum(self.user_bias_.astype(np.float64) ** 2)
+                                     + np.sum(self.item_bias_.astype(np.float64) ** 2))
+            return float(loss), float(np.sqrt(sse / max(csr.nnz, 1)))
+
+        effective()
+        self._train_loop(step, p["iterations"], val, p["early_stopping_rounds"], objective)
