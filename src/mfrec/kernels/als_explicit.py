@@ -27,27 +27,18 @@ never increases from one half-step to the next.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from numba import njit, prange
 
+from mfrec.kernels._numba import CACHE
+
 __all__ = ["als_explicit_step", "explicit_sse", "predict_pairs", "cholesky_solve"]
 
-
-def _cache_ok() -> bool:
-    """Use numba's on-disk cache only where this package's folder is writable (read-only installs JIT each run)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    target = os.path.join(here, "__pycache__")
-    return os.access(target if os.path.isdir(target) else here, os.W_OK)
-
-
-_CACHE = _cache_ok()
 #: rows are cut into this many contiguous chunks for the parallel loop (enough to balance 64+ threads)
 _N_CHUNKS = 1024
 
 
-@njit(nogil=True, cache=_CACHE)
+@njit(nogil=True, cache=CACHE)
 def cholesky_solve(A, b, k):
     """Solve ``A z = b`` in place for symmetric positive definite ``A`` (k x k, float64).
 
@@ -85,7 +76,7 @@ def cholesky_solve(A, b, k):
 
 
 # fastmath: contraction only (fused multiply-add in the rank-1 updates); no NaN/inf assumptions.
-@njit(parallel=True, nogil=True, cache=_CACHE, fastmath={"contract"})
+@njit(parallel=True, nogil=True, cache=CACHE, fastmath={"contract"})
 def als_explicit_step(indptr, indices, data, other, other_bias, mu, reg, frequency_weighted, biases,
                       target, target_bias, bias_reg=-1.0):
     """One ALS half-step: re-solve every row of ``target`` (and ``target_bias``) given the other side.
@@ -169,7 +160,7 @@ def als_explicit_step(indptr, indices, data, other, other_bias, mu, reg, frequen
     return failures
 
 
-@njit(parallel=True, nogil=True, cache=_CACHE, fastmath={"reassoc", "contract"})
+@njit(parallel=True, nogil=True, cache=CACHE, fastmath={"reassoc", "contract"})
 def explicit_sse(indptr, indices, data, X, bu, Y, bi, mu, biases):
     """Sum of squared errors ``sum_{(u,i) in Omega} (r_ui - mu - b_u - b_i - x_u . y_i)^2`` in float64.
 
@@ -197,7 +188,7 @@ def explicit_sse(indptr, indices, data, X, bu, Y, bi, mu, biases):
     return total
 
 
-@njit(parallel=True, nogil=True, cache=_CACHE)
+@njit(parallel=True, nogil=True, cache=CACHE)
 def predict_pairs(user_idx, item_idx, X, bu, Y, bi, mu, biases, out):
     """``out[n] = mu + b_u + b_i + x_u . y_i`` for pairs ``(user_idx[n], item_idx[n])``; index -1 = unknown.
 

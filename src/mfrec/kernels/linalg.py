@@ -7,10 +7,10 @@ solvers rely on are kept (no ``nnan``/``ninf`` flags), and the tests compare eve
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from numba import njit
+
+from mfrec.kernels._numba import CACHE
 
 __all__ = [
     "cholesky_inplace",
@@ -26,14 +26,6 @@ __all__ = [
 
 _FM = {"reassoc", "contract"}
 
-
-def _cache_ok() -> bool:
-    here = os.path.dirname(os.path.abspath(__file__))
-    target = os.path.join(here, "__pycache__")
-    return os.access(target if os.path.isdir(target) else here, os.W_OK)
-
-
-CACHE = _cache_ok()
 
 
 @njit(nogil=True, cache=CACHE, fastmath=_FM, inline="always")

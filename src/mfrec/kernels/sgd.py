@@ -22,13 +22,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from mfrec.kernels.als_explicit import _CACHE
+from mfrec.kernels._numba import CACHE
 
 __all__ = ["sgd_epoch", "svdpp_epoch"]
 
 
 # fastmath: only reassociation/contraction (vectorized dot products); no NaN/inf assumptions.
-@njit(nogil=True, cache=_CACHE, fastmath={"reassoc", "contract"})
+@njit(nogil=True, cache=CACHE, fastmath={"reassoc", "contract"})
 def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg, biases):
     """One SGD epoch over the ratings in ``order``; updates ``X, bu, Y, bi`` in place.
 
@@ -82,7 +82,7 @@ def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg,
 
 
 # fastmath: only reassociation/contraction (vectorized dot products); no NaN/inf assumptions.
-@njit(nogil=True, cache=_CACHE, fastmath={"reassoc", "contract"})
+@njit(nogil=True, cache=CACHE, fastmath={"reassoc", "contract"})
 def svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z, mu, lr, reg, bias_reg, biases,
                 implicit, scratch):
     """One SVD++ epoch (Koren 2008), user by user; updates ``P, bu, Y, bi, Z`` in place.

@@ -26,19 +26,21 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from mfrec.kernels._numba import CACHE
+
 __all__ = ["select_topk", "topk_scores", "topk_dot", "DEFAULT_BLOCK_BYTES"]
 
 #: Size of the float32 score buffer used per block of users by :func:`topk_dot` (64 MiB).
 DEFAULT_BLOCK_BYTES = 64 * 1024 * 1024
 
 
-@njit(cache=True, inline="always")
+@njit(cache=CACHE, inline="always")
 def _worse(s_a, i_a, s_b, i_b):
     """True when candidate (s_a, i_a) ranks after (s_b, i_b): lower score, or same score and higher index."""
     return s_a < s_b or (s_a == s_b and i_a > i_b)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=CACHE, inline="always")
 def _sift_down(heap_s, heap_i, start, size):
     """Restore the min-heap property (root = worst candidate) below ``start`` for ``heap[:size]``."""
     pos = start
@@ -62,7 +64,7 @@ def _sift_down(heap_s, heap_i, start, size):
             break
 
 
-@njit(cache=True, inline="always")
+@njit(cache=CACHE, inline="always")
 def _sift_up(heap_s, heap_i, pos):
     while pos > 0:
         parent = (pos - 1) // 2
@@ -78,7 +80,7 @@ def _sift_up(heap_s, heap_i, pos):
             break
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=CACHE, parallel=True)
 def _select_rows(scores, row_offset, excl_indptr, excl_indices, allowed, use_allowed, k,
                  out_items, out_scores, out_counts):
     """Top-k of every row of ``scores`` into ``out_*[row_offset + r]`` (see :func:`select_topk`).
@@ -141,7 +143,7 @@ def _select_rows(scores, row_offset, excl_indptr, excl_indices, allowed, use_all
 
 #: the same selection compiled without threads: for a handful of rows (one user per HTTP request) waking the
 #: thread pool costs more than the scan itself (measured: 4.5 ms vs 0.5 ms for 1 x 50k on a busy 2-core box)
-_select_rows_serial = njit(cache=True, parallel=False)(_select_rows.py_func)
+_select_rows_serial = njit(cache=CACHE, parallel=False)(_select_rows.py_func)
 SERIAL_ROWS = 4
 
 
