@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from mfrec import datasets
@@ -135,3 +136,21 @@ def test_hybrid_trains_on_dataset_attributes(tmp_path, capsys, shared_data_dir):
 def test_content_without_attributes_is_a_clear_error(capsys, ratings_csv, tmp_path):
     code, out, err = run(capsys, "train", str(ratings_csv), "--model", "content", "--out", str(tmp_path / "c.mfrec"))
     assert code == 2 and "needs attributes" in err
+
+
+def test_train_on_a_local_dask_cluster(tmp_path, capsys, ratings_csv):
+    pytest.importorskip("distributed", reason="the 'distributed' extra (dask) is not installed")
+    out_file = tmp_path / "dask.mfrec"
+    code, out, err = run(capsys, "train", str(ratings_csv), "--model", "implicit-als", "factors=3", "iterations=2",
+                         "solver=cholesky", "--workers", "2", "--out", str(out_file), "--json")
+    assert code == 0, err
+    local = tmp_path / "local.mfrec"
+    assert run(capsys, "train", str(ratings_csv), "--model", "implicit-als", "factors=3", "iterations=2",
+               "solver=cholesky", "--out", str(local), "--json")[0] == 0
+    import mfrec
+
+    a, b = mfrec.load(out_file), mfrec.load(local)
+    np.testing.assert_allclose(a.user_factors_, b.user_factors_, atol=1e-4)
+    code, out, err = run(capsys, "train", str(ratings_csv), "--model", "sgd", "--workers", "2",
+                         "--out", str(tmp_path / "x.mfrec"))
+    assert code == 2 and "implicit-als and explicit-als" in err

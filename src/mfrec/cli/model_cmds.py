@@ -156,6 +156,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_model_arguments(train)
     _add_attribute_arguments(train)
     train.add_argument("--out", required=True, help="model file to write (e.g. model.mfrec)")
+    dist = train.add_argument_group("distributed training (implicit-als, explicit-als; needs the 'distributed' extra)")
+    dist.add_argument("--scheduler", metavar="ADDRESS", help="a dask scheduler, e.g. tcp://HOST:8786")
+    dist.add_argument("--workers", type=int, metavar="N", help="fit on a local dask cluster of N worker processes")
     train.set_defaults(func=train_command)
 
     ev = sub.add_parser("evaluate", help="train on a split of DATA and report metrics on the held-out part")
@@ -218,8 +221,21 @@ def train_command(args: argparse.Namespace) -> int:
     data, dataset = load_data(args)
     model = build_model(args.model, parse_params(args.params))
     start = time.perf_counter()
-    with _progress(args, "iteration", f"training {args.model}"):
-        model.fit(data, **_attributes(args, dataset, data))
+    if args.scheduler or args.workers:
+        if args.model not in ("implicit-als", "explicit-als"):
+            raise InvalidParameterError(f"--scheduler/--workers train implicit-als and explicit-als, not {args.model}")
+        from mfrec.distributed import cluster_client
+        from mfrec.distributed import fit as distributed_fit
+
+        with cluster_client(args.scheduler, args.workers) as client:
+            link = getattr(client, "dashboard_link", None)
+            if link and not args.json:
+                print(f"dask dashboard: {link}", file=sys.stderr)
+            with _progress(args, "iteration", f"training {args.model} on dask"):
+                model = distributed_fit(model, data, client)
+    else:
+        with _progress(args, "iteration", f"training {args.model}"):
+            model.fit(data, **_attributes(args, dataset, data))
     seconds = time.perf_counter() - start
     path = save(model, args.out, extra={"dataset": args.data} | _titles_extra(dataset))
     result = {

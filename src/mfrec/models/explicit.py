@@ -361,13 +361,24 @@ class ExplicitALS(_ExplicitModel):
         self.num_threads = num_threads
         self.early_stopping_rounds = early_stopping_rounds
 
-    def fit(self, interactions: Interactions, validation: Interactions | None = None) -> ExplicitALS:
+    def fit(
+        self, interactions: Interactions, validation: Interactions | None = None, *, client: Any = None
+    ) -> ExplicitALS:
         """Fit on explicit ratings; ``validation`` (any id maps) adds ``val_rmse`` to ``history_``.
+
+        With a dask ``client`` the same half-steps run per row block on the cluster
+        (:func:`mfrec.distributed.fit`; no validation there).
 
         Returns
         -------
         self
         """
+        if client is not None:  # thin delegation: the distributed driver runs the same kernels per block
+            if validation is not None:
+                raise InvalidParameterError("validation is not supported with client=...; fit without it")
+            from mfrec.distributed import fit as distributed_fit
+
+            return distributed_fit(self, interactions, client)
         p = self._check_common()
         threads = check_int("num_threads", self.num_threads, minimum=0)
         interactions = self._check_data(interactions)

@@ -37,7 +37,7 @@ from mfrec._params import check_choice, check_dtype, check_float, check_int
 from mfrec._progress import report
 from mfrec._random import rng
 from mfrec.data.interactions import Interactions, show_id
-from mfrec.exceptions import InvalidDataError, ModelFitError, UnknownIdError
+from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError, UnknownIdError
 from mfrec.evaluation.metrics import ndcg_at_k  # pure array math, no model imports
 from mfrec.kernels.als_implicit import gd_half_step, half_step, implicit_loss, row_order
 from mfrec.models.base import FactorModel
@@ -230,8 +230,8 @@ class ImplicitALS(FactorModel):
         return inter, conf.astype(dt), pref, c0, mode
 
     # ------------------------------------------------------------------ fit
-    def fit(self, interactions: Any, validation: Interactions | None = None) -> ImplicitALS:
-        """Fit on implicit feedback.
+    def fit(self, interactions: Any, validation: Interactions | None = None, *, client: Any = None) -> ImplicitALS:
+        """Fit on implicit feedback (on a dask cluster when ``client`` is given).
 
         Parameters
         ----------
@@ -241,6 +241,10 @@ class ImplicitALS(FactorModel):
         validation : Interactions, optional
             Held-out interactions (any id maps; unknown ids are ignored). Adds ``val_ndcg`` (ndcg@validation_k,
             training items excluded) to ``history_`` and enables ``early_stopping_rounds``.
+        client : distributed.Client, optional
+            Fit on this dask cluster with :func:`mfrec.distributed.fit` (the same kernels on row blocks held by
+            the workers; ``interactions`` may then also be a ``mfrec.distributed.DaskInteractions``). Not
+            combinable with ``validation``.
 
         Returns
         -------
@@ -253,6 +257,12 @@ class ImplicitALS(FactorModel):
         ModelFitError
             The factors became non-finite or a system was not positive definite.
         """
+        if client is not None:  # thin delegation: the distributed driver runs the same kernels per block
+            if validation is not None:
+                raise InvalidParameterError("validation is not supported with client=...; fit without it")
+            from mfrec.distributed import fit as distributed_fit
+
+            return distributed_fit(self, interactions, client)
         p = self._checked_params()
         inter, conf, pref, c0, mode = self._prepare(interactions, p)
         if inter.nnz == 0:

@@ -1,0 +1,313 @@
+"""Distributed ALS on dask (mfrec.distributed): same factors as the single-process fit, worker loss, dask input.
+
+One ``LocalCluster(n_workers=2, processes=True, threads_per_worker=1)`` is started per module (a few seconds);
+every comparison is against the local fit with the same seed, which is the oracle.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+distributed = pytest.importorskip(
+    "distributed", reason="dask.distributed is not installed (pip install 'mfrec[distributed]')"
+)
+dd = pytest.importorskip("dask.dataframe", reason="dask.dataframe is not installed")
+
+from mfrec.data.interactions import Interactions  # noqa: E402
+from mfrec.distributed import dask as mdask  # noqa: E402
+from mfrec.distributed import fit, from_dask_dataframe, read_parquet  # noqa: E402
+from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError  # noqa: E402
+from mfrec.models.explicit import ExplicitALS, SGDFactorization  # noqa: E402
+from mfrec.models.implicit import ImplicitALS  # noqa: E402
+
+
+def _log(seed: int = 0, n_users: int = 120, n_items: int = 80, n: int = 1500) -> pd.DataFrame:
+    """An interaction log with string ids, power-law items and repeated pairs (summed by from_frame)."""
+    r = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, n_items + 1) ** 0.7
+    return pd.DataFrame({
+        "user": [f"u{k:03d}" for k in r.integers(0, n_users, n)],
+        "item": [f"i{k:03d}" for k in r.choice(n_items, n, p=p / p.sum())],
+        "rating": r.integers(1, 6, n).astype(float),
+    })
+
+
+@pytest.fixture(scope="module")
+def client():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None)
+    c = distributed.Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def log() -> pd.DataFrame:
+    return _log()
+
+
+@pytest.fixture(scope="module")
+def inter(log) -> Interactions:
+    return Interactions.from_frame(log, user="user", item="item", value="rating")
+
+
+def _same_recommendations(a, b, users, k=5) -> None:
+    for u in users:
+        ra, rb = a.recommend(u, k=k), b.recommend(u, k=k)
+        assert list(ra["item"]) == list(rb["item"]), u
+        np.testing.assert_allclose(ra["score"].to_numpy(), rb["score"].to_numpy(), rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ same result
+@pytest.mark.parametrize("n_blocks", [None, 3])
+def test_implicit_cholesky_same_factors_and_recommendations(client, inter, n_blocks):
+    kw = dict(factors=6, iterations=3, solver="cholesky", regularization=0.1, seed=7)
+    local = ImplicitALS(**kw).fit(inter)
+    dist = fit(ImplicitALS(**kw), inter, client, n_blocks=n_blocks)
+    np.testing.assert_allclose(dist.user_factors_, local.user_factors_, rtol=1e-4, atol=2e-6)
+    np.testing.assert_allclose(dist.item_factors_, local.item_factors_, rtol=1e-4, atol=2e-6)
+    assert dist.user_factors_.dtype == np.float32 and dist.user_factors_.flags.c_contiguous
+    assert [h["iteration"] for h in dist.history_] == [1, 2, 3]
+    np.testing.assert_allclose([h["loss"] for h in dist.history_], [h["loss"] for h in local.history_], rtol=1e-5)
+    assert dist.best_iteration_ == 3 and dist.unobserved_confidence_ == 1.0
+    assert dist.interactions_.user_index_map.equals(inter.user_index_map)
+    assert (dist.interactions_.matrix != inter.matrix).nnz == 0
+    _same_recommendations(local, dist, inter.user_ids[:15])
+    stats = dist.distributed_stats_
+    expect_blocks = 2 if n_blocks is None else 3
+    assert stats["n_user_blocks"] == stats["n_item_blocks"] == expect_blocks
+    assert stats["theoretical_bytes"] == (inter.n_users + inter.n_items) * 6 * 4
+    # per iteration the client gets back exactly one copy of both factor matrices
+    assert stats["bytes_received"] == [stats["theoretical_bytes"]] * 3
+
+
+@pytest.mark.slow  # compiles the float64 kernels (~20 s on a cold numba cache)
+def test_implicit_cg_float64_tight(client, inter):
+    kw = dict(factors=5, iterations=3, solver="cg", cg_steps=2, confidence="log", alpha=2.0, seed=1,
+              dtype="float64")
+    local = ImplicitALS(**kw).fit(inter)
+    dist = fit(ImplicitALS(**kw), inter, client)
+    assert dist.item_factors_.dtype == np.float64
+    np.testing.assert_allclose(dist.user_factors_, local.user_factors_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(dist.item_factors_, local.item_factors_, rtol=1e-9, atol=1e-12)
+    _same_recommendations(local, dist, inter.user_ids[:10])
+
+
+@pytest.mark.slow  # compiles the kernels for per-entry preference arrays (~20 s on a cold numba cache)
+def test_implicit_feedback_with_preferences(client, inter):
+    """Per-entry preferences p_ui (0 for below-threshold ratings) and c0 travel with the blocks of both sides."""
+    from mfrec.data.feedback import explicit_to_implicit
+
+    fb = explicit_to_implicit(inter, threshold=3.5, below_threshold="negative", unobserved_confidence=0.5)
+    assert (np.asarray(fb.preference) == 0).any()
+    kw = dict(factors=4, iterations=3, solver="cholesky", seed=4)
+    local = ImplicitALS(**kw).fit(fb)
+    dist = fit(ImplicitALS(**kw), fb, client, n_blocks=2)
+    assert dist.unobserved_confidence_ == 0.5 and dist.confidence_mode_ == "given"
+    for name in ("user_factors_", "item_factors_"):  # float32 rounding, relative to the factors' scale
+        ref = getattr(local, name)
+        np.testing.assert_allclose(getattr(dist, name), ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+
+def test_implicit_cg_float32_close_and_delegation_through_fit(client, inter):
+    kw = dict(factors=8, iterations=3, solver="cg", seed=2)
+    local = ImplicitALS(**kw).fit(inter)
+    dist = ImplicitALS(**kw).fit(inter, client=client)  # the thin delegation in ImplicitALS.fit
+    assert dist.distributed_stats_["n_user_blocks"] == 2
+    np.testing.assert_allclose(dist.user_factors_, local.user_factors_, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(dist.item_factors_, local.item_factors_, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("fw", [False, True])
+def test_explicit_same_factors_biases_and_loss(client, inter, fw):
+    kw = dict(factors=4, iterations=4, regularization=0.5 if not fw else 0.05, frequency_weighted=fw, seed=3)
+    local = ExplicitALS(**kw).fit(inter)
+    dist = fit(ExplicitALS(**kw), inter, client, n_blocks=3)
+    for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_"):
+        np.testing.assert_allclose(getattr(dist, name), getattr(local, name), rtol=1e-5, atol=1e-6, err_msg=name)
+    assert dist.global_bias_ == pytest.approx(local.global_bias_)
+    assert dist.rating_range_ == local.rating_range_
+    for key in ("loss", "rmse"):
+        np.testing.assert_allclose([h[key] for h in dist.history_], [h[key] for h in local.history_], rtol=1e-6)
+    users, items = list(inter.user_ids[:5]), list(inter.item_ids[:5])
+    np.testing.assert_allclose(dist.predict(users, items), local.predict(users, items), rtol=1e-5)
+
+
+def test_distributed_model_saves_and_loads(client, inter, tmp_path):
+    from mfrec.persist import load, save
+
+    dist = fit(ImplicitALS(factors=3, iterations=2, solver="cholesky"), inter, client)
+    back = load(save(dist, tmp_path / "m.mfrec"))
+    np.testing.assert_array_equal(back.item_factors_, dist.item_factors_)
+    assert back.distributed_stats_["n_workers"] == 2
+    _same_recommendations(dist, back, inter.user_ids[:3])
+
+
+def test_cluster_client_arguments(client):
+    from mfrec.distributed import cluster_client
+
+    with cluster_client() as none:
+        assert none is None
+    with pytest.raises(InvalidParameterError, match="not both"):
+        with cluster_client("tcp://127.0.0.1:1", 2):
+            pass
+    with cluster_client(client.scheduler.address) as other:  # connect to a running scheduler
+        assert len(other.scheduler_info(n_workers=-1)["workers"]) == 2
+
+
+def test_loss_never_increases(client, inter):
+    dist = fit(ImplicitALS(factors=4, iterations=5, solver="cholesky"), inter, client)
+    losses = np.array([h["loss"] for h in dist.history_])
+    assert np.all(np.diff(losses) <= 1e-6 * np.abs(losses[:-1]))
+
+
+# ------------------------------------------------------------------------------------------ fault tolerance
+def test_worker_killed_mid_fit_gives_the_same_result(client, inter):
+    kw = dict(factors=6, iterations=4, solver="cholesky", seed=11)
+    local = ImplicitALS(**kw).fit(inter)
+    killed = []
+
+    def kill_one_worker(it, model):
+        if it == 1:
+            victim = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
+            killed.append(victim)
+            try:  # the worker process exits at once (its nanny starts a new, empty one)
+                client.run(os._exit, 1, workers=[victim])
+            except Exception:  # noqa: BLE001 - the connection to the dying worker closes under us
+                pass
+
+    with pytest.warns(RuntimeWarning, match="worker was lost"):
+        dist = fit(ImplicitALS(**kw), inter, client, n_blocks=4, on_iteration=kill_one_worker)
+    assert killed and dist.distributed_stats_["restarts"] >= 1
+    assert len(dist.history_) == 4
+    np.testing.assert_allclose(dist.user_factors_, local.user_factors_, rtol=1e-4, atol=2e-6)
+    np.testing.assert_allclose(dist.item_factors_, local.item_factors_, rtol=1e-4, atol=2e-6)
+    client.wait_for_workers(2, timeout=60)  # leave the module's cluster whole for the next tests
+
+
+def test_worker_lost_beyond_max_restarts_is_a_clear_error(client, inter):
+    def kill_one_worker(it, model):
+        victim = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
+        try:
+            client.run(os._exit, 1, workers=[victim])
+        except Exception:  # noqa: BLE001
+            pass
+
+    with pytest.warns(RuntimeWarning, match="worker was lost"), pytest.raises(ModelFitError, match="max_restarts"):
+        fit(ImplicitALS(factors=3, iterations=3, solver="cholesky"), inter, client, max_restarts=0,
+            on_iteration=kill_one_worker)
+    client.wait_for_workers(2, timeout=60)
+
+
+# ------------------------------------------------------------------------------------------ dask input
+def test_dask_dataframe_input_builds_the_same_id_maps_and_model(client, log, inter):
+    data = from_dask_dataframe(dd.from_pandas(log, npartitions=4), "user", "item", "rating")
+    kw = dict(factors=5, iterations=3, solver="cholesky", seed=5)
+    local = ImplicitALS(**kw).fit(inter)
+    dist = fit(ImplicitALS(**kw), data, client, n_blocks=3)
+    assert dist.interactions_.user_index_map.equals(inter.user_index_map)
+    assert dist.interactions_.item_index_map.equals(inter.item_index_map)
+    assert abs(dist.interactions_.matrix - inter.matrix).max() == 0  # duplicates summed like from_frame
+    np.testing.assert_allclose(dist.user_factors_, local.user_factors_, rtol=1e-4, atol=2e-6)
+    _same_recommendations(local, dist, inter.user_ids[:10])
+
+
+def test_parquet_directory_input_explicit(client, log, inter, tmp_path):
+    for k, part in enumerate([log.iloc[:600], log.iloc[600:1100], log.iloc[1100:]]):
+        part.to_parquet(tmp_path / f"part-{k}.parquet", index=False)
+    data = read_parquet(str(tmp_path), "user", "item", "rating")
+    kw = dict(factors=3, iterations=3, regularization=1.0, seed=0)
+    local = ExplicitALS(**kw).fit(inter)
+    dist = fit(ExplicitALS(**kw), data, client)
+    np.testing.assert_allclose(dist.user_factors_, local.user_factors_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dist.item_bias_, local.item_bias_, rtol=1e-5, atol=1e-6)
+
+
+def test_dask_input_errors_name_the_offending_pair(client, log):
+    bad = log.copy()
+    bad.loc[17, "rating"] = -2.0
+    data = from_dask_dataframe(dd.from_pandas(bad, npartitions=2), "user", "item", "rating")
+    with pytest.raises(InvalidDataError, match=f"user '{bad.loc[17, 'user']}', item '{bad.loc[17, 'item']}'"):
+        fit(ImplicitALS(factors=2, iterations=1), data, client)
+    nan = log.copy()
+    nan.loc[3, "rating"] = np.nan
+    with pytest.raises(InvalidDataError, match=f"user '{nan.loc[3, 'user']}', item '{nan.loc[3, 'item']}'"):
+        fit(ImplicitALS(factors=2, iterations=1),
+            from_dask_dataframe(dd.from_pandas(nan, npartitions=2), "user", "item", "rating"), client)
+    dup = pd.concat([log.iloc[:5], log.iloc[:1]])
+    with pytest.raises(InvalidDataError, match="more than once"):
+        fit(ImplicitALS(factors=2, iterations=1),
+            from_dask_dataframe(dd.from_pandas(dup, npartitions=2), "user", "item", duplicates="error"), client)
+    with pytest.raises(InvalidDataError, match="column 'stars'"):
+        from_dask_dataframe(dd.from_pandas(log, npartitions=2), "user", "item", "stars")
+    with pytest.raises(InvalidDataError, match="ratings"):
+        fit(ExplicitALS(), from_dask_dataframe(dd.from_pandas(log, npartitions=2), "user", "item"), client)
+
+
+# ------------------------------------------------------------------------------------------ argument checks
+def test_bad_arguments(client, inter):
+    with pytest.raises(InvalidParameterError, match="SGDFactorization"):
+        fit(SGDFactorization(), inter, client)
+    with pytest.raises(InvalidParameterError, match="distributed.Client"):
+        fit(ImplicitALS(), inter, object())
+    with pytest.raises(InvalidParameterError, match="n_blocks"):
+        fit(ImplicitALS(), inter, client, n_blocks=0)
+    with pytest.raises(InvalidParameterError, match="validation"):
+        ImplicitALS().fit(inter, validation=inter, client=client)
+    with pytest.raises(InvalidParameterError, match="early_stopping_rounds"):
+        fit(ImplicitALS(early_stopping_rounds=2), inter, client)
+    with pytest.raises(InvalidDataError, match="negative"):
+        m = inter.matrix.copy()
+        m.data[0] = -1.0
+        fit(ImplicitALS(), Interactions(m, inter.user_ids, inter.item_ids), client)
+
+
+# ------------------------------------------------------------------------------------------ blocking (no cluster)
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 30), min_size=1, max_size=60), st.integers(1, 12))
+def test_boundaries_cover_rows_contiguously(lengths, n_blocks):
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    b = mdask._boundaries(indptr, n_blocks)
+    assert b[0] == 0 and b[-1] == len(lengths)
+    assert np.all(np.diff(b) > 0)
+    assert len(b) - 1 <= min(n_blocks, len(lengths))
+
+
+def test_boundaries_balance_entries():
+    lengths = np.full(1000, 10)
+    b = mdask._boundaries(np.concatenate([[0], np.cumsum(lengths)]), 4)
+    assert list(b) == [0, 250, 500, 750, 1000]
+
+
+def test_block_task_equals_local_half_step(inter):
+    """One block's task, run in this process, updates its rows exactly like the full half-step."""
+    from mfrec.kernels.als_implicit import half_step
+
+    csr = inter.matrix
+    conf = (1.0 + csr.data).astype(np.float32)
+    r = np.random.default_rng(0)
+    Y = r.normal(0, 0.1, (inter.n_items, 4)).astype(np.float32)
+    X = r.normal(0, 0.1, (inter.n_users, 4)).astype(np.float32)
+    full = X.copy()
+    half_step(csr.indptr, csr.indices, conf, np.ones_like(conf), Y, full, c0=1.0, reg=0.1, solver="cholesky")
+    b = mdask._boundaries(csr.indptr, 3)
+    rows = []
+    for k in range(len(b) - 1):
+        blk = mdask._make_block(csr.indptr, csr.indices, conf, None, int(b[k]), int(b[k + 1]), True)
+        out, failed, _ = mdask._implicit_task(blk, Y, X[b[k]:b[k + 1]], 1.0, 0.1, "cholesky", 3, False)
+        assert failed == 0
+        rows.append(out)
+    np.testing.assert_array_equal(np.concatenate(rows), full)
