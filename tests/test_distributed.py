@@ -302,7 +302,10 @@ def test_block_task_equals_local_half_step(inter):
     Y = r.normal(0, 0.1, (inter.n_items, 4)).astype(np.float32)
     X = r.normal(0, 0.1, (inter.n_users, 4)).astype(np.float32)
     full = X.copy()
-    half_step(csr.indptr, csr.indices, conf, np.ones_like(conf), Y, full, c0=1.0, reg=0.1, solver="cholesky")
+    # all-ones preferences as the models pass them (a zero-stride view): the same numba specialisation as the
+    # block task, so the float32 results agree bit for bit
+    ones = np.broadcast_to(np.ones(1, dtype=np.float32), conf.shape)
+    half_step(csr.indptr, csr.indices, conf, ones, Y, full, c0=1.0, reg=0.1, solver="cholesky")
     b = mdask._boundaries(csr.indptr, 3)
     rows = []
     for k in range(len(b) - 1):
