@@ -6,16 +6,22 @@ Usage::
     python benchmarks/implicit_als.py --full          # 200k x 50k, ~9.7M nnz, d=64 (minutes)
     python benchmarks/implicit_als.py --full --factors 128 --skip-quality
     python benchmarks/implicit_als.py --skip-quality --factors 64 128   # both d in one process
-    python benchmarks/implicit_als.py --skip-speed --data-dir ../shared/data
+    python benchmarks/implicit_als.py --skip-speed --data-dir ../shared/data   # quality only (a few minutes)
+    python benchmarks/implicit_als.py --skip-speed --skip-tune --seeds 0       # quality, issue's settings only
 
 Speed: seconds per iteration of both libraries (CG with 3 steps and Cholesky), their ratio, the FLOP rate of
 each against the float32 GEMM peak measured here, and peak resident memory during fit against the size of
 the CSR matrix (both orientations) plus the factor matrices.
 
-Quality: ml-100k binarized and lastfm-2k with log confidence, per-user random 80/20 split, precision@10 and
-ndcg@10 of both libraries computed by the same code (ours), training items excluded.
-``implicit`` uses its own convention (confidence = alpha * value, unobserved 1); mfrec is run on the same
-objective (``confidence="given"`` on the same matrix) and with the Hu et al. confidence ``1 + alpha r``.
+Quality: ml-100k binarized and lastfm-2k with confidence log(1 + plays), ``mfrec.split.per_user_split``
+(80/20, seed 0), precision@10 and ndcg@10 from ``mfrec.evaluate`` for both libraries (``implicit``'s factors
+are wrapped in an ``mfrec.FactorModel``, so the top-k lists come from the same kernel, training items
+excluded), at the issue's hyperparameters (factors 64, regularization 0.05, alpha 1, 15 iterations) over
+``--seeds`` model initialisations. ``implicit`` uses its own convention (confidence = alpha * value,
+unobserved 1); mfrec is run on the same objective (``confidence="given"`` on the same matrix) and with the
+Hu et al. confidence ``1 + alpha r``. Then "better when tuned": ``mfrec.GridSearch`` (8 candidates, 3 folds,
+ndcg@10) on the training part only, the best refitted on the training part and scored once on the test
+part; the equivalent ``mfrec tune`` command line is printed (``--skip-tune`` leaves this out).
 
 ``implicit`` is only imported here, never by mfrec.
 """
@@ -117,10 +123,10 @@ def fit_implicit(C, factors, reg, iters, solver, threads, seed=0):
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    model = AlternatingLeastSquares(factors=factors, regularization=reg, alpha=1.0, iterations=iters,
-                                    use_cg=solver == "cg", num_threads=threads, random_state=seed,
-                                    calculate_training_loss=False)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with threadpool_limits(limits=1, user_api="blas"):  # construction runs implicit's BLAS check too
+        model = AlternatingLeastSquares(factors=factors, regularization=reg, alpha=1.0, iterations=iters,
+                                        use_cg=solver == "cg", num_threads=threads, random_state=seed,
+                                        calculate_training_loss=False)
         model.fit(C, show_progress=False)
     return model
 
@@ -172,84 +178,132 @@ def speed_one(args, d):
 
 
 # ------------------------------------------------------------------------------------------------ quality
-def per_user_split(C: sp.csr_matrix, frac=0.2, seed=0):
-    """Per-user random split: each user with >= 2 items puts round(frac * n_u) (>= 1) of them in test.
-
-    TODO: switch to mfrec.data.split once it lands (same protocol).
-    """
-    rng = np.random.default_rng(seed)
-    C = C.tocsr()
-    test_mask = np.zeros(C.nnz, dtype=bool)
-    for u in range(C.shape[0]):
-        s, e = C.indptr[u], C.indptr[u + 1]
-        n_u = e - s
-        if n_u < 2:
-            continue
-        k = max(1, int(round(frac * n_u)))
-        test_mask[s + rng.choice(n_u, size=k, replace=False)] = True
-    rows = np.repeat(np.arange(C.shape[0]), np.diff(C.indptr))
-    train = sp.csr_matrix((C.data[~test_mask], (rows[~test_mask], C.indices[~test_mask])), shape=C.shape)
-    test = sp.csr_matrix((C.data[test_mask], (rows[test_mask], C.indices[test_mask])), shape=C.shape)
-    train.sort_indices()
-    test.sort_indices()
-    return train, test
+#: the issue's protocol: both libraries at these hyperparameters
+QUALITY_COMMON = dict(factors=64, regularization=0.05, alpha=1.0, iterations=15)
+#: "better when tuned": 8 candidates, cross-validated on the training part only (CG solver, HKV confidence)
+TUNE_GRID = {"factors": [32, 64], "regularization": [0.05, 5.0], "alpha": [1.0, 10.0]}
 
 
-def ranking_metrics(X, Y, train, test, k=10):
-    """precision@k and ndcg@k over users with test items, training items excluded (mfrec's top-k kernel).
+def _external_factor_model():
+    """A :class:`mfrec.FactorModel` holding factors learned elsewhere, so that ``mfrec.evaluate`` scores them
+    with exactly the code path (``_topk`` -> ``kernels.topk.topk_dot``, training items excluded) it uses for
+    mfrec's own models. Defined lazily so ``--skip-quality`` never imports mfrec's model layer here."""
+    from mfrec import FactorModel, InvalidDataError
 
-    TODO: switch to mfrec.evaluation.metrics once it lands.
-    """
-    from mfrec.kernels.topk import topk_dot
+    class ExternalFactors(FactorModel):
+        """``s(u, i) = x_u . y_i`` from given ``user_factors`` (n_users, d) and ``item_factors`` (n_items, d)."""
 
-    users = np.flatnonzero(np.diff(test.indptr) > 0)
-    tr = train[users]
-    top, _, _ = topk_dot(np.ascontiguousarray(X[users], np.float32), np.ascontiguousarray(Y, np.float32), k,
-                         tr.indptr.astype(np.int64), tr.indices.astype(np.int32))
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    prec, ndcg = [], []
-    for r, u in enumerate(users):
-        rel = test.indices[test.indptr[u] : test.indptr[u + 1]]
-        hits = np.isin(top[r], rel)
-        prec.append(hits.sum() / k)
-        ndcg.append(disc[hits].sum() / disc[: min(k, len(rel))].sum())
-    return float(np.mean(prec)), float(np.mean(ndcg))
+        def __init__(self) -> None:
+            pass
+
+        def fit(self, interactions, user_factors=None, item_factors=None):
+            X = np.ascontiguousarray(user_factors, dtype=np.float32)
+            Y = np.ascontiguousarray(item_factors, dtype=np.float32)
+            if X.shape != (interactions.n_users, Y.shape[1]) or Y.shape[0] != interactions.n_items:
+                raise InvalidDataError(f"factor shapes {X.shape}, {Y.shape} do not match {interactions.shape}")
+            self.interactions_ = interactions
+            self.user_factors_, self.item_factors_ = X, Y
+            return self
+
+    return ExternalFactors
+
+
+def _scores(model, test):
+    import mfrec
+
+    r = mfrec.evaluate(model, test, k=10, metrics=["precision", "ndcg"])
+    return r["precision@10"], r["ndcg@10"]
+
+
+def quality_data(name, data_dir):
+    """(Interactions with the issue's values, description): ml-100k binarized, lastfm-2k log(1 + plays)."""
+    from mfrec.data.datasets import load
+
+    inter = load(name, data_dir=data_dir, download=False).interactions
+    v = inter.matrix.data.astype(np.float64)
+    v = np.ones_like(v) if name == "ml-100k" else np.log1p(v)
+    return inter.with_values(v.astype(np.float32))
 
 
 def quality(args):
-    from mfrec.data.datasets import load
+    """Same split (``mfrec.split.per_user_split``, seed 0) and same evaluation (``mfrec.evaluate``) for both
+    libraries, at the issue's hyperparameters over ``--seeds`` model initialisations; then a grid search on
+    the training part only (``mfrec.GridSearch``, 3 folds) with the best candidate refitted and scored once."""
+    import mfrec
+    from mfrec.models.implicit import ImplicitALS
 
+    External = _external_factor_model()
+    c = QUALITY_COMMON
     out = []
     for name in ("ml-100k", "lastfm-2k"):
         try:
-            ds = load(name, data_dir=args.data_dir, download=False)
+            data = quality_data(name, args.data_dir)
         except Exception as exc:  # noqa: BLE001 - report and go on
             print(f"{name}: skipped ({exc})")
             continue
-        R = ds.interactions.matrix.astype(np.float64)
-        C = R.copy()
-        C.data = np.ones_like(C.data) if name == "ml-100k" else np.log1p(C.data)  # binarized / log(1 + plays)
-        C = C.astype(np.float32)
-        train, test = per_user_split(C, 0.2, seed=0)
-        print(f"{name}: {C.shape[0]} users x {C.shape[1]} items, train nnz {train.nnz}, test nnz {test.nnz}")
-        common = dict(factors=64, reg=0.05, iters=15, threads=args.threads)
+        train, test = mfrec.split.per_user_split(data, test_fraction=0.2, seed=0)
+        print(f"{name}: {data.n_users} users x {data.n_items} items, train nnz {train.nnz}, test nnz {test.nnz} "
+              f"(per_user_split seed 0), model seeds {args.seeds}")
         for solver in ("cg", "cholesky"):
-            imp = fit_implicit(train, common["factors"], common["reg"], common["iters"], solver, args.threads)
-            uf, itf = imp.user_factors, imp.item_factors
-            p, nd = ranking_metrics(np.asarray(uf), np.asarray(itf), train, test)
-            print(f"  {solver:8s} implicit (c = alpha r)           p@10 {p:.3f}  ndcg@10 {nd:.3f}")
-            out.append((name, solver, "implicit", p, nd))
-            ours = fit_mfrec(train, common["factors"], common["reg"], common["iters"], solver, args.threads,
-                             confidence="given")
-            p, nd = ranking_metrics(ours.user_factors_, ours.item_factors_, train, test)
-            print(f"  {solver:8s} mfrec    (same objective, given)  p@10 {p:.3f}  ndcg@10 {nd:.3f}")
-            out.append((name, solver, "mfrec-given", p, nd))
-            ours = fit_mfrec(train, common["factors"], common["reg"], common["iters"], solver, args.threads,
-                             confidence="linear")
-            p, nd = ranking_metrics(ours.user_factors_, ours.item_factors_, train, test)
-            print(f"  {solver:8s} mfrec    (c = 1 + alpha r, HKV)    p@10 {p:.3f}  ndcg@10 {nd:.3f}")
-            out.append((name, solver, "mfrec-linear", p, nd))
+            runs = {"implicit": [], "mfrec-given": [], "mfrec-linear": []}
+            for seed in args.seeds:
+                imp = fit_implicit(train.matrix, c["factors"], c["regularization"], c["iterations"], solver,
+                                   args.threads, seed=seed)
+                runs["implicit"].append(_scores(External().fit(train, imp.user_factors, imp.item_factors), test))
+                for conf in ("given", "linear"):
+                    ours = ImplicitALS(**c, solver=solver, cg_steps=3, confidence=conf, num_threads=args.threads,
+                                       seed=seed).fit(train)
+                    runs[f"mfrec-{conf}"].append(_scores(ours, test))
+            for lib, label in (("implicit", "implicit (c = alpha r)         "),
+                               ("mfrec-given", "mfrec    (same objective, given)"),
+                               ("mfrec-linear", "mfrec    (c = 1 + alpha r, HKV)  ")):
+                a = np.array(runs[lib])
+                print(f"  {solver:8s} {label} p@10 {a[0, 0]:.3f}  ndcg@10 {a[0, 1]:.3f}  (seed 0)   over seeds: "
+                      f"p@10 {a[:, 0].mean():.4f} +- {a[:, 0].std():.4f}  ndcg@10 {a[:, 1].mean():.4f} +- "
+                      f"{a[:, 1].std():.4f}")
+                out.append((name, solver, lib, a))
+            sys.stdout.flush()
+        if not args.skip_tune:
+            out.append((name, "tuned", tune(args, name, train, test), None))
     return out
+
+
+def tune(args, name, train, test):
+    """GridSearch over :data:`TUNE_GRID` on ``train`` only; the refitted best is scored on ``test``."""
+    import mfrec
+    from mfrec.models.implicit import ImplicitALS
+
+    base = ImplicitALS(iterations=QUALITY_COMMON["iterations"], solver="cg", confidence="linear",
+                       num_threads=args.threads, seed=0)
+    t = time.perf_counter()
+    search = mfrec.GridSearch(base, TUNE_GRID, metric="ndcg@10", cv=3, metrics=["precision", "ndcg"], seed=0)
+    search.fit(train)
+    sec = time.perf_counter() - t
+    cols = list(TUNE_GRID) + ["precision@10_mean", "ndcg@10_mean", "ndcg@10_std", "rank"]
+    print(f"  tuned on the training part only ({len(search.results_)} candidates x 3 folds, {sec:.0f} s):")
+    print("    " + search.results_[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+          .replace("\n", "\n    "))
+    p, nd = _scores(search.best_estimator_, test)
+    print(f"  tuned    mfrec {search.best_params_}  cv ndcg@10 {search.best_score_:.4f}  "
+          f"test p@10 {p:.3f}  ndcg@10 {nd:.3f}")
+    # the gain is the hyperparameters', not the library's: implicit at the same values and the same objective
+    # (its confidence is the stored value, so it is given 1 + alpha r and its own alpha 1)
+    bp = search.best_params_
+    hkv = 1.0 + bp["alpha"] * train.matrix.data.astype(np.float64)
+    imp = fit_implicit(train.with_values(hkv).matrix, bp["factors"], bp["regularization"],
+                       QUALITY_COMMON["iterations"], "cg", args.threads, seed=0)
+    p_imp, nd_imp = _scores(_external_factor_model()().fit(train, imp.user_factors, imp.item_factors), test)
+    print(f"  tuned    implicit at the same hyperparameters and objective      test p@10 {p_imp:.3f}  "
+          f"ndcg@10 {nd_imp:.3f}")
+    csv = os.path.relpath(os.path.join(args.tune_dir, f"{name}-train.csv"))
+    os.makedirs(args.tune_dir, exist_ok=True)
+    train.to_frame()[["user", "item", "value"]].to_csv(csv, index=False)
+    grid = " ".join(f"{k}={','.join(map(str, v))}" for k, v in TUNE_GRID.items())
+    print(f"  the same search from the command line (training part written to {csv}):\n"
+          f"    mfrec tune {csv} --model implicit-als --metric ndcg@10 --cv 3 --seed 0 {grid} "
+          f"iterations={QUALITY_COMMON['iterations']} solver=cg confidence=linear num_threads={args.threads}")
+    sys.stdout.flush()
+    return search.best_params_, search.best_score_, p, nd, p_imp, nd_imp
 
 
 def solver_curves(args):
@@ -278,6 +332,11 @@ def main(argv=None):
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--curves", action="store_true", help="loss versus seconds of the three mfrec solvers")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="model initialisation seeds of the quality runs (the split is always seed 0)")
+    ap.add_argument("--skip-tune", action="store_true", help="quality at the issue's hyperparameters only")
+    ap.add_argument("--tune-dir", default=os.path.join(os.path.dirname(__file__), "..", "build", "bench-tune"),
+                    help="where the training parts are written for the equivalent `mfrec tune` command")
     ap.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
     args = ap.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
