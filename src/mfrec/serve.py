@@ -116,8 +116,12 @@ def _json_id(x: Any) -> Any:
 
 
 def _rows(frame: pd.DataFrame, key: str, titles: dict[Any, str] | None = None) -> list[dict[str, Any]]:
+    return _rows_of(frame[key].to_numpy(), frame["score"].to_numpy(), key, titles)
+
+
+def _rows_of(ids: np.ndarray, scores: np.ndarray, key: str, titles: dict[Any, str] | None = None) -> list[dict[str, Any]]:
     out = []
-    for ident, score in zip(frame[key].tolist(), frame["score"].tolist()):
+    for ident, score in zip(ids.tolist(), scores.tolist()):
         row = {key: _json_id(ident), "score": float(score)}
         if titles:
             title = titles.get(ident)
@@ -246,8 +250,8 @@ def create_app(
     ) -> dict[str, Any]:
         model, _, titles = holder.state
         uid = parse_id(user, model.interactions_.user_index_map)
-        frame = model.recommend(uid, k=k, exclude_seen=exclude_seen)
-        return _fast_json({"user": _json_id(uid), "items": _rows(frame, "item", titles)})
+        item_ids, scores = model.recommend_arrays(uid, k=k, exclude_seen=exclude_seen)
+        return _fast_json({"user": _json_id(uid), "items": _rows_of(item_ids, scores, "item", titles)})
 
     @app.get("/items/{item}/users")
     def item_users(item: str = PathParam(..., max_length=256), k: int = K) -> dict[str, Any]:
