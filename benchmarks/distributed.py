@@ -40,18 +40,18 @@ from mfrec.data.interactions import Interactions  # noqa: E402
 from mfrec.models.implicit import ImplicitALS  # noqa: E402
 
 
-def power_law_matrix(n_users, n_items, min_len, max_len, exponent=0.8, seed=0):
-    """Users x items CSR of ones: uniform(min_len, max_len) items per user, items drawn ~ rank^-exponent."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(min_len, max_len + 1, size=n_users)
-    p = np.arange(1, n_items + 1, dtype=np.float64) ** -exponent
-    p /= p.sum()
-    items = rng.choice(n_items, size=int(lengths.sum()), p=p).astype(np.int32)
-    rows = np.repeat(np.arange(n_users, dtype=np.int32), lengths)
-    m = sp.csr_matrix((np.ones(len(items), np.float32), (rows, items)), shape=(n_users, n_items))
-    m.data[:] = 1.0
-    m.sort_indices()
-    return m
+
+def _sibling(name: str):
+    """Load benchmarks/NAME.py by path (this folder is kept off sys.path, see above)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", os.path.join(_here, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+power_law_matrix = _sibling("implicit_als").power_law_matrix  # the implicit benchmark's matrix family
 
 
 def loopback_bytes() -> int:
