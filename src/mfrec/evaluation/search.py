@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import ParameterGrid, ParameterSampler
 
 from mfrec._params import check_int
 from mfrec._random import SeedLike, int_seed
@@ -383,6 +382,8 @@ class GridSearch(_BaseSearch):
 
     def _candidates(self) -> list[dict[str, Any]]:
         try:
+            from sklearn.model_selection import ParameterGrid  # lazy: keeps `import mfrec` light
+
             return [dict(p) for p in ParameterGrid(self.param_grid)]
         except (TypeError, ValueError) as exc:
             raise InvalidParameterError(f"param_grid: {exc}") from None
@@ -432,6 +433,8 @@ class RandomSearch(_BaseSearch):
         n_iter = check_int("n_iter", self.n_iter, minimum=1)
         random_state = int_seed(self.seed)
         try:
+            from sklearn.model_selection import ParameterSampler
+
             sampler = ParameterSampler(self.param_distributions, n_iter=n_iter, random_state=random_state)
             return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in p.items()} for p in sampler]
         except (TypeError, ValueError) as exc:
