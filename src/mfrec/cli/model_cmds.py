@@ -182,12 +182,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tune.add_argument("--out", help="refit the best configuration on all data and save it here")
     tune.set_defaults(func=tune_command)
 
-    for name, key, helptext, func in (
-        ("recommend", "user", "items for a user", recommend_command),
-        ("users-for-item", "item", "users most likely to want an item", users_for_item_command),
-        ("similar-items", "item", "items like an item", similar_items_command),
-        ("similar-users", "user", "users like a user", similar_users_command),
-    ):
+    for name, (key, helptext) in _QUERIES.items():
         p = sub.add_parser(name, help=helptext)
         p.add_argument("model", metavar="MODEL", help="a model file written by `mfrec train`")
         p.add_argument(f"--{key}", required=True, help=f"the {key} id")
@@ -195,7 +190,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "recommend":
             p.add_argument("--include-seen", action="store_true", help="also rank items the user already has")
         p.add_argument("--json", action="store_true")
-        p.set_defaults(func=func, id_key=key)
+        p.set_defaults(func=query_command, query=name, id_key=key)
 
     srv = sub.add_parser("serve", help="serve a model over HTTP (needs the 'serve' extra)")
     srv.add_argument("model", metavar="MODEL")
@@ -398,38 +393,33 @@ def _query_id(model: Any, raw: str, key: str) -> Any:
     return parse_id(raw, index)
 
 
-def recommend_command(args: argparse.Namespace) -> int:
-    model = _load_model(args.model)
-    user = _query_id(model, args.user, "user")
-    frame = model.recommend(user, k=args.k, exclude_seen=not args.include_seen)
-    _print_frame(frame, "item", args, _titles(model), {"user": user})
-    return 0
+#: the four scenarios: CLI name -> (the id it takes, help)
+_QUERIES = {
+    "recommend": ("user", "items for a user"),
+    "users-for-item": ("item", "users most likely to want an item"),
+    "similar-items": ("item", "items like an item"),
+    "similar-users": ("user", "users like a user"),
+}
 
 
-def users_for_item_command(args: argparse.Namespace) -> int:
+def query_command(args: argparse.Namespace) -> int:
+    """``recommend``, ``users-for-item``, ``similar-items``, ``similar-users``: one model query, printed."""
     model = _load_model(args.model)
-    item = _query_id(model, args.item, "item")
+    key = args.id_key
+    query = _query_id(model, getattr(args, key), key)
     titles = _titles(model)
-    if not args.json and item in titles:
-        print(f"users for {item}: {titles[item]}")
-    _print_frame(model.recommend_users(item, k=args.k), "user", args, titles, {"item": item})
-    return 0
-
-
-def similar_items_command(args: argparse.Namespace) -> int:
-    model = _load_model(args.model)
-    item = _query_id(model, args.item, "item")
-    titles = _titles(model)
-    if not args.json and item in titles:
-        print(f"items like {item}: {titles[item]}")
-    _print_frame(model.similar_items(item, k=args.k), "item", args, titles, {"item": item})
-    return 0
-
-
-def similar_users_command(args: argparse.Namespace) -> int:
-    model = _load_model(args.model)
-    user = _query_id(model, args.user, "user")
-    _print_frame(model.similar_users(user, k=args.k), "user", args, {}, {"user": user})
+    if args.query == "recommend":
+        frame, result_key = model.recommend(query, k=args.k, exclude_seen=not args.include_seen), "item"
+    elif args.query == "users-for-item":
+        frame, result_key = model.recommend_users(query, k=args.k), "user"
+    elif args.query == "similar-items":
+        frame, result_key = model.similar_items(query, k=args.k), "item"
+    else:
+        frame, result_key = model.similar_users(query, k=args.k), "user"
+    if not args.json and key == "item" and query in titles:
+        lead = "users for" if result_key == "user" else "items like"
+        print(f"{lead} {query}: {titles[query]}")
+    _print_frame(frame, result_key, args, titles, {key: query})
     return 0
 
 
