@@ -24,3 +24,12 @@ def shared_data_dir() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent (tests read real data from ../shared/data)")
     return SHARED_DATA
+
+
+def ml100k_fold(k: int):
+    """(train, test) Interactions of the canonical MovieLens-100K fold u{k}.base / u{k}.test (skips when absent)."""
+    from mfrec import read_interactions
+
+    data = shared_dataset("ml-100k")
+    names = ["user", "item", "rating", "timestamp"]
+    return tuple(read_interactions(data / f"u{k}.{part}", names=names, header=False) for part in ("base", "test"))

@@ -9,13 +9,13 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mfrec import Interactions, read_interactions
+from mfrec import Interactions
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, NotFittedError, UnknownIdError
 from mfrec.kernels.als_explicit import als_explicit_step, cholesky_solve, explicit_sse, predict_pairs
 from mfrec.models.base import clone
 from mfrec.models.explicit import ExplicitALS
 
-from conftest import shared_dataset
+from conftest import ml100k_fold
 
 # The worked example of ../shared/seed-example.md (0 = unknown).
 R = np.array(
@@ -361,10 +361,7 @@ def test_save_load_round_trip(tmp_path):
 
 # ------------------------------------------------------------------------------------------- real data
 def test_movielens_u1_default_rmse():
-    data = shared_dataset("ml-100k")
-    names = ["user", "item", "rating", "timestamp"]
-    train = read_interactions(data / "u1.base", names=names, header=False)
-    test = read_interactions(data / "u1.test", names=names, header=False)
+    train, test = ml100k_fold(1)
     frame = test.to_frame()
     model = ExplicitALS().fit(train)
     pred = model.predict(frame["user"], frame["item"])

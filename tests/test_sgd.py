@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import shared_dataset
-from mfrec import Interactions, read_interactions
+from conftest import ml100k_fold
+from mfrec import Interactions
 from mfrec.exceptions import InvalidParameterError, NotFittedError
 from mfrec.kernels.sgd import sgd_epoch, svdpp_epoch
 from mfrec.models.explicit import SGDFactorization
@@ -218,10 +218,7 @@ def test_scenarios_and_not_fitted():
 
 
 def test_movielens_u1_default_rmse():
-    data = shared_dataset("ml-100k")
-    names = ["user", "item", "rating", "timestamp"]
-    train = read_interactions(data / "u1.base", names=names, header=False)
-    test = read_interactions(data / "u1.test", names=names, header=False)
+    train, test = ml100k_fold(1)
     frame = test.to_frame()
     model = SGDFactorization().fit(train)
     pred = model.predict(frame["user"], frame["item"])
