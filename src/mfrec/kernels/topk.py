@@ -41,6 +41,17 @@ def _worse(s_a, i_a, s_b, i_b):
 
 
 @njit(cache=CACHE, inline="always")
+def _swap(heap_s, heap_i, a, b):
+    """Exchange heap entries ``a`` and ``b`` (score and item together)."""
+    ts = heap_s[a]
+    ti = heap_i[a]
+    heap_s[a] = heap_s[b]
+    heap_i[a] = heap_i[b]
+    heap_s[b] = ts
+    heap_i[b] = ti
+
+
+@njit(cache=CACHE, inline="always")
 def _sift_down(heap_s, heap_i, start, size):
     """Restore the min-heap property (root = worst candidate) below ``start`` for ``heap[:size]``."""
     pos = start
@@ -53,12 +64,7 @@ def _sift_down(heap_s, heap_i, start, size):
         if right < size and _worse(heap_s[right], heap_i[right], heap_s[child], heap_i[child]):
             child = right
         if _worse(heap_s[child], heap_i[child], heap_s[pos], heap_i[pos]):
-            ts = heap_s[pos]
-            ti = heap_i[pos]
-            heap_s[pos] = heap_s[child]
-            heap_i[pos] = heap_i[child]
-            heap_s[child] = ts
-            heap_i[child] = ti
+            _swap(heap_s, heap_i, pos, child)
             pos = child
         else:
             break
@@ -69,12 +75,7 @@ def _sift_up(heap_s, heap_i, pos):
     while pos > 0:
         parent = (pos - 1) // 2
         if _worse(heap_s[pos], heap_i[pos], heap_s[parent], heap_i[parent]):
-            ts = heap_s[pos]
-            ti = heap_i[pos]
-            heap_s[pos] = heap_s[parent]
-            heap_i[pos] = heap_i[parent]
-            heap_s[parent] = ts
-            heap_i[parent] = ti
+            _swap(heap_s, heap_i, pos, parent)
             pos = parent
         else:
             break
