@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from model_conformance import N_ITEMS, N_USERS, RecommenderConformance, planted_interactions
 from test_linear_baselines import item_frame, user_frame
 
 from mfrec.data.attributes import Attributes
 from mfrec.exceptions import InvalidDataError, InvalidParameterError
 from mfrec.kernels.als_implicit import half_step
-from mfrec.kernels.hybrid import attribute_regression, prior_half_step
+from mfrec.kernels.hybrid import attribute_regression, neighbor_map, prior_half_step
 from mfrec.models.content import HybridALS
 from mfrec.models.implicit import ImplicitALS
 from mfrec.persist import register_model
@@ -172,16 +174,30 @@ def test_loss_decreases_monotonically():
 def test_cold_users_and_items_every_scenario():
     data = planted_interactions(seed=27)
     users, items = user_frame(N_USERS + 3), item_frame(N_ITEMS + 5)
-    model = HybridALS(factors=4, iterations=5).fit(data, users, items)
     cold_u, cold_i = ["u30", "u31", "u32"], [140, 141, 142, 143, 144]
+    # cold_map="linear": cold factors are the fitted linear maps of their attributes
+    lin = HybridALS(factors=4, iterations=5, cold_map="linear").fit(data, users, items)
+    ui, ii = lin.interactions_.user_index(cold_u), lin.interactions_.item_index(cold_i)
+    np.testing.assert_allclose(lin.user_factors_[ui], lin.user_features_[ui] @ lin.user_attribute_map_,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lin.item_factors_[ii], lin.item_features_[ii] @ lin.item_attribute_map_,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        lin.attribute_factors(item_attributes=lin.item_features_[ii]), lin.item_factors_[ii], rtol=1e-5
+    )
+    # the default neighbour map: kernel-weighted mean of the nearest warm ids' factors (dense reference),
+    # warm factors identical to the linear fit's (the cold map runs after the fit)
+    model = HybridALS(factors=4, iterations=5, neighbors=7, bandwidth=0.5).fit(data, users, items)
     inter = model.interactions_
     assert inter.n_users == N_USERS + 3 and inter.n_items == N_ITEMS + 5 and inter.nnz == data.nnz
-    # cold factors come from attributes alone
-    ui, ii = inter.user_index(cold_u), inter.item_index(cold_i)
-    np.testing.assert_allclose(model.user_factors_[ui], model.user_features_[ui] @ model.user_attribute_map_,
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(model.item_factors_[ii], model.item_features_[ii] @ model.item_attribute_map_,
-                               rtol=1e-5, atol=1e-6)
+    warm_i = np.setdiff1d(np.arange(inter.n_items), ii)
+    np.testing.assert_array_equal(model.item_factors_[warm_i], lin.item_factors_[warm_i])
+    for rows, feats, F in ((ui, model.user_features_, model.user_factors_),
+                           (ii, model.item_features_, model.item_factors_)):
+        warm = np.setdiff1d(np.arange(len(F)), rows)
+        expect = _knn_reference(feats[rows].astype(np.float64), feats[warm].astype(np.float64),
+                                F[warm].astype(np.float64), 7, 0.5)
+        np.testing.assert_allclose(F[rows], expect, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
         model.attribute_factors(item_attributes=model.item_features_[ii]), model.item_factors_[ii], rtol=1e-5
     )
@@ -197,6 +213,47 @@ def test_cold_users_and_items_every_scenario():
     tw = HybridALS(factors=4, iterations=5).fit(data, twins, items)
     pd.testing.assert_frame_equal(tw.recommend("u30", k=5), tw.recommend("u31", k=5))
     assert len(model.predict(["u30", "u00"], [140, 100])) == 2
+
+
+def _knn_reference(query, reference, values, k, h):
+    """Brute force: sort all distances, Gaussian weights on the k nearest, weighted mean."""
+    out = np.empty((len(query), values.shape[1]))
+    for q in range(len(query)):
+        dist = ((reference - query[q]) ** 2).sum(axis=1)
+        near = np.argsort(dist, kind="stable")[:k]
+        w = np.exp(-dist[near] / h) if np.isfinite(h) else np.ones(len(near))
+        out[q] = (w[:, None] * values[near]).sum(axis=0) / w.sum()
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_query=st.integers(1, 9), n_ref=st.integers(1, 12), k=st.integers(1, 15),
+       h=st.sampled_from([0.1, 1.0, 10.0, np.inf]), block=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_neighbor_map_matches_brute_force(n_query, n_ref, k, h, block, seed):
+    g = np.random.default_rng(seed)
+    ref = g.normal(size=(n_ref, 3))
+    query = g.normal(size=(n_query, 3))
+    vals = g.normal(size=(n_ref, 2))
+    got = neighbor_map(query, ref, vals, k=k, bandwidth=h, block=block)
+    np.testing.assert_allclose(got, _knn_reference(query, ref, vals, min(k, n_ref), h), rtol=1e-7, atol=1e-9)
+
+
+def test_neighbor_map_far_queries_do_not_underflow():
+    ref = np.array([[0.0], [1.0], [3.0]])
+    vals = np.array([[1.0], [2.0], [4.0]])
+    # exp(-1e6 / 0.01) underflows to 0 for every neighbour; shifting by the nearest distance keeps the weights
+    got = neighbor_map(np.array([[1000.0]]), ref, vals, k=2, bandwidth=0.01)
+    np.testing.assert_allclose(got, [[4.0]])
+    # an exact copy of a reference row, tiny bandwidth: its own value
+    np.testing.assert_allclose(neighbor_map(ref[1:2], ref, vals, k=3, bandwidth=1e-6), [[2.0]])
+
+
+def test_cold_map_parameters_are_validated():
+    data = planted_interactions(seed=29)
+    for kw, name in (({"cold_map": "knn"}, "cold_map"), ({"neighbors": 0}, "neighbors"),
+                     ({"bandwidth": 0.0}, "bandwidth")):
+        with pytest.raises(InvalidParameterError, match=name):
+            HybridALS(factors=2, iterations=1, **kw).fit(data, item_attributes=item_frame())
 
 
 def test_cold_item_ranking_beats_chance_on_planted_attributes():

@@ -16,6 +16,17 @@ with ``G0 = c0 Y^T Y + lambda I``. Implicit feedback (Hu et al. 2008): ``w = c_u
 half-step without biases). Rows without entries are *cold*: they are not part of the loss, so their free
 part is 0 and ``x_u = m_u``.
 
+Neighbour map for cold ids
+--------------------------
+A linear map ``E^T b`` can only express a cold item's factor as a linear function of its attributes. The
+kernel-weighted nearest-neighbour map of Gantner et al. (2010) instead averages the factors of the ``k`` warm
+ids closest in attribute space::
+
+    y_cold = sum_{j in N_k(b)} w_j y_j / sum_j w_j,   w_j = exp(-||b - b_j||^2 / h)
+
+(Nadaraya-Watson regression over the ``k`` nearest neighbours), which follows non-linear effects of
+attribute combinations (for example a genre that is popular in one decade only).
+
 Attribute regression without free factors
 -----------------------------------------
 When ``x_u = W^T a_u`` exactly (no free part), the user half-step is a ridge regression of the feedback on the
@@ -37,7 +48,7 @@ from numba import njit, prange
 
 from mfrec.kernels.linalg import CACHE, cholesky_inplace, cholesky_solve_inplace
 
-__all__ = ["prior_ridge_rows", "prior_half_step", "attribute_regression", "ridge_map"]
+__all__ = ["prior_ridge_rows", "prior_half_step", "attribute_regression", "ridge_map", "neighbor_map"]
 
 
 @njit(parallel=True, cache=CACHE)
@@ -186,3 +197,54 @@ def attribute_regression(
         rr = rr_new
         it += 1
     return W, it
+
+
+def neighbor_map(
+    query: np.ndarray, reference: np.ndarray, values: np.ndarray, *, k: int, bandwidth: float, block: int = 1024
+) -> np.ndarray:
+    """Kernel-weighted mean of the ``values`` of each query's ``k`` nearest reference rows (Euclidean).
+
+    ``out_q = sum_{j in N_k(q)} w_qj v_j / sum_j w_qj`` with ``w_qj = exp(-(||q - r_j||^2 - min_j ||q - r_j||^2)
+    / bandwidth)``: subtracting each query's smallest squared distance changes no normalised weight and keeps
+    the nearest neighbour's weight at 1, so far-away queries never underflow to 0 / 0.
+
+    Parameters
+    ----------
+    query : float64 (n_query, F)
+        Attributes of the ids that need values (the cold ids).
+    reference : float64 (n_ref, F)
+        Attributes of the ids whose values are known (the warm ids), ``n_ref >= 1``.
+    values : (n_ref, d)
+        Their values (factors).
+    k : int
+        Neighbours per query (clipped to ``n_ref``).
+    bandwidth : float
+        ``h > 0``, in squared attribute units; ``inf`` gives the plain mean of the k neighbours.
+    block : int
+        Queries per block: memory is ``O(block * n_ref)``.
+
+    Returns
+    -------
+    ndarray (n_query, d), dtype of ``values``.
+    """
+    n_query = query.shape[0]
+    n_ref = reference.shape[0]
+    k = min(int(k), n_ref)
+    out = np.empty((n_query, values.shape[1]), dtype=values.dtype)
+    ref_sq = np.einsum("ij,ij->i", reference, reference)
+    vals = values.astype(np.float64, copy=False)
+    for lo in range(0, n_query, block):
+        q = query[lo:lo + block]
+        # squared distances through one matrix product; clipped at 0 against rounding
+        dist = np.einsum("ij,ij->i", q, q)[:, None] + ref_sq[None, :] - 2.0 * (q @ reference.T)
+        np.maximum(dist, 0.0, out=dist)
+        if k < n_ref:
+            near = np.argpartition(dist, k - 1, axis=1)[:, :k]
+            dk = np.take_along_axis(dist, near, axis=1)
+        else:
+            near = np.broadcast_to(np.arange(n_ref), dist.shape)
+            dk = dist
+        w = np.exp(-(dk - dk.min(axis=1, keepdims=True)) / bandwidth)
+        w /= w.sum(axis=1, keepdims=True)
+        out[lo:lo + block] = np.einsum("qk,qkd->qd", w, vals[near])
+    return out
