@@ -154,3 +154,14 @@ def test_train_on_a_local_dask_cluster(tmp_path, capsys, ratings_csv):
     code, out, err = run(capsys, "train", str(ratings_csv), "--model", "sgd", "--workers", "2",
                          "--out", str(tmp_path / "x.mfrec"))
     assert code == 2 and "implicit-als and explicit-als" in err
+
+
+def test_tune_and_cross_validate_hybrid_with_dataset_attributes(capsys):
+    code, out, err = run(capsys, "tune", "synthetic", "--model", "hybrid", "factors=4,8", "iterations=2", "--cv", "2",
+                         "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert len(result["results"]) == 2 and 0 < result["best_score"] <= 1
+    code, out, err = run(capsys, "evaluate", "synthetic", "--model", "content", "--cv", "2", "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["folds"]) == 4  # two folds, mean, std

@@ -177,3 +177,30 @@ def test_grid_search_over_explicit_als_regularization_on_ml100k():
     assert search.best_params_["regularization"] != 0.01
     assert search.results_.loc[0, "rmse_mean"] > search.best_score_ + 0.05
     assert 0.85 < search.best_score_ < 1.05
+
+
+def test_fit_params_reach_every_fold_and_the_refit():
+    """Attribute-aware models cross-validate and tune with their attribute tables (fit_params)."""
+    from model_conformance import planted_interactions
+    from test_linear_baselines import item_frame, user_frame
+
+    from mfrec.models.content import ContentBased, HybridALS
+
+    data = planted_interactions(seed=41)
+    attrs = {"user_attributes": user_frame(), "item_attributes": item_frame()}
+    folds = [(s.train, s.test) for s in kfold(data, n_splits=2, seed=0)]
+    model = HybridALS(factors=3, iterations=3)
+    table = cross_validate(model, None, cv=folds, metrics=["ndcg"], fit_params=attrs)
+    for f, (train, test) in enumerate(folds):
+        manual = evaluate(HybridALS(factors=3, iterations=3).fit(train, **attrs), test, train=train, metrics=["ndcg"])
+        assert table.loc[f, "ndcg@10"] == pytest.approx(manual["ndcg@10"])
+    # without the tables, a model that needs them fails with the fold named
+    with pytest.raises(ModelFitError, match="fold 0"):
+        cross_validate(ContentBased(), None, cv=folds)
+    with pytest.raises(InvalidParameterError, match="fit_params"):
+        cross_validate(model, None, cv=folds, fit_params=[("item_attributes", 1)])
+    search = GridSearch(ContentBased(), {"regularization": [0.5, 5.0]}, metric="ndcg", cv=folds)
+    search.fit(data, item_attributes=item_frame())
+    best = search.best_estimator_
+    assert len(best.item_feature_names_) > 0 and best.item_factors_.shape[0] == best.interactions_.n_items
+    assert search.results_["ndcg@10_mean"].notna().all()

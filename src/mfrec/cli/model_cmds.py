@@ -173,6 +173,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tune = sub.add_parser("tune", help="grid or random search over hyperparameters by cross-validation")
     add_data_arguments(tune)
     _add_model_arguments(tune, grid=True)
+    _add_attribute_arguments(tune)
     tune.add_argument("--metric", default=None, help="metric to select on (default: rmse for explicit models, ndcg@k otherwise)")
     tune.add_argument("--cv", type=int, default=3, help="folds (default 3)")
     tune.add_argument("--random", type=int, default=None, metavar="N", help="random search with N candidates")
@@ -276,7 +277,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
         from mfrec.evaluation.search import cross_validate
 
         with _progress(args, "task", f"cross-validating {args.model}"):
-            table = cross_validate(build_model(args.model, params), data, cv=args.cv, k=args.k, seed=args.seed)
+            table = cross_validate(build_model(args.model, params), data, cv=args.cv, k=args.k, seed=args.seed,
+                                   fit_params=_attributes(args, dataset, data))
         if args.json:
             print_json({"model": args.model, "params": params, "folds": table.reset_index().to_dict(orient="records")})
         else:
@@ -330,7 +332,7 @@ def tune_command(args: argparse.Namespace) -> int:
         search = GridSearch(estimator, grid, metric=metric, cv=args.cv, k=args.k, seed=args.seed)
     start = time.perf_counter()
     with _progress(args, "task", f"tuning {args.model}"):
-        search.fit(data)
+        search.fit(data, **_attributes(args, dataset, data))
     seconds = time.perf_counter() - start
     if args.plot:
         from mfrec import plots

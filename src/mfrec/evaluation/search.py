@@ -86,6 +86,14 @@ def _folds(data: Interactions, cv: Any, seed: SeedLike) -> list[tuple[Interactio
     return out
 
 
+def _fit_params(fit_params: Mapping[str, Any] | None) -> dict[str, Any]:
+    if fit_params is None:
+        return {}
+    if not isinstance(fit_params, Mapping):
+        raise InvalidParameterError(f"fit_params must be a dict of fit() keyword arguments, got {type(fit_params).__name__}")
+    return dict(fit_params)
+
+
 def _describe(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in params.items()) or "default parameters"
 
@@ -97,12 +105,13 @@ def _run_fold(
     train: Interactions,
     test: Interactions,
     eval_kwargs: Mapping[str, Any],
+    fit_params: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Clone, fit on ``train``, evaluate on ``test``; a failing fit becomes a ModelFitError naming the fold."""
     model = _clone(estimator, params)
     t0 = time.perf_counter()
     try:
-        model.fit(train)
+        model.fit(train, **fit_params)
     except Exception as exc:
         raise ModelFitError(
             f"fold {fold}: fitting {type(estimator).__name__}({_describe(model.get_params())}) failed: "
@@ -193,6 +202,7 @@ def cross_validate(
     k: int = 10,
     seed: SeedLike = 0,
     relevance_threshold: float | None = None,
+    fit_params: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Fit a fresh clone of ``estimator`` on each training fold and evaluate it on the matching test fold.
 
@@ -215,6 +225,10 @@ def cross_validate(
         Seed of the fold assignment when ``cv`` is an int.
     relevance_threshold : float, optional
         Passed to :func:`evaluate`.
+    fit_params : dict, optional
+        Keyword arguments of every fold's ``fit``, e.g. ``{"user_attributes": ua, "item_attributes": ia}``
+        for ContentBased / HybridALS. Attribute tables are indexed by id, so each fold sees the same tables;
+        ids absent from a training fold become cold ids of that fold's model.
 
     Returns
     -------
@@ -231,7 +245,10 @@ def cross_validate(
     folds = _folds(data, cv, seed)
     eval_kwargs = {"k": k, "metrics": metrics, "relevance_threshold": relevance_threshold}
     _clone(estimator)  # fail early on a non-estimator
-    rows = _run_many([(estimator, {}, f, tr, te, eval_kwargs) for f, (tr, te) in enumerate(folds)], n_jobs)
+    fit_params = _fit_params(fit_params)
+    rows = _run_many(
+        [(estimator, {}, f, tr, te, eval_kwargs, fit_params) for f, (tr, te) in enumerate(folds)], n_jobs
+    )
     return _table(rows)
 
 
@@ -263,10 +280,11 @@ class _BaseSearch:
     def _candidates(self) -> list[dict[str, Any]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def fit(self, data: Interactions) -> _BaseSearch:
+    def fit(self, data: Interactions, **fit_params: Any) -> _BaseSearch:
         """Cross-validate every candidate on folds of ``data`` only, then refit the best on all of ``data``.
 
-        Every candidate sees the same folds. Sets ``results_``, ``best_params_``, ``best_score_``,
+        ``fit_params`` go to every fit (folds and refit), e.g. ``user_attributes=`` / ``item_attributes=``
+        for ContentBased and HybridALS. Every candidate sees the same folds. Sets ``results_``, ``best_params_``, ``best_score_``,
         ``best_index_`` and (with ``refit``) ``best_estimator_``; returns ``self``.
         """
         if not isinstance(data, Interactions):
@@ -285,7 +303,7 @@ class _BaseSearch:
         folds = _folds(data, self.cv, self.seed)
         eval_kwargs = {"k": k, "metrics": metrics, "relevance_threshold": self.relevance_threshold}
         tasks = [
-            (self.estimator, params, f, tr, te, eval_kwargs)
+            (self.estimator, params, f, tr, te, eval_kwargs, fit_params)
             for params in candidates
             for f, (tr, te) in enumerate(folds)
         ]
@@ -320,7 +338,7 @@ class _BaseSearch:
         if self.refit:
             model = _clone(self.estimator, self.best_params_)
             try:
-                model.fit(data)
+                model.fit(data, **fit_params)
             except Exception as exc:
                 raise ModelFitError(
                     f"refitting the best candidate ({_describe(self.best_params_)}) on all data failed: "
