@@ -48,22 +48,34 @@ def build_model(path: Path, n_users: int, n_items: int, factors: int, nnz_per_us
     model.save(path)
 
 
-def start_server(model: Path, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "mfrec", "serve", str(model), "--host", "127.0.0.1", "--port", str(port)]
+def start_server(model: Path, port: int, workers: int = 1, access_log: bool = True) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "mfrec", "serve", str(model), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", str(workers)]
+    if not access_log:
+        cmd.append("--no-access-log")
     env = dict(os.environ)
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
-async def wait_ready(client, deadline_s: float = 120.0) -> None:
+async def wait_ready(base_url: str, workers: int = 1, deadline_s: float = 120.0) -> None:
+    """Until /health has answered from ``workers`` distinct worker processes (each warms up before serving;
+    a fresh connection per probe lets the kernel hand it to any worker that accepts)."""
+    import httpx
+
+    seen: set[int] = set()
     start = time.perf_counter()
     while time.perf_counter() - start < deadline_s:
         try:
-            if (await client.get("/health")).status_code == 200:
-                return
+            async with httpx.AsyncClient(base_url=base_url, timeout=5) as probe:
+                response = await probe.get("/health")
+            if response.status_code == 200:
+                seen.add(response.json().get("worker"))
+                if len(seen) >= workers:
+                    return
         except Exception:
             pass
-        await asyncio.sleep(0.2)
-    raise RuntimeError("server did not become ready")
+        await asyncio.sleep(0.05 if seen else 0.2)
+    raise RuntimeError(f"server did not become ready ({len(seen)} of {workers} workers answered)")
 
 
 def make_request(rng: np.random.Generator, n_users: int, n_items: int):
@@ -213,17 +225,15 @@ def summarize(name: str, latencies: np.ndarray, errors: int, wall: float) -> dic
 
 
 async def run(args) -> dict:
-    import httpx
 
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "serve-bench.mfrec"
         t0 = time.perf_counter()
         build_model(model, args.users, args.items, args.factors, args.nnz_per_user, args.seed)
         build_s = time.perf_counter() - t0
-        server = start_server(model, args.port)
+        server = start_server(model, args.port, args.workers, not args.no_access_log)
         try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{args.port}", timeout=30) as probe:
-                await wait_ready(probe)
+            await wait_ready(f"http://127.0.0.1:{args.port}", args.workers)
             client = RawClient("127.0.0.1", args.port, args.max_connections)
             try:
                 # warm-up: a few requests of each kind (the server JIT-warms at start; this warms connections)
@@ -264,6 +274,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-connections", type=int, default=16, help="requests in flight at most")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--workers", type=int, default=1, help="`mfrec serve --workers`")
+    parser.add_argument("--no-access-log", action="store_true", help="`mfrec serve --no-access-log`")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -17,7 +17,7 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from mfrec import Interactions  # noqa: E402
 from mfrec.models.implicit import ImplicitALS  # noqa: E402
-from mfrec.serve import create_app  # noqa: E402
+from mfrec.serve import ModelHolder, create_app  # noqa: E402
 
 
 def _data(n_users=40, n_items=30, seed=0, item_prefix="i"):
@@ -33,12 +33,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["thread-pool", "inline"])
+def server(tmp_path_factory, request):
     path = tmp_path_factory.mktemp("serve") / "model.mfrec"
     model = ImplicitALS(factors=4, iterations=3, seed=0).fit(_data())
     model.save(path, extra={"item_titles": {"ids": ["i1", "i2"], "titles": ["One", "Two"]}})
-    app = create_app(path, max_k=50, max_body_bytes=4096)
+    app = create_app(path, max_k=50, max_body_bytes=4096, inline=request.param)
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     srv = uvicorn.Server(config)
@@ -129,3 +129,97 @@ def test_reload_swaps_the_model_atomically(server):
     response = client.post("/admin/reload")
     assert response.status_code == 500 and "old model kept" in response.json()["detail"]
     assert client.get("/users/3/recommendations").status_code == 200
+
+
+def test_holder_follows_the_file_and_keeps_the_old_model_on_a_broken_one(tmp_path, caplog):
+    path = tmp_path / "m.mfrec"
+    ImplicitALS(factors=3, iterations=2, seed=0).fit(_data()).save(path)
+    holder = ModelHolder(path)
+    assert holder.reload_if_changed() is False  # unchanged file: nothing to do
+    ImplicitALS(factors=5, iterations=2, seed=1).fit(_data(seed=1)).save(path)
+    assert holder.reload_if_changed() is True
+    assert holder.state[0].factors == 5
+    path.write_bytes(b"not a model")
+    with caplog.at_level("ERROR", logger="mfrec.serve"):
+        assert holder.reload_if_changed() is False
+    assert holder.state[0].factors == 5 and "old model kept" in caplog.text
+    assert holder.reload_if_changed() is False  # the broken file is not retried until it changes again
+
+
+def _health_by_worker(base_url: str, want: int, deadline_s: float, digest: str | None = None) -> dict[int, str]:
+    """Fresh connections until ``want`` workers answered /health (with ``digest``, if given)."""
+    seen: dict[int, str] = {}
+    deadline = time.time() + deadline_s
+    while time.time() < deadline:
+        try:
+            body = httpx.get(f"{base_url}/health", timeout=5).json()
+            seen[body["worker"]] = body["model_digest"]
+        except httpx.HTTPError:
+            pass
+        done = [w for w, d in seen.items() if digest is None or d == digest]
+        if len(done) >= want:
+            return seen
+        time.sleep(0.02)
+    raise AssertionError(f"workers seen: {seen}")
+
+
+def test_several_workers_share_the_port_and_follow_the_model_file(tmp_path):
+    """`mfrec serve --workers 2`: both processes answer; a new file is swapped in by both without errors."""
+    import subprocess
+    import sys
+
+    from mfrec.persist import load
+    from mfrec.serve import model_digest
+
+    path = tmp_path / "m.mfrec"
+    ImplicitALS(factors=3, iterations=2, seed=0).fit(_data()).save(path)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mfrec", "serve", str(path), "--port", str(port), "--workers", "2", "--watch", "0.2",
+         "--no-access-log"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        first = _health_by_worker(base, 2, deadline_s=90)
+        assert len(set(first.values())) == 1
+        errors: list[int] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():  # a fresh connection per request: any worker may answer
+                try:
+                    status = httpx.get(f"{base}/users/3/recommendations", timeout=10).status_code
+                except httpx.HTTPError as exc:
+                    errors.append(repr(exc))
+                    continue
+                if status != 200:
+                    errors.append(status)
+
+        thread = threading.Thread(target=hammer, daemon=True)
+        thread.start()
+        ImplicitALS(factors=5, iterations=2, seed=1).fit(_data(seed=1)).save(path)
+        digest = model_digest(load(path).manifest_)
+        assert digest not in first.values()
+        after = _health_by_worker(base, 2, deadline_s=30, digest=digest)
+        stop.set()
+        thread.join(timeout=10)
+        assert sum(d == digest for d in after.values()) >= 2 and not errors
+        assert httpx.get(f"{base}/model", timeout=5).json()["params"]["factors"] == 5
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_serve_refuses_a_bad_worker_count_and_a_bad_file_once(tmp_path):
+    from mfrec.exceptions import MfrecError, ModelFileError
+    from mfrec.serve import serve
+
+    with pytest.raises(MfrecError, match="workers"):
+        serve(tmp_path / "x.mfrec", workers=0)
+    bad = tmp_path / "bad.mfrec"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="bad.mfrec"):
+        serve(bad, workers=2)

@@ -199,6 +199,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--max-k", type=int, default=1000)
     srv.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    srv.add_argument("--workers", type=int, default=1,
+                     help="worker processes sharing the port (default 1; as many as cores for throughput)")
+    srv.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                     help="swap in a changed model file, checking every SECONDS (default: 1 with --workers > 1)")
+    srv.add_argument("--no-access-log", action="store_true", help="no log line per request")
     srv.set_defaults(func=serve_command)
 
 
@@ -428,5 +433,6 @@ def query_command(args: argparse.Namespace) -> int:
 def serve_command(args: argparse.Namespace) -> int:
     from mfrec.serve import serve
 
-    serve(args.model, host=args.host, port=args.port, max_k=args.max_k, max_body_bytes=args.max_body_bytes)
+    serve(args.model, host=args.host, port=args.port, max_k=args.max_k, max_body_bytes=args.max_body_bytes,
+          workers=args.workers, watch_interval=args.watch, access_log=not args.no_access_log)
     return 0
