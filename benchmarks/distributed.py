@@ -66,7 +66,22 @@ def mib(n):
     return n / 2**20
 
 
-def run_cluster(inter, n_workers, total_threads, kw, n_blocks):
+def _trace_start():
+    import tracemalloc
+
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+
+
+def _trace_peak():
+    import tracemalloc
+
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def run_cluster(inter, n_workers, total_threads, kw, n_blocks, trace=False):
     from distributed import Client, LocalCluster, get_task_stream
 
     from mfrec.distributed import fit, worker_memory
@@ -93,16 +108,19 @@ def run_cluster(inter, n_workers, total_threads, kw, n_blocks):
                 stop.wait(0.2)
 
         poller = threading.Thread(target=sample, daemon=True)
+        if trace:  # peak bytes allocated by Python/numpy on each worker (exact, unlike the sampled RSS)
+            client.run(_trace_start)
         lo0 = loopback_bytes()
         poller.start()
         with get_task_stream(client) as ts:
             model = fit(ImplicitALS(**kw), inter, client, n_blocks=n_blocks)
         stop.set()
         poller.join()
+        traced = client.run(_trace_peak) if trace else {}
         lo = loopback_bytes() - lo0
         compute = sum(sum(s["stop"] - s["start"] for s in t["startstops"] if s["action"] == "compute")
                       for t in ts.data if t["key"].startswith("_implicit_task"))
-    return model, compute, base, peak, tpw, lo
+    return model, compute, base, peak, tpw, lo, traced
 
 
 def estimate(per_entry_s, per_row_s, bytes_per_s, nnz, m, n, d, workers, threads):
@@ -132,6 +150,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="threads in all (local numba threads; split over workers)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--blocks-per-worker", type=int, default=1)
+    ap.add_argument("--trace-memory", action="store_true",
+                    help="also measure each worker's peak traced allocations (tracemalloc) during the fit")
     ap.add_argument("--bandwidth-gbit", type=float, default=10.0, help="network for the paper estimate")
     args = ap.parse_args(argv)
 
@@ -151,7 +171,8 @@ def main(argv=None):
 
     rows = []
     for w in args.workers:
-        model, compute, base, rss, tpw, lo = run_cluster(inter, w, args.threads, kw, w * args.blocks_per_worker)
+        model, compute, base, rss, tpw, lo, traced = run_cluster(inter, w, args.threads, kw,
+                                                                 w * args.blocks_per_worker, args.trace_memory)
         st = argparse.Namespace(**model.distributed_stats_)
         s = np.asarray(st.seconds)
         diff = max(np.abs(model.user_factors_ - local.user_factors_).max(),
@@ -170,6 +191,9 @@ def main(argv=None):
             print(f"    worker {addr}: peak RSS {mib(rss[addr]):.0f} MiB, +{mib(rss[addr] - base[addr]):.0f} MiB over "
                   f"before the fit ({mib(base[addr]):.0f} MiB); "
                   f"bound: its blocks ~{mib(per_worker_blocks):.0f} MiB + two factor matrices {mib(2 * theo):.0f} MiB")
+            if addr in traced:
+                print(f"        traced peak {mib(traced[addr]):.0f} MiB = blocks ~{mib(per_worker_blocks):.0f} MiB + "
+                      f"{(traced[addr] - per_worker_blocks) / theo:.2f} factor matrices")
         thr = compute / (args.iterations * 2 * nnz) if nnz else float("nan")
         print(f"    task compute {compute:.2f} s in all = {thr * 1e9:.0f} ns per stored entry per half-step "
               f"per thread ({1 / thr / 1e6:.1f} M entries/s/thread)")

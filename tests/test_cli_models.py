@@ -153,7 +153,7 @@ def test_train_on_a_local_dask_cluster(tmp_path, capsys, ratings_csv):
     np.testing.assert_allclose(a.user_factors_, b.user_factors_, atol=1e-4)
     code, out, err = run(capsys, "train", str(ratings_csv), "--model", "sgd", "--workers", "2",
                          "--out", str(tmp_path / "x.mfrec"))
-    assert code == 2 and "implicit-als and explicit-als" in err
+    assert code == 2 and "implicit-als, explicit-als and hybrid" in err
 
 
 def test_tune_and_cross_validate_hybrid_with_dataset_attributes(capsys):

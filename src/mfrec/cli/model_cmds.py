@@ -223,8 +223,9 @@ def train_command(args: argparse.Namespace) -> int:
     model = build_model(args.model, parse_params(args.params))
     start = time.perf_counter()
     if args.scheduler or args.workers:
-        if args.model not in ("implicit-als", "explicit-als"):
-            raise InvalidParameterError(f"--scheduler/--workers train implicit-als and explicit-als, not {args.model}")
+        if args.model not in ("implicit-als", "explicit-als", "hybrid"):
+            raise InvalidParameterError(
+                f"--scheduler/--workers train implicit-als, explicit-als and hybrid, not {args.model}")
         from mfrec.distributed import cluster_client
         from mfrec.distributed import fit as distributed_fit
 
@@ -233,7 +234,7 @@ def train_command(args: argparse.Namespace) -> int:
             if link and not args.json:
                 print(f"dask dashboard: {link}", file=sys.stderr)
             with _progress(args, "iteration", f"training {args.model} on dask"):
-                model = distributed_fit(model, data, client)
+                model = distributed_fit(model, data, client, **_attributes(args, dataset, data))
     else:
         with _progress(args, "iteration", f"training {args.model}"):
             model.fit(data, **_attributes(args, dataset, data))

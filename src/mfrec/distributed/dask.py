@@ -23,7 +23,16 @@ runs the same scheme with :func:`mfrec.kernels.als_explicit.als_explicit_step` (
 biases travel with the factors, and the item-block tasks return their squared error).
 
 Warm starts (CG) use the previous result of the same block, which already sits on the worker that holds the
-block, so it does not travel again.
+block, so it does not travel again; the task solves in place into it and returns it.
+
+:class:`~mfrec.models.content.HybridALS` (free factors) runs :func:`mfrec.kernels.hybrid.prior_half_step` per
+block with the priors ``W^T a_u`` formed on the worker from the block's attribute rows and the map ``W``
+(F x d); the client solves ``W = (A^T A + r I)^-1 A^T X`` from the per-block sums ``A_b^T A_b`` (once) and
+``A_b^T X_b`` (every half-step), and gives cold ids their factors at the end (``HybridALS._cold_factors``).
+
+Memory per worker: its blocks, its own factor rows, one broadcast factor matrix (released, and waited for,
+before the next broadcast), and with CG the ``X_b G0`` scratch of ``half_step``: at most the blocks plus two
+factor matrices (docs/distributed.md).
 
 Fault tolerance
 ---------------
@@ -77,6 +86,8 @@ class _Block:
 
     ``values`` are the per-entry numbers the kernel consumes: confidences c_ui (implicit) or ratings r_ui
     (explicit); ``pref`` the implicit preferences p_ui (None: all ones); ``order`` rows longest first.
+    ``feats`` (HybridALS) are the attribute rows ``a_u`` of the block's rows, float64 (n_rows, F): they live on
+    the worker with the block, so the prior ``W^T a_u`` is formed there and only ``W`` (F x d) travels.
     """
 
     start: int
@@ -86,6 +97,7 @@ class _Block:
     values: np.ndarray
     pref: np.ndarray | None = None
     order: np.ndarray | None = None
+    feats: np.ndarray | None = None
 
     @property
     def nnz(self) -> int:
@@ -95,6 +107,7 @@ class _Block:
     def nbytes(self) -> int:
         extra = 0 if self.pref is None else self.pref.nbytes
         extra += 0 if self.order is None else self.order.nbytes
+        extra += 0 if self.feats is None else self.feats.nbytes
         return int(self.indptr.nbytes + self.indices.nbytes + self.values.nbytes + extra)
 
 
@@ -121,12 +134,25 @@ def _prev(x):
     return x[0] if isinstance(x, tuple) else x
 
 
+def _own(a: np.ndarray) -> np.ndarray:
+    """The warm-start buffer itself, to be solved in place and returned as the task's result.
+
+    The previous result of a block is referenced by nothing but the task that consumes it (the driver drops
+    its future as soon as the new one exists, and a lost worker makes the driver re-scatter the rows from
+    the client's checkpoint), so overwriting it keeps one copy of the block's own rows on the worker instead
+    of two. A read-only buffer (a deserialised frame that could not be reused) is copied once.
+    """
+    if a.flags.writeable and a.flags.c_contiguous:
+        return a
+    return np.array(a, copy=True, order="C")
+
+
 def _implicit_task(block: _Block, Y: np.ndarray, prev, c0: float, reg: float, solver: str, cg_steps: int,
                    with_loss: bool):
     """Implicit half-step on one block: ``(X_b, n_failed, observed_loss_b)`` (see the module docstring)."""
     from mfrec.kernels.als_implicit import gd_half_step, half_step, implicit_observed_loss
 
-    X = np.array(_prev(prev), copy=True)
+    X = _own(_prev(prev))  # solved in place: the result is the warm-start buffer
     pref = block.pref if block.pref is not None else np.broadcast_to(np.ones(1, dtype=X.dtype), (block.nnz,))
     with _kernel_env():
         if solver == "gd":
@@ -146,14 +172,74 @@ def _explicit_task(block: _Block, other: np.ndarray, other_bias: np.ndarray, pre
     """Explicit half-step on one block: ``(X_b, b_b, n_failed, sse_b)``."""
     from mfrec.kernels.als_explicit import als_explicit_step, explicit_sse
 
-    X = np.array(prev[0], copy=True)
-    b = np.array(prev[1], copy=True)
+    X = _own(prev[0])  # solved in place, like the implicit task
+    b = _own(prev[1])
     with _kernel_env():
         bad = int(als_explicit_step(block.indptr, block.indices, block.values, other, other_bias, mu, reg, fw,
                                     biases, X, b, breg))
         sse = float(explicit_sse(block.indptr, block.indices, block.values, X, b, other, other_bias, mu, biases)) \
             if with_sse else 0.0
     return X, b, bad, sse
+
+
+def _hybrid_gram_task(block: _Block):
+    """``A_b^T A_b`` (F x F, float64) over the block's rows with entries (the warm rows), or None.
+
+    Summed over blocks on the client it is the ``A^T A`` of the map ``W = (A^T A + r I)^-1 A^T X``; it does not
+    change during the fit, so it is computed once.
+    """
+    if block.feats is None:
+        return None
+    A = block.feats[np.diff(block.indptr) > 0]
+    return A.T @ A
+
+
+def _hybrid_task(block: _Block, other: np.ndarray, M: np.ndarray | None, c0: float, reg: float, with_loss: bool):
+    """HybridALS (free factors) half-step on one block: ``(X_b, n_failed, A_b^T X_b, observed_loss_b)``.
+
+    With ``m_u = M^T a_u`` the prior of each row (zero without attributes), every row with entries gets
+    ``x_u = (G0 + sum_i (w_ui - c0) y_i y_i^T)^-1 (sum_i w_ui t_ui y_i + lambda m_u)``, ``G0 = c0 Y^T Y +
+    lambda I`` formed here from the broadcast ``other`` (:func:`mfrec.kernels.hybrid.prior_half_step`, the
+    kernel of the single-process fit). Rows without entries (cold ids) are not part of the loss: they are
+    returned as zeros, and the client gives them their attribute factors at the end of the fit.
+
+    Parameters
+    ----------
+    block : _Block
+        ``values`` = ``w_ui``, ``pref`` = ``t_ui`` (float64), ``feats`` = attribute rows or None.
+    other : float64 (n_cols, d)
+        The fixed side, cold rows zeroed (they must not enter ``c0 Y^T Y``).
+    M : float64 (F, d) or None
+        The current attribute map of this side.
+    c0, reg : float
+        Unobserved weight and ``lambda``.
+    with_loss : bool
+        Also return ``sum_{(u,i) in block} [w_ui (t_ui - x_u . y_i)^2 - c0 (x_u . y_i)^2]``.
+
+    Returns
+    -------
+    X_b : float64 (n_rows, d)
+    n_failed : int
+        Rows whose system was not numerically positive definite.
+    AtX : float64 (F, d) or None
+        ``A_b^T X_b`` over the warm rows (the cold rows of ``X_b`` are 0, so over all rows).
+    loss : float
+    """
+    from mfrec.kernels.als_implicit import implicit_observed_loss
+    from mfrec.kernels.hybrid import prior_half_step
+
+    n_rows, d = block.stop - block.start, other.shape[1]
+    # the prior m_u = M^T a_u is the buffer the solve writes into: prior_ridge_rows reads all of row u's
+    # prior before it writes row u (and leaves failed rows at m_u), so one (n_rows, d) array serves as both
+    X = np.ascontiguousarray(block.feats @ M) if M is not None else np.zeros((n_rows, d))
+    with _kernel_env():
+        failed = prior_half_step(block.indptr, block.indices, block.values, block.pref, other, X, X, c0=c0,
+                                 reg=reg)
+        X[np.diff(block.indptr) == 0] = 0.0
+        loss = float(implicit_observed_loss(block.indptr, block.indices, block.values, block.pref, X, other, c0)) \
+            if with_loss else 0.0
+    AtX = None if M is None else block.feats.T @ X
+    return X, int(failed.sum()), AtX, loss
 
 
 def _block_nbytes(block: _Block) -> int:
@@ -207,8 +293,11 @@ class _Side:
         return [(int(self.bounds[k]), int(self.bounds[k + 1])) for k in range(len(self.bounds) - 1)]
 
 
-def _scatter_side(client, csr_parts, bounds, with_order: bool) -> _Side:
-    """Scatter the blocks of a CSR side (``(indptr, indices, values, pref)``), one future per block."""
+def _scatter_side(client, csr_parts, bounds, with_order: bool, feats: np.ndarray | None = None) -> _Side:
+    """Scatter the blocks of a CSR side (``(indptr, indices, values, pref)``), one future per block.
+
+    ``feats`` (n_rows, F), optional: attribute rows; each block carries its own rows of them.
+    """
     indptr, indices, values, pref = csr_parts
     futures, rebuild, nnz = [], [], []
     for k in range(len(bounds) - 1):
@@ -216,6 +305,8 @@ def _scatter_side(client, csr_parts, bounds, with_order: bool) -> _Side:
 
         def make(start=start, stop=stop):
             blk = _make_block(indptr, indices, values, pref, start, stop, with_order)
+            if feats is not None:
+                blk.feats = np.ascontiguousarray(feats[start:stop], dtype=np.float64)
             return client.scatter(blk, hash=False, direct=True)
 
         futures.append(make())
@@ -425,6 +516,25 @@ class _Driver:
         self._sent += sum(a.nbytes for a in arrays) * self.n_holders()
         return [self.client.scatter(a, broadcast=True, hash=False, direct=True) for a in arrays]
 
+    def release(self, futures, timeout: float = 10.0) -> None:
+        """Drop the client's hold on a half-step's broadcast and wait until the scheduler has forgotten it.
+
+        The worker frees the broadcast copy of the fixed side as soon as the scheduler forgets its key, so the
+        next half-step's broadcast never coexists with this one on a worker (memory: blocks plus two factor
+        matrices, docs/distributed.md). Called after the half-step's results are gathered.
+        """
+        keys = [f.key for f in futures]
+        for f in futures:
+            f.release()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                if not any(self.client.who_has(keys).values()):
+                    return
+            except Exception:  # noqa: BLE001 - a lost scheduler connection surfaces in the next half-step
+                return
+            time.sleep(0.005)
+
     def heal(self, side: _Side, prev: list) -> None:
         """Rebuild lost blocks of ``side``; forget warm starts (they come back from the checkpoint)."""
         for k, fut in enumerate(side.futures):
@@ -436,7 +546,9 @@ class _Driver:
         """Submit one task per block (``submit_block(k, block_future, prev_k)``), gather, recover on loss.
 
         ``prev[k]`` is the previous result future of block ``k`` (warm start) or None, in which case
-        ``initial_rows(k)`` (rows of the checkpoint, on the client) is scattered. Returns the gathered results.
+        ``initial_rows(k)`` (rows of the checkpoint, on the client) is scattered; with ``initial_rows=None``
+        the tasks take no warm start (``prev_k`` is None) and their results are not kept on the workers once
+        gathered. Returns the gathered results.
         After a lost worker it rebuilds the lost blocks and raises :class:`_Restart` (the caller reruns the
         half-step with a fresh broadcast of the checkpoint).
         """
@@ -445,11 +557,15 @@ class _Driver:
                 futs = []
                 for k, blk in enumerate(side.futures):
                     p = prev[k]
-                    if p is None:
-                        rows = initial_rows(k)
+                    if p is None and initial_rows is not None:
+                        # a copy: the task solves into it in place, and an in-process worker (inproc://)
+                        # would otherwise receive a view of the client's checkpoint itself
+                        rows = tuple(np.array(r, copy=True) for r in initial_rows(k))
                         self._sent += sum(r.nbytes for r in rows)
                         p = self.client.scatter(rows, hash=False, direct=True)
                     futs.append(submit_block(k, blk, p))
+                # drop the previous results now: each is referenced only by the task that overwrites it
+                prev[:] = [None] * len(prev)
                 results = self.client.gather(futs, direct=True)
             except Exception as exc:  # noqa: BLE001 - filtered right below
                 if not _is_lost(exc):
@@ -460,7 +576,8 @@ class _Driver:
                 self._wait_for_workers()
                 self.heal(side, prev)
                 raise _Restart() from exc
-            prev[:] = futs
+            if initial_rows is not None:
+                prev[:] = futs
             self._received += sum(sum(np.asarray(r).nbytes for r in res[:gather_parts]) for res in results)
             return results
 
@@ -570,6 +687,7 @@ def _fit_implicit(model, data, client, n_blocks, max_restarts, on_iteration):
         res = drv.run(iside, lambda k, blk, pv: client.submit(
             _implicit_task, blk, Xf, pv, c0, reg, solver, steps, False, pure=False),
             prev_i, lambda k: (state["Y"][slice(*iside.ranges()[k])],), 1)
+        drv.release([Xf])
         check(res, "item")
         state["Y"] = np.ascontiguousarray(np.concatenate([r[0] for r in res]))
 
@@ -578,6 +696,7 @@ def _fit_implicit(model, data, client, n_blocks, max_restarts, on_iteration):
         res = drv.run(uside, lambda k, blk, pv: client.submit(
             _implicit_task, blk, Yf, pv, c0, reg, solver, steps, True, pure=False),
             prev_u, lambda k: (state["X"][slice(*uside.ranges()[k])],), 1)
+        drv.release([Yf])
         check(res, "user")
         state["X"] = np.ascontiguousarray(np.concatenate([r[0] for r in res]))
         state["obs"] = float(sum(r[2] for r in res))
@@ -701,6 +820,7 @@ def _fit_explicit(model, data, client, n_blocks, max_restarts, on_iteration):
             res = drv.run(side, lambda k, blk, pv: client.submit(
                 _explicit_task, blk, F, Fb, pv, mu, reg, fw, biases, breg, with_sse, pure=False),
                 prev, lambda k: (st[own][slice(*side.ranges()[k])], st[own_b][slice(*side.ranges()[k])]), 2)
+            drv.release([F, Fb])
             bad = sum(r[2] for r in res)
             if bad:
                 raise ModelFitError(f"ExplicitALS: {bad} ridge systems were not positive definite (non-finite "
@@ -743,19 +863,186 @@ def _fit_explicit(model, data, client, n_blocks, max_restarts, on_iteration):
     model.distributed_stats_ = asdict(stats)  # plain JSON-able dict: the model file can hold it
     return model
 
+def _hybrid_setup(model, data, user_attributes, item_attributes) -> dict[str, Any]:
+    """Validated hyperparameters and per-entry arrays of a HybridALS fit, exactly as ``HybridALS.fit`` forms them.
+
+    Returns a dict with ``d, lam, lam_a, c0, dt, iterations, mode, mu, data`` (the
+    :class:`~mfrec.models.content.AttributeData`), ``inter``, ``u_side`` / ``i_side`` (``(indptr, indices, w,
+    t)`` of the user rows and of the item rows) and the attribute matrices ``A``, ``B`` (float64 or None).
+    """
+    from mfrec._params import check_dtype, check_float
+    from mfrec.models.content import _FEEDBACK, AttributeData, _check_finite_values, _implicit_confidence
+
+    if isinstance(data, DaskInteractions):
+        raise InvalidParameterError("the distributed HybridALS fit takes in-memory Interactions (and attributes), "
+                                    "not a dask DataFrame or Parquet input yet")
+    d = check_int("factors", model.factors, minimum=1)
+    lam = check_float("regularization", model.regularization, 0.0, strict_min=True)
+    alpha = check_float("alpha", model.alpha, 0.0)
+    lam_a = check_float("attribute_regularization", model.attribute_regularization, 0.0, strict_min=True)
+    if not isinstance(model.free_factors, bool | np.bool_):
+        raise InvalidParameterError(f"free_factors must be True or False, got {model.free_factors!r}")
+    if not model.free_factors:
+        raise InvalidParameterError("HybridALS(free_factors=False) is not distributed yet (its attribute "
+                                    "regression is one global conjugate-gradient solve); fit it without client=, "
+                                    "or use free_factors=True")
+    mode = check_choice("feedback", model.feedback, _FEEDBACK)
+    iterations = check_int("iterations", model.iterations, minimum=1)
+    c0 = check_float("unobserved_confidence", model.unobserved_confidence, 0.0)
+    dt = check_dtype("dtype", model.dtype)
+    model._cold_map_params()
+    adata = AttributeData(data, user_attributes, item_attributes, "HybridALS")
+    inter = adata.interactions
+    _check_finite_values(inter, "HybridALS")
+    if mode == "auto":
+        mode = "explicit" if inter.has_values else "implicit"
+    csr = inter.matrix
+    mu = 0.0
+    if mode == "implicit":
+        weight = _implicit_confidence(csr.data, alpha, inter, "HybridALS")
+        target = np.ones(csr.nnz)
+    else:
+        mu = float(csr.data.mean())
+        weight = np.ones(csr.nnz)
+        target = csr.data.astype(np.float64) - mu
+        c0 = 0.0
+    # items x users with the per-entry arrays permuted alongside (explicit zeros kept)
+    perm = sp.csr_matrix((np.arange(csr.nnz, dtype=np.float64) + 1, csr.indices, csr.indptr), shape=csr.shape)
+    t = perm.T.tocsr()
+    order = t.data.astype(np.int64) - 1
+    return dict(d=d, lam=lam, lam_a=lam_a, c0=float(c0), dt=dt, iterations=iterations, mode=mode, mu=mu,
+                data=adata, inter=inter, u_side=(csr.indptr, csr.indices, weight, target),
+                i_side=(t.indptr, t.indices, weight[order], target[order]),
+                A=adata.user_features, B=adata.item_features)
+
+
+def _fit_hybrid(model, data, client, n_blocks, max_restarts, on_iteration, user_attributes, item_attributes):
+    """HybridALS with free factors: row blocks solve with their prior, the attribute maps from per-block sums.
+
+    Per half-step (items first, like the local fit): broadcast the fixed side (cold rows zeroed) and pass the
+    side's map ``M`` (F x d) to every block task (:func:`_hybrid_task`); gather the rows and ``A_b^T X_b``; the
+    client solves ``M = (sum_b A_b^T A_b + lambda_a / lambda I)^-1 sum_b A_b^T X_b`` (``A_b^T A_b`` summed
+    once at the start). Cold rows stay 0 during the fit (they are in no term of the loss) and get their
+    factors at the end: ``M^T a`` and then the model's own cold-id step (``HybridALS._cold_factors``, the
+    neighbour map), a call on the client on the gathered factors.
+    """
+    s = _hybrid_setup(model, data, user_attributes, item_attributes)
+    d, lam, lam_a, c0, dt = s["d"], s["lam"], s["lam_a"], s["c0"], s["dt"]
+    inter, A, B = s["inter"], s["A"], s["B"]
+    csr = inter.matrix
+    n_users, n_items = csr.shape
+    B_ = _n_blocks(client, n_blocks)
+    uside = _scatter_side(client, s["u_side"], _boundaries(s["u_side"][0], B_), False, A)
+    iside = _scatter_side(client, s["i_side"], _boundaries(s["i_side"][0], B_), False, B)
+    warm_u, warm_i = np.diff(s["u_side"][0]) > 0, np.diff(s["i_side"][0]) > 0
+    ratio = lam_a / lam
+
+    def gram(side: _Side, feats):
+        if feats is None:
+            return None
+        parts = client.gather([client.submit(_hybrid_gram_task, f, pure=False) for f in side.futures])
+        G = np.sum(parts, axis=0)
+        G[np.diag_indices_from(G)] += ratio
+        return G
+
+    GA, GB = gram(uside, A), gram(iside, B)
+    gen = rng(model.seed)
+    # the local fit's draws (users, then items), solved in float64; cold rows 0 (not part of any term)
+    X = gen.normal(0.0, 0.01, size=(n_users, d)).astype(dt).astype(np.float64)
+    Y = gen.normal(0.0, 0.01, size=(n_items, d)).astype(dt).astype(np.float64)
+    X[~warm_u] = 0.0
+    Y[~warm_i] = 0.0
+    st = {"X": X, "Y": Y, "W": None if A is None else np.zeros((A.shape[1], d)),
+          "E": None if B is None else np.zeros((B.shape[1], d)), "obs": 0.0}
+    stats = _new_stats(client, uside, iside, (n_users + n_items) * d * 8)
+    drv = _Driver(client, max_restarts, stats)
+    none_u: list = [None] * len(uside.futures)
+    none_i: list = [None] * len(iside.futures)
+
+    def half(side, prev, fixed, own, mkey, G, name, with_loss):
+        def go():
+            (F,) = drv.broadcast([st[fixed]])
+            M = st[mkey]
+            res = drv.run(side, lambda k, blk, pv: client.submit(
+                _hybrid_task, blk, F, M, c0, lam, with_loss, pure=False), prev, None, 1)
+            drv.release([F])
+            failed = sum(r[1] for r in res)
+            if failed:
+                raise ModelFitError(f"HybridALS: {failed} {name} systems were not positive definite; increase "
+                                    "regularization")
+            st[own] = np.concatenate([r[0] for r in res])
+            if G is not None:
+                st[mkey] = np.linalg.solve(G, np.sum([r[2] for r in res], axis=0))
+            st["obs"] = float(sum(r[3] for r in res))
+        return go
+
+    def penalty(F, feats, M, warm):
+        P = F[warm] if M is None else F[warm] - feats[warm] @ M
+        return float(np.sum(P * P))
+
+    history: list[dict[str, Any]] = []
+    _dashboard(client)
+    started = time.perf_counter()
+    for it in range(1, s["iterations"] + 1):
+        t0 = time.perf_counter()
+        _with_retries(drv, half(iside, none_i, "X", "Y", "E", GB, "item", False))
+        _with_retries(drv, half(uside, none_u, "Y", "X", "W", GA, "user", True))
+        drv.end_iteration(t0)
+        Xs, Ys, W, E = st["X"], st["Y"], st["W"], st["E"]
+        # HybridALS._loss: observed part summed over the user blocks, the rest on the client
+        loss = st["obs"] + (c0 * float(np.sum((Xs.T @ Xs) * (Ys.T @ Ys))) if c0 else 0.0)
+        loss += lam * (penalty(Xs, A, W, warm_u) + penalty(Ys, B, E, warm_i))
+        loss += lam_a * sum(float(np.sum(M * M)) for M in (W, E) if M is not None)
+        if not np.isfinite(loss):
+            raise ModelFitError(f"HybridALS: the loss became non-finite at iteration {it}; increase regularization")
+        history.append({"iteration": it, "loss": float(loss), "seconds": time.perf_counter() - started})
+        report("iteration", model="HybridALS", total=s["iterations"], **history[-1])
+        if on_iteration is not None:
+            model.history_ = history
+            model.user_factors_, model.item_factors_ = Xs.astype(dt), Ys.astype(dt)
+            on_iteration(it, model)
+    X, Y, W, E = st["X"], st["Y"], st["W"], st["E"]
+    # cold ids: M^T a (the linear map, as the local fit leaves them), then the model's own cold-id step
+    if A is not None:
+        X[~warm_u] = A[~warm_u] @ W
+    if B is not None:
+        Y[~warm_i] = B[~warm_i] @ E
+    X = model._cold_factors(X, A, warm_u)
+    Y = model._cold_factors(Y, B, warm_i)
+    model.user_factors_ = np.ascontiguousarray(X, dtype=dt)
+    model.item_factors_ = np.ascontiguousarray(Y, dtype=dt)
+    if not (np.isfinite(model.user_factors_).all() and np.isfinite(model.item_factors_).all()):
+        raise ModelFitError("HybridALS: factors are not finite; increase regularization or use dtype='float64'")
+    adata = s["data"]
+    model.user_attribute_map_ = W
+    model.item_attribute_map_ = E
+    model.user_features_ = None if A is None else A.astype(np.float32)
+    model.item_features_ = None if B is None else B.astype(np.float32)
+    model.user_feature_names_ = list(adata.user_feature_names)
+    model.item_feature_names_ = list(adata.item_feature_names)
+    model.global_mean_ = s["mu"]
+    model.feedback_ = s["mode"]
+    model.rating_range_ = [float(csr.data.min()), float(csr.data.max())]
+    model.history_ = history
+    model.interactions_ = inter
+    model.distributed_stats_ = asdict(stats)  # plain JSON-able dict: the model file can hold it
+    return model
+
 
 def fit(model: Any, data: Any, client: Any, n_blocks: int | None = None, *, max_restarts: int = 3,
-        on_iteration: Callable[[int, Any], None] | None = None) -> Any:
-    """Fit ``model`` (ImplicitALS or ExplicitALS) on a dask.distributed cluster; returns the fitted model.
+        on_iteration: Callable[[int, Any], None] | None = None, user_attributes: Any = None,
+        item_attributes: Any = None) -> Any:
+    """Fit ``model`` (ImplicitALS, ExplicitALS or HybridALS) on a dask.distributed cluster; returns it fitted.
 
     Parameters
     ----------
-    model : ImplicitALS or ExplicitALS
+    model : ImplicitALS, ExplicitALS or HybridALS
         Unfitted or fitted; its hyperparameters are used as in ``model.fit``. Validation data and early
-        stopping are not supported here.
+        stopping are not supported here; HybridALS only with ``free_factors=True``.
     data : Interactions, ImplicitFeedback (implicit only) or DaskInteractions
         In-memory data is cut into blocks on the client and scattered once; a :class:`DaskInteractions`
-        (:func:`from_dask_dataframe`, :func:`read_parquet`) is encoded and blocked on the workers.
+        (:func:`from_dask_dataframe`, :func:`read_parquet`) is encoded and blocked on the workers
+        (ImplicitALS and ExplicitALS).
     client : distributed.Client
     n_blocks : int, optional
         Blocks per side (user blocks, item blocks); default: the number of workers. More blocks than workers
@@ -763,7 +1050,10 @@ def fit(model: Any, data: Any, client: Any, n_blocks: int | None = None, *, max_
     max_restarts : int, default 3
         How many times a half-step is rerun after a lost worker before the error propagates.
     on_iteration : callable ``(iteration, model)``, optional
-        Called on the client after every iteration (the model holds that iteration's factors).
+        Called on the client after every iteration (the model holds that iteration's factors; for HybridALS
+        the rows of cold ids are 0 until the end of the fit).
+    user_attributes, item_attributes : Attributes or DataFrame indexed by id, optional
+        HybridALS only, as in ``HybridALS.fit``. Each block carries its rows of them to its worker.
 
     Returns
     -------
@@ -777,8 +1067,11 @@ def fit(model: Any, data: Any, client: Any, n_blocks: int | None = None, *, max_
     -----
     The result equals the single-process fit with the same seed up to float rounding (the per-row solves are
     the same kernels on the same inputs; only the order of summation in ``Y^T Y`` and in the loss may differ).
+    For HybridALS the attribute maps are solved on the client from per-block sums ``A_b^T A_b`` (once) and
+    ``A_b^T X_b`` (every half-step), F x F and F x d each.
     """
     _distributed()
+    from mfrec.models.content import HybridALS
     from mfrec.models.explicit import ExplicitALS
     from mfrec.models.implicit import ImplicitALS
 
@@ -787,12 +1080,18 @@ def fit(model: Any, data: Any, client: Any, n_blocks: int | None = None, *, max_
     max_restarts = check_int("max_restarts", max_restarts, minimum=0)
     if hasattr(model, "_invalidate_caches"):
         model._invalidate_caches()
+    if isinstance(model, HybridALS):
+        return _fit_hybrid(model, data, client, n_blocks, max_restarts, on_iteration, user_attributes,
+                           item_attributes)
+    if user_attributes is not None or item_attributes is not None:
+        raise InvalidParameterError(f"user_attributes / item_attributes are for HybridALS, not "
+                                    f"{type(model).__name__}")
     if isinstance(model, ImplicitALS):
         return _fit_implicit(model, data, client, n_blocks, max_restarts, on_iteration)
     if isinstance(model, ExplicitALS):
         return _fit_explicit(model, data, client, n_blocks, max_restarts, on_iteration)
     raise InvalidParameterError(
-        f"distributed fitting supports ImplicitALS and ExplicitALS, not {type(model).__name__}"
+        f"distributed fitting supports ImplicitALS, ExplicitALS and HybridALS, not {type(model).__name__}"
     )
 
 

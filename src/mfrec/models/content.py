@@ -437,7 +437,8 @@ class HybridALS(FactorModel):
         self.dtype = dtype
 
     # ------------------------------------------------------------------ fit
-    def fit(self, interactions: Interactions, user_attributes: Any = None, item_attributes: Any = None) -> HybridALS:
+    def fit(self, interactions: Interactions, user_attributes: Any = None, item_attributes: Any = None, *,
+            client: Any = None) -> HybridALS:
         """Fit by alternating least squares; returns ``self``.
 
         Parameters
@@ -445,6 +446,10 @@ class HybridALS(FactorModel):
         interactions : Interactions
         user_attributes, item_attributes : Attributes or DataFrame indexed by id, optional
             Ids present here but not in ``interactions`` become known cold ids.
+        client : distributed.Client, optional
+            Fit on a dask cluster (:func:`mfrec.distributed.fit`): row blocks and their attribute rows stay on
+            the workers, the same kernels run per block, and the result equals the single-process fit to
+            float tolerance (``free_factors=True`` only).
 
         Raises
         ------
@@ -455,6 +460,11 @@ class HybridALS(FactorModel):
         ModelFitError
             Non-finite factors or a system that was not positive definite.
         """
+        if client is not None:  # thin delegation: the distributed driver runs the same kernels per block
+            from mfrec.distributed import fit as distributed_fit
+
+            return distributed_fit(self, interactions, client, user_attributes=user_attributes,
+                                   item_attributes=item_attributes)
         d = check_int("factors", self.factors, minimum=1)
         lam = check_float("regularization", self.regularization, 0.0, strict_min=True)
         alpha = check_float("alpha", self.alpha, 0.0)
