@@ -10,7 +10,9 @@ What it does (bounded in count and time, loopback only):
    items, 10% fold-in POST); each request's latency is measured from its scheduled send time, so a
    server that falls behind is charged for the queueing (no coordinated omission);
 4. closed loop: --concurrency clients send back to back for --seconds to find the throughput ceiling;
-5. prints throughput, p50/p90/p99/max latency and errors per phase, as text or --json.
+5. prints throughput, p50/p90/p99/max latency and errors per phase, as text or --json, with the machine's
+   load during each phase (1-minute load average, busy share of all cores): on a shared machine other work
+   competes for the same cores, and the percentiles mean little without it.
 
 Run:  python benchmarks/serve.py [--rate 200 --seconds 15 --items 50000 --factors 64]
 Needs the `serve` extra (fastapi, uvicorn) and httpx.
@@ -236,6 +238,27 @@ async def closed_loop(client, concurrency: int, seconds: float, n_users: int, n_
     return np.array(latencies), errors, time.perf_counter() - start
 
 
+def machine_sample() -> tuple[float, float] | None:
+    """(busy, total) CPU jiffies of the whole machine from /proc/stat (None off Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def machine_load(before: tuple[float, float] | None) -> dict:
+    """What else the machine was doing during a phase: the 1-minute load average at its end and the busy share
+    of all cores over the phase (server, generator *and* anything else running; 100% = every core busy)."""
+    after = machine_sample()
+    out = {"load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None, "cpu_busy_pct": None}
+    if before is not None and after is not None and after[1] > before[1]:
+        out["cpu_busy_pct"] = round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+    return out
+
+
 def summarize(name: str, latencies: np.ndarray, errors: int, wall: float) -> dict:
     ms = latencies[np.isfinite(latencies)] * 1000
     return {
@@ -265,14 +288,17 @@ async def run(args) -> dict:
                 # warm-up: a few requests of each kind (the server JIT-warms at start; this warms connections)
                 await closed_loop(client, 2, 1.0, args.users, args.items, args.seed + 999)
                 client.take_counts()
+                sample = machine_sample()
                 results = [
                     summarize(f"open loop {args.rate:g}/s", *await open_loop(
                         client, args.rate, args.seconds, args.users, args.items, args.seed, args.max_connections))
-                    | client.take_counts(),
+                    | client.take_counts() | machine_load(sample),
+                ]
+                sample = machine_sample()
+                results.append(
                     summarize(f"closed loop x{args.concurrency}", *await closed_loop(
                         client, args.concurrency, args.seconds, args.users, args.items, args.seed))
-                    | client.take_counts(),
-                ]
+                    | client.take_counts() | machine_load(sample))
             finally:
                 await client.aclose()
         finally:
@@ -318,10 +344,13 @@ def main() -> None:
     m = report["model"]
     print(f"model: ImplicitALS, {m['users']:,} users x {m['items']:,} items, {m['factors']} factors")
     print(f"{'phase':<22} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
-          f"{'max ms':>8} {'stale':>5}  failures")
+          f"{'max ms':>8} {'stale':>5} {'load':>5} {'busy%':>5}  failures")
     for r in report["results"]:
         print(f"{r['phase']:<22} {r['requests']:>8} {r['errors']:>6} {r['throughput_rps']:>8} {r['p50_ms']:>8} "
-              f"{r['p90_ms']:>8} {r['p99_ms']:>8} {r['max_ms']:>8} {r['stale_retries']:>5}  {r['failures'] or ''}")
+              f"{r['p90_ms']:>8} {r['p99_ms']:>8} {r['max_ms']:>8} {r['stale_retries']:>5} {r['load_1min']!s:>5} "
+              f"{r['cpu_busy_pct']!s:>5}  {r['failures'] or ''}")
+    print("load: 1-minute load average at the end of the phase; busy%: share of all cores busy during it "
+          "(anything above what this benchmark itself uses is other work competing for the cores)")
 
 
 if __name__ == "__main__":

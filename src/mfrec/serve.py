@@ -14,6 +14,9 @@ Endpoints (all JSON)::
 Unknown ids answer 404 with ``{"detail": ...}``; invalid parameters 422; ``k`` is capped by ``max_k``; request
 bodies over ``max_body_bytes`` answer 413 (the bytes are counted as they stream, Content-Length is not trusted).
 Scoring endpoints are plain ``def`` functions: FastAPI runs them in its thread pool, so the event loop stays free.
+Well-formed GETs of the four scoring routes are answered by a thin ASGI layer in front of FastAPI
+(:class:`_FastRoutes`) that calls the same body functions; anything else (bad parameters, unknown ids, other
+routes) falls through to FastAPI, so answers, errors and the OpenAPI schema are FastAPI's.
 The model is loaded and its kernels JIT-warmed before the server accepts requests.
 
 Reloading builds the new model completely, then replaces one reference: requests in flight finish on the old
@@ -191,14 +194,99 @@ def _rows_of(ids: np.ndarray, scores: np.ndarray, key: str, titles: dict[Any, st
     return out
 
 
-def _fast_json(payload: dict[str, Any]):
-    """The scoring endpoints' response: plain ``json.dumps`` of an already JSON-ready dict (skips FastAPI's
-    per-field re-encoding and validation, a measurable share of a ~2 ms request)."""
-    import json
+def _dumps(payload: dict[str, Any]) -> bytes:
+    """UTF-8 JSON of an already JSON-ready dict (what the scoring endpoints send)."""
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8")
 
+
+def _fast_json(body: bytes):
+    """The scoring endpoints' FastAPI response: the pre-built JSON bytes as they are (skips FastAPI's
+    per-field re-encoding and validation, a measurable share of a ~2 ms request)."""
     from starlette.responses import Response
 
-    return Response(json.dumps(payload, ensure_ascii=False), media_type="application/json")
+    return Response(body, media_type="application/json")
+
+
+_TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
+
+
+class _FastRoutes:
+    """ASGI layer in front of FastAPI for the hot GET scoring routes.
+
+    A ``GET`` whose path matches one of ``routes`` and whose query string is plainly well formed (``k`` a
+    decimal integer in ``1..max_k``, ``exclude_seen`` one of ``true/false/1/0``, each at most once, the id at
+    most 256 characters) is answered here: the same body function the FastAPI route calls, its JSON bytes
+    sent with two ASGI messages. Everything else — other routes, unusual spellings (``k=+5``,
+    ``exclude_seen=yes``), invalid values, repeated parameters, unknown ids and any other :class:`MfrecError`
+    — falls through to the FastAPI app, which gives its usual answer (422 with pydantic's details, 404 ...).
+    So the responses, the OpenAPI schema and the error contract are FastAPI's by construction; what is saved
+    is FastAPI's routing, dependency solving and validation on the 200 path (measured in-process: 1.8-1.96 ms
+    -> ~1.5 ms per items-for-a-user request, 50k items x 64 factors).
+
+    ``inline``: call the body function on the event loop (worker processes), else in anyio's thread pool
+    (the same pool and limiter FastAPI's ``def`` endpoints use).
+    """
+
+    def __init__(self, app: Any, routes: list[tuple[Any, Any, tuple[str, ...]]], max_k: int, inline: bool) -> None:
+        self.app, self.routes, self.max_k, self.inline = app, routes, max_k, inline
+
+    def _params(self, query: bytes, allowed: tuple[str, ...]) -> dict[str, Any] | None:
+        """``{"k": int, "exclude_seen": bool}`` (defaults 10 and True) or None when FastAPI should judge."""
+        from urllib.parse import parse_qsl
+
+        out: dict[str, Any] = {}
+        if query:
+            try:
+                pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+            except ValueError:
+                return None
+            for key, value in pairs:
+                if key not in allowed:
+                    continue  # FastAPI ignores unknown query parameters too
+                if key in out:
+                    return None
+                if key == "k":
+                    if not (value.isascii() and value.isdigit() and len(value) <= 9):
+                        return None
+                    k = int(value)
+                    if not 1 <= k <= self.max_k:
+                        return None
+                    out["k"] = k
+                elif value in _TRUE or value in _FALSE:
+                    out[key] = value in _TRUE
+                else:
+                    return None
+        out.setdefault("k", 10)
+        if "exclude_seen" in allowed:
+            out.setdefault("exclude_seen", True)
+        return out
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
+            path = scope["path"]
+            for pattern, body_of, allowed in self.routes:
+                match = pattern.fullmatch(path)
+                if match is None:
+                    continue
+                ident = match.group(1)
+                params = self._params(scope.get("query_string", b""), allowed) if len(ident) <= 256 else None
+                if params is None:
+                    break
+                try:
+                    if self.inline:
+                        body = body_of(ident, **params)
+                    else:
+                        import anyio.to_thread
+
+                        body = await anyio.to_thread.run_sync(functools.partial(body_of, ident, **params))
+                except MfrecError:
+                    break  # unknown id etc.: FastAPI's route and exception handlers answer
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-length", str(len(body)).encode()),
+                                        (b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 class _BodyLimit:
@@ -252,6 +340,7 @@ def create_app(
     worker_threads: int = 4,
     watch_interval: float | None = None,
     inline: bool = False,
+    fast_routes: bool = True,
 ):
     """Build the FastAPI application serving ``model_path`` (or an in-memory fitted ``model``).
 
@@ -259,7 +348,9 @@ def create_app(
     ``POST /admin/reload`` and SIGHUP reload). ``inline``: run the scoring endpoints on the event loop instead
     of the thread pool — right when several worker processes are the parallelism (it saves the thread hand-off
     and GIL ping-pong per request: p99 15 -> 12 ms at 200 req/s with 2 workers), wrong for a single process,
-    where a ~2 ms request would stall every other connection.
+    where a ~2 ms request would stall every other connection. ``fast_routes``: answer well-formed GETs of
+    the four scoring routes in a thin ASGI layer before FastAPI (see :class:`_FastRoutes`; same responses,
+    ~0.3-0.4 ms less CPU per request); False serves everything through FastAPI.
     """
     fastapi = require_extra("fastapi", "serve")
     from fastapi import Body, FastAPI, Path as PathParam, Query, Request
@@ -335,39 +426,51 @@ def create_app(
             "extra": {k: v for k, v in (manifest.get("extra") or {}).items() if k != "item_titles"}
         }
 
+    def recommendations_body(user: str, k: int = 10, exclude_seen: bool = True) -> bytes:
+        model, _, titles = holder.state
+        uid = parse_id(user, model.interactions_.user_index_map)
+        item_ids, scores = model.recommend_arrays(uid, k=k, exclude_seen=exclude_seen)
+        return _dumps({"user": _json_id(uid), "items": _rows_of(item_ids, scores, "item", titles)})
+
+    def item_users_body(item: str, k: int = 10) -> bytes:
+        model, _, titles = holder.state
+        iid = parse_id(item, model.interactions_.item_index_map)
+        frame = model.recommend_users(iid, k=k)
+        return _dumps({"item": _json_id(iid), "title": titles.get(iid), "users": _rows(frame, "user")})
+
+    def item_similar_body(item: str, k: int = 10) -> bytes:
+        model, _, titles = holder.state
+        iid = parse_id(item, model.interactions_.item_index_map)
+        frame = model.similar_items(iid, k=k)
+        return _dumps({"item": _json_id(iid), "title": titles.get(iid), "items": _rows(frame, "item", titles)})
+
+    def user_similar_body(user: str, k: int = 10) -> bytes:
+        model, _, _ = holder.state
+        uid = parse_id(user, model.interactions_.user_index_map)
+        frame = model.similar_users(uid, k=k)
+        return _dumps({"user": _json_id(uid), "users": _rows(frame, "user")})
+
     @app.get("/users/{user}/recommendations")
     @scoring
     def user_recommendations(
         user: str = PathParam(..., max_length=256), k: int = K, exclude_seen: bool = Query(True)
     ) -> dict[str, Any]:
-        model, _, titles = holder.state
-        uid = parse_id(user, model.interactions_.user_index_map)
-        item_ids, scores = model.recommend_arrays(uid, k=k, exclude_seen=exclude_seen)
-        return _fast_json({"user": _json_id(uid), "items": _rows_of(item_ids, scores, "item", titles)})
+        return _fast_json(recommendations_body(user, k, exclude_seen))
 
     @app.get("/items/{item}/users")
     @scoring
     def item_users(item: str = PathParam(..., max_length=256), k: int = K) -> dict[str, Any]:
-        model, _, titles = holder.state
-        iid = parse_id(item, model.interactions_.item_index_map)
-        frame = model.recommend_users(iid, k=k)
-        return _fast_json({"item": _json_id(iid), "title": titles.get(iid), "users": _rows(frame, "user")})
+        return _fast_json(item_users_body(item, k))
 
     @app.get("/items/{item}/similar")
     @scoring
     def item_similar(item: str = PathParam(..., max_length=256), k: int = K) -> dict[str, Any]:
-        model, _, titles = holder.state
-        iid = parse_id(item, model.interactions_.item_index_map)
-        frame = model.similar_items(iid, k=k)
-        return _fast_json({"item": _json_id(iid), "title": titles.get(iid), "items": _rows(frame, "item", titles)})
+        return _fast_json(item_similar_body(item, k))
 
     @app.get("/users/{user}/similar")
     @scoring
     def user_similar(user: str = PathParam(..., max_length=256), k: int = K) -> dict[str, Any]:
-        model, _, _ = holder.state
-        uid = parse_id(user, model.interactions_.user_index_map)
-        frame = model.similar_users(uid, k=k)
-        return _fast_json({"user": _json_id(uid), "users": _rows(frame, "user")})
+        return _fast_json(user_similar_body(user, k))
 
     @app.post("/recommendations")
     @scoring
@@ -378,7 +481,7 @@ def create_app(
         if body.values is not None and len(body.values) != len(items):
             raise MfrecError(f"values has {len(body.values)} entries but items has {len(items)}")
         frame = model.recommend_new_user(items, values=body.values, k=body.k)
-        return _fast_json({"items": _rows(frame, "item", titles)})
+        return _fast_json(_dumps({"items": _rows(frame, "item", titles)}))
 
     @app.post("/admin/reload")
     def reload() -> dict[str, Any]:
@@ -389,7 +492,16 @@ def create_app(
         return {"status": "reloaded", "created": manifest.get("created")}
 
     del fastapi
-    if max_body_bytes:
+    if fast_routes:
+        import re
+
+        app.add_middleware(_FastRoutes, max_k=max_k, inline=inline, routes=[
+            (re.compile(r"/users/([^/]+)/recommendations"), recommendations_body, ("k", "exclude_seen")),
+            (re.compile(r"/items/([^/]+)/users"), item_users_body, ("k",)),
+            (re.compile(r"/items/([^/]+)/similar"), item_similar_body, ("k",)),
+            (re.compile(r"/users/([^/]+)/similar"), user_similar_body, ("k",)),
+        ])
+    if max_body_bytes:  # added last: the outermost layer, it sees every request first
         app.add_middleware(_BodyLimit, limit=max_body_bytes)
     return app
 
