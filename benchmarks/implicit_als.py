@@ -164,15 +164,21 @@ def speed_one(args, d):
         for lib, fn in (("implicit", fit_implicit), ("mfrec", fit_mfrec)):
             with PeakRSS() as mem:
                 t = time.perf_counter()
+                c = time.process_time()
                 fn(C, d, 0.05, args.iterations, solver, args.threads)
                 sec = (time.perf_counter() - t) / args.iterations
+                cpu = (time.process_time() - c) / args.iterations
             gf = flops(solver, C.nnz, m, n, d) / sec / 1e9
             res[lib] = sec
-            print(f"  {solver:8s} {lib:8s} {sec:7.3f} s/iter  {gf:6.1f} GFLOP/s ({100 * gf / peak:4.1f}% of peak)  "
+            res[lib + "_cpu"] = cpu
+            print(f"  {solver:8s} {lib:8s} {sec:7.3f} s/iter (CPU {cpu:6.3f} s/iter, all threads)  {gf:6.1f} GFLOP/s "
+                  f"({100 * gf / peak:4.1f}% of peak)  "
                   f"peak RSS +{mem.delta / 2**20:.0f} MiB ({mem.delta / (csr_bytes + factor_bytes):.2f}x data)")
             sys.stdout.flush()
+        # the CPU-time ratio is less sensitive to other jobs on a shared machine than the wall-time ratio (it
+        # still counts busy-waiting threads, and cache/bandwidth contention still slows both)
         print(f"  {solver:8s} d={d} ratio mfrec/implicit = {res['mfrec'] / res['implicit']:.2f}  "
-              f"(load average {os.getloadavg()[0]:.1f})")
+              f"(CPU time {res['mfrec_cpu'] / res['implicit_cpu']:.2f}; load average {os.getloadavg()[0]:.1f})")
         rows.append((d, solver, res))
     return rows
 

@@ -8,15 +8,18 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import numba
 from mfrec.kernels import als_implicit as K
-from numba import njit
+from numba import njit, prange
 
 from mfrec.kernels.linalg import (
     cholesky_inplace,
     cholesky_solve_inplace,
     cholesky_upper_inplace,
     cholesky_upper_solve_inplace,
+    fetch_add,
     gram_apply,
+    matvec4_rows,
     matvec_rows,
     symv_lower,
 )
@@ -211,14 +214,14 @@ def _matvec_runner(G, p, out):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("d", [1, 3, 4, 7, 16])
 def test_gram_apply_and_matvec_rows_match_numpy(dtype, d):
-    """The four-way blocked CG helpers against plain numpy (row lengths 0..9 cover the 4-entry remainder)."""
+    """The blocked CG helpers against plain numpy (row lengths 0..20 cover the 8-, 4- and 1-entry sweeps)."""
     run, mv = _gram_apply_runner, _matvec_runner
     rng = np.random.default_rng(d)
-    Y = rng.normal(size=(12, d)).astype(dtype)
+    Y = rng.normal(size=(24, d)).astype(dtype)
     x = rng.normal(size=d).astype(dtype)
     c0 = dtype(0.5)
-    for length in range(10):
-        idx = rng.choice(12, size=length, replace=False).astype(np.int32)
+    for length in range(21):  # 8-entry sweeps, then a 4-entry sweep, then single entries
+        idx = rng.choice(24, size=length, replace=False).astype(np.int32)
         conf = (1 + rng.random(length)).astype(dtype)
         pref = rng.integers(0, 2, size=length).astype(dtype)
         Yg = Y[idx].astype(np.float64)
@@ -294,3 +297,167 @@ def test_cholesky_rows_report_indefinite_rows_and_leave_them_untouched():
         assert failed[1] == 1 and failed.sum() == 1
         np.testing.assert_array_equal(out[1], X[1].astype(dtype))
         assert np.isfinite(out).all()
+
+
+# --------------------------------------------------------------- lock-step CG (four rows per group, d = 128 work)
+@njit
+def _matvec4_runner(G, P, out):
+    matvec4_rows(G, P, out, G.shape[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("d", [1, 3, 4, 5, 8, 13])
+def test_matvec4_rows_matches_numpy(dtype, d):
+    """The 4 x 4 register-blocked micro-GEMM ``out[q] = G p_q`` (every remainder of d mod 4) against numpy."""
+    rng = np.random.default_rng(100 + d)
+    M = rng.normal(size=(d, d))
+    G = (M + M.T).astype(dtype)
+    P = rng.normal(size=(4, d)).astype(dtype)
+    out = np.full((4, d), np.nan, dtype=dtype)  # fully overwritten
+    _matvec4_runner(G, P, out)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out, P.astype(np.float64) @ G.astype(np.float64), **tol)
+
+
+def reference_cg(indptr, indices, conf, pref, Y, X, c0, reg, steps):
+    """Independent numpy CG per row in float64: dense A_u and b_u, the kernel's warm start and guards."""
+    Y = Y.astype(np.float64)
+    G0 = c0 * Y.T @ Y + reg * np.eye(Y.shape[1])
+    out = X.astype(np.float64).copy()
+    for u in range(len(indptr) - 1):
+        s, e = indptr[u], indptr[u + 1]
+        Yu = Y[indices[s:e]]
+        c = conf[s:e].astype(np.float64)
+        A = G0 + Yu.T @ ((c - c0)[:, None] * Yu)
+        b = Yu.T @ (c * pref[s:e])
+        x = out[u].copy()
+        r = b - A @ x
+        p = r.copy()
+        rs = r @ r
+        for _ in range(steps):
+            if not rs > 1e-30:
+                break
+            Ap = A @ p
+            pAp = p @ Ap
+            if not pAp > 0:
+                break
+            a = rs / pAp
+            x += a * p
+            r -= a * Ap
+            rs_new = r @ r
+            p = r + rs_new / rs * p
+            rs = rs_new
+        out[u] = x
+    return out
+
+
+def uneven_problem(seed, m, n, d, dtype):
+    """Rows of lengths 0, 1, 2, ... (unequal within every group of four) in a shuffled row order."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.permutation(np.arange(m) % (n + 1))
+    lengths[rng.integers(m)] = 0
+    lengths[rng.integers(m)] = 1
+    rows = np.repeat(np.arange(m), lengths)
+    cols = np.concatenate([np.sort(rng.choice(n, size=k, replace=False)) for k in lengths])
+    csr = sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(m, n))
+    nnz = csr.nnz
+    conf = (1.0 + 3.0 * rng.random(nnz)).astype(dtype)
+    pref = (rng.random(nnz) < 0.8).astype(dtype)
+    X = rng.normal(scale=0.3, size=(m, d)).astype(dtype)
+    Y = rng.normal(scale=0.3, size=(n, d)).astype(dtype)
+    return csr.indptr.astype(np.int32), csr.indices.astype(np.int32), conf, pref, X, Y
+
+
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 11, 37])  # groups of 4 with a short last group
+@pytest.mark.parametrize("lockstep_max", [0, 5, 10_000])  # all rows alone, mixed, all in groups
+def test_lockstep_cg_matches_reference_cg(m, lockstep_max):
+    """Every grouping gives the iterates of an independent per-row CG (1, 2 and 3 warm-started steps)."""
+    indptr, indices, conf, pref, X, Y = uneven_problem(m, m, n=12, d=6, dtype=np.float64)
+    for steps in (1, 2, 3):
+        out = X.copy()
+        K.half_step(indptr, indices, conf, pref, Y, out, c0=0.5, reg=0.1, solver="cg", cg_steps=steps,
+                    lockstep_max=lockstep_max)
+        np.testing.assert_allclose(out, reference_cg(indptr, indices, conf, pref, Y, X, 0.5, 0.1, steps),
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_lockstep_cg_float32_d128_close_to_reference():
+    """The d = 128 float32 path (8-entry sparse sweeps, 4 x 4 dense blocks) against the float64 reference."""
+    indptr, indices, conf, pref, X, Y = uneven_problem(7, 23, n=40, d=128, dtype=np.float32)
+    out = X.copy()
+    K.half_step(indptr, indices, conf, pref, Y, out, c0=1.0, reg=0.5, solver="cg", cg_steps=3)
+    ref = reference_cg(indptr, indices, conf, pref, Y, X, 1.0, 0.5, 3)
+    np.testing.assert_allclose(out, ref, rtol=2e-3, atol=2e-4 * np.abs(ref).max())
+    # the grouping changes the speed, not the result
+    single = X.copy()
+    K.half_step(indptr, indices, conf, pref, Y, single, c0=1.0, reg=0.5, solver="cg", cg_steps=3, lockstep_max=0)
+    np.testing.assert_allclose(out, single, rtol=1e-5, atol=1e-6)
+
+
+def test_lockstep_cg_stops_each_row_on_its_own():
+    """A converged row (zero residual) in a group stops and stays finite while its group-mates keep iterating."""
+    indptr, indices, conf, pref, X, Y = uneven_problem(3, 8, n=10, d=5, dtype=np.float64)
+    exact = X.copy()
+    K.half_step(indptr, indices, conf, pref, Y, exact, c0=1.0, reg=0.1, solver="cholesky")
+    start = X.copy()
+    start[::2] = exact[::2]  # half the rows start at their solution (residual ~0)
+    out = start.copy()
+    K.half_step(indptr, indices, conf, pref, Y, out, c0=1.0, reg=0.1, solver="cg", cg_steps=3)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out[::2], exact[::2], atol=1e-10)
+    np.testing.assert_allclose(out, reference_cg(indptr, indices, conf, pref, Y, start, 1.0, 0.1, 3), atol=1e-10)
+    # a NaN in one row's factors is confined to that row
+    bad = X.copy()
+    bad[1, 0] = np.nan
+    K.half_step(indptr, indices, conf, pref, Y, bad, c0=1.0, reg=0.1, solver="cg", cg_steps=3)
+    keep = np.ones(8, dtype=bool)
+    keep[1] = False
+    np.testing.assert_allclose(bad[keep], reference_cg(indptr, indices, conf, pref, Y, X, 1.0, 0.1, 3)[keep],
+                               atol=1e-10)
+
+
+@njit(parallel=True)
+def _work_queue(n, n_workers):
+    counter = np.zeros(1, dtype=np.int64)
+    taken = np.zeros(n, dtype=np.int64)
+    per_worker = np.zeros(n_workers, dtype=np.int64)
+    for w in prange(n_workers):
+        while True:
+            i = fetch_add(counter, 0, 1)
+            if i >= n:
+                break
+            taken[i] += 1
+            per_worker[w] += 1
+    return taken, per_worker, counter  # (not counter[0]: numba may read that before the loop, see fetch_add)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fetch_add_work_queue_hands_out_every_item_exactly_once(threads):
+    old = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        for n, workers in ((0, 2), (1, 3), (100_000, 2), (7, 16)):
+            taken, per_worker, final = _work_queue(n, workers)
+            np.testing.assert_array_equal(taken, np.ones(n, dtype=np.int64))
+            assert per_worker.sum() == n
+            assert final[0] == n + workers  # each worker's last fetch returned an index >= n
+    finally:
+        numba.set_num_threads(old)
+
+
+def test_half_steps_equal_single_and_multi_threaded():
+    """Dynamic scheduling changes which thread solves a row, never the row's result (both solvers)."""
+    indptr, indices, conf, pref, X, Y = uneven_problem(5, 61, n=30, d=8, dtype=np.float32)
+    old = numba.get_num_threads()
+    out = {}
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            for solver in ("cg", "cholesky"):
+                res = X.copy()
+                K.half_step(indptr, indices, conf, pref, Y, res, c0=1.0, reg=0.3, solver=solver, cg_steps=3)
+                out[threads, solver] = res
+    finally:
+        numba.set_num_threads(old)
+    for solver in ("cg", "cholesky"):
+        np.testing.assert_array_equal(out[1, solver], out[min(2, numba.config.NUMBA_NUM_THREADS), solver])

@@ -31,8 +31,7 @@ block with the priors ``W^T a_u`` formed on the worker from the block's attribut
 ``A_b^T X_b`` (every half-step), and gives cold ids their factors at the end (``HybridALS._cold_factors``).
 
 Memory per worker: its blocks, its own factor rows, one broadcast factor matrix (released, and waited for,
-before the next broadcast), and with CG the ``X_b G0`` scratch of ``half_step``: at most the blocks plus two
-factor matrices (docs/distributed.md).
+before the next broadcast): at most the blocks plus two factor matrices (docs/distributed.md).
 
 Fault tolerance
 ---------------

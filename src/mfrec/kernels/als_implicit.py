@@ -27,6 +27,7 @@ The loss itself is evaluated without touching the dense matrix::
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import scipy.linalg
 from numba import njit, prange
@@ -38,7 +39,9 @@ from mfrec.kernels.linalg import (
     cholesky_upper_inplace,
     cholesky_upper_solve_inplace,
     dot,
+    fetch_add,
     gram_apply,
+    matvec4_rows,
     matvec_rows,
 )
 
@@ -57,16 +60,17 @@ __all__ = [
 ]
 
 _FM = {"reassoc", "contract"}
-#: number of interleaved row chunks of a parallel loop (balanced: chunk c takes sorted rows c, c + K, ...)
-N_CHUNKS = 256
 #: rows with more entries than this go to the BLAS path of the exact solver (gathered GEMM); measured here the
 #: register-blocked numba kernel was as fast up to ~16k entries per row, so only very long rows take it
 LONG_ROW = 65536
+#: CG rows with more entries than this are solved one at a time, shorter ones four at a time in lock-step
+#: (four rows' ``Y_u``, 4 x 256 x 512 B at d = 128 float32, still fit the 1 MiB L2 between CG steps)
+LOCKSTEP_MAX = 256
 
 
 # ----------------------------------------------------------------------------------------------- exact solve
 @njit(parallel=True, cache=CACHE, fastmath=_FM)
-def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_chunks, X, failed):
+def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_workers, X, failed):
     """Exact per-row solve ``x_u = (G0 + sum_i (c_ui - c0) y_i y_i^T)^-1 sum_i c_ui p_ui y_i`` for ``rows``.
 
     Parameters
@@ -82,7 +86,12 @@ def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_chunk
     c0 : float
         Confidence of unobserved pairs.
     rows : (r,) int64
-        Rows to solve (longest first, for load balance); chunk ``c`` takes ``rows[c::n_chunks]``.
+        Rows to solve, longest first: each thread takes the next row from a shared atomic counter
+        (:func:`mfrec.kernels.linalg.fetch_add`), so the long rows are spread first and the short ones even out
+        the end (dynamic scheduling, as OpenMP's ``schedule(dynamic)``).
+    n_workers : int
+        Parallel workers, one per numba thread (``numba.get_num_threads()``, passed in: reading it inside
+        the kernel would stop numba from caching the compiled kernel).
     X : (n_rows, d) same dtype as ``Y``
         Output; rows not listed are left untouched.
     failed : (n_rows,) uint8
@@ -93,7 +102,7 @@ def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_chunk
     The Gram update ``sum (c - c0) y y^T`` is accumulated in the dtype of ``Y`` four entries at a time
     (register blocking: one load/store of ``A_jk`` per four rank-1 updates), only the upper triangle. The
     blocked Cholesky factorisation (:func:`mfrec.kernels.linalg.cholesky_upper_inplace`) and the triangular
-    solves run in the dtype of ``Y`` on per-chunk scratch: for float32 factors ``A_u`` already carries the
+    solves run in the dtype of ``Y`` on per-thread scratch: for float32 factors ``A_u`` already carries the
     float32 rounding of the Gram accumulation, and a backward-stable float32 Cholesky adds an error of the
     same order (at d = 128 it is ~1.6x faster than float64). A row whose ``A_u`` is not positive definite in
     float32 is refactorised in float64 before it is reported in ``failed``.
@@ -101,14 +110,18 @@ def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_chunk
     d = Y.shape[1]
     n = rows.shape[0]
     cz = Y.dtype.type(c0)  # weights in the factor dtype: the rank-1 updates must not run in float64
-    for c in prange(n_chunks):
+    next_row = np.zeros(1, dtype=np.int64)  # the work queue: index into rows of the next row to take
+    for _w in prange(max(1, min(n_workers, n))):  # one worker per thread, scratch per worker
         Af = np.empty((d, d), dtype=Y.dtype)
         A = np.empty((d, d), dtype=Y.dtype)
         A64 = np.empty((d, d), dtype=np.float64)
         bf = np.empty(d, dtype=Y.dtype)
         b = np.empty(d, dtype=Y.dtype)
         b64 = np.empty(d, dtype=np.float64)
-        for t in range(c, n, n_chunks):
+        while True:
+            t = fetch_add(next_row, 0, 1)
+            if t >= n:
+                break
             u = rows[t]
             for j in range(d):
                 bf[j] = 0.0
@@ -191,66 +204,139 @@ def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_chunk
 
 # ------------------------------------------------------------------------------------- conjugate gradient
 @njit(parallel=True, cache=CACHE, fastmath=_FM)
-def implicit_cg_rows(indptr, indices, conf, pref, Y, G0, c0, GX, steps, rows, n_chunks, X):
+def implicit_cg_rows(indptr, indices, conf, pref, Y, G0, c0, steps, rows, n_single, n_workers, X):
     """``steps`` conjugate-gradient iterations on ``A_u x_u = b_u`` per row, warm-started from ``X[u]``.
 
     Parameters
     ----------
-    Y : (n_cols, d); G0 : (d, d) same dtype as ``Y`` (full symmetric ``c0 Y^T Y + lambda I``)
-    GX : (n_rows, d)
-        ``X @ G0`` computed beforehand as one GEMM (the blocked ``Y^T Y x`` term of the first residual).
+    indptr, indices, conf, pref, Y, c0
+        As :func:`implicit_cholesky_rows`.
+    G0 : (d, d) same dtype as ``Y``
+        The full symmetric ``c0 Y^T Y + lambda I``.
     steps : int
         CG iterations per row (Takacs et al. 2011 use 2-4).
-    rows, n_chunks, X
-        As :func:`implicit_cholesky_rows`; ``X`` is updated in place.
+    rows : (r,) int64
+        Rows to update, longest first (:func:`row_order`).
+    n_single : int
+        The first ``n_single`` entries of ``rows`` (the long rows) are solved one at a time; the rest in
+        *groups of four consecutive entries* (similar lengths) advanced in lock-step, the last group possibly
+        shorter. Work item ``g`` is single row ``g`` for ``g < n_single``, else group ``g - n_single``; each
+        thread takes the next work item from a shared atomic counter (dynamic scheduling, longest first).
+    n_workers : int
+        As :func:`implicit_cholesky_rows`.
+    X : (n_rows, d) same dtype as ``Y``
+        Updated in place; rows not listed are left untouched.
 
     Notes
     -----
-    ``A p = G0 p + sum_i (c_ui - c0) (y_i . p) y_i`` costs O(d^2 + n_u d). Divisions are guarded: a row stops
-    early when its residual is ~0 or when ``p^T A p`` is not positive (implicit issues #19, #106).
+    Plain CG per row (``r = b - A x``, ``p = r``; ``a = r.r / p.A p``, ``x += a p``, ``r -= a A p``,
+    ``p = r + (r'.r' / r.r) p``), with ``A p = G0 p + sum_i (c_ui - c0)(y_i . p) y_i``: O(d^2 + n_u d) per
+    step; the first residual's dense term ``G0 x`` is computed the same way in the first pass over the row
+    (no separate ``X G0`` GEMM, which ran single-threaded and held an n_rows x d array). In a group of four
+    the dense term of all four rows is one 4 x d by d x d micro-GEMM
+    (:func:`mfrec.kernels.linalg.matvec4_rows`: ``G0``, 64 KiB at d = 128 float32, is read once per four
+    rows instead of once per row); each row keeps its own scalars, so the iterates are exactly those of four
+    independent CGs. Long rows are not grouped: the ``Y_u`` of four long rows would not stay in L2 between
+    the CG steps, one row's does. Divisions are guarded per row: a row stops (keeps its current ``x``) once
+    its residual is ~0 or NaN or ``p^T A p`` is not positive (implicit issues #19, #106), while the others
+    of its group go on.
     """
     d = Y.shape[1]
     n = rows.shape[0]
-    cz = Y.dtype.type(c0)  # per-entry coefficients stay in the factor dtype (no float64 promotion)
-    for c in prange(n_chunks):
-        x = np.empty(d, dtype=Y.dtype)
-        r = np.empty(d, dtype=Y.dtype)
-        p = np.empty(d, dtype=Y.dtype)
-        Ap = np.empty(d, dtype=Y.dtype)
-        for t in range(c, n, n_chunks):
-            u = rows[t]
-            start = indptr[u]
-            end = indptr[u + 1]
-            for j in range(d):
-                x[j] = X[u, j]
-                r[j] = -GX[u, j]
-            # r = b - A x = sum_i [c p - (c - c0) (y.x)] y_i - G0 x
-            gram_apply(start, end, indices, conf, pref, cz, Y, x, r, d, True)
-            rs = Y.dtype.type(0.0)
-            for j in range(d):
-                p[j] = r[j]
-                rs += r[j] * r[j]
+    n_items = n_single + (n - n_single + 3) // 4
+    dt = Y.dtype
+    cz = dt.type(c0)  # per-entry coefficients stay in the factor dtype (no float64 promotion)
+    next_item = np.zeros(1, dtype=np.int64)  # the work queue: the next work item to take
+    for _w in prange(max(1, min(n_workers, n_items))):  # one worker per thread, scratch per worker
+        x = np.zeros((4, d), dtype=dt)
+        r = np.zeros((4, d), dtype=dt)
+        p = np.zeros((4, d), dtype=dt)
+        Ap = np.zeros((4, d), dtype=dt)
+        rs = np.zeros(4, dtype=dt)
+        live = np.zeros(4, dtype=np.bool_)
+        while True:
+            g = fetch_add(next_item, 0, 1)
+            if g >= n_items:
+                break
+            if g < n_single:
+                t0 = g
+                nq = 1
+            else:
+                t0 = n_single + 4 * (g - n_single)
+                nq = min(4, n - t0)
+            for q in range(4):
+                xq = x[q]
+                if q >= nq:  # padding slot: zero vectors, never updated or stored
+                    for j in range(d):
+                        xq[j] = 0.0
+                        p[q, j] = 0.0
+                    live[q] = False
+                    continue
+                u = rows[t0 + q]
+                for j in range(d):
+                    xq[j] = X[u, j]
+            # dense part of the first residual, r_q = -G0 x_q, in the same pass (no separate X G0 sweep)
+            if nq == 1:
+                matvec_rows(G0, x[0], r[0], d)
+            else:
+                matvec4_rows(G0, x, r, d)
+            for q in range(nq):
+                u = rows[t0 + q]
+                xq = x[q]
+                rq = r[q]
+                pq = p[q]
+                for j in range(d):
+                    rq[j] = -rq[j]
+                # r = b - A x = sum_i [c p - (c - c0) (y.x)] y_i - G0 x
+                gram_apply(indptr[u], indptr[u + 1], indices, conf, pref, cz, Y, xq, rq, d, True)
+                s = dt.type(0.0)
+                for j in range(d):
+                    pq[j] = rq[j]
+                    s += rq[j] * rq[j]
+                rs[q] = s
+                live[q] = True
             for _ in range(steps):
-                if not rs > 1e-30:  # converged (or NaN): no division by ~0
+                n_live = 0
+                for q in range(nq):
+                    if live[q] and not rs[q] > 1e-30:  # converged (or NaN): no division by ~0
+                        live[q] = False
+                    if live[q]:
+                        n_live += 1
+                if n_live == 0:
                     break
-                # Ap = G0 p + sum_i (c - c0)(y.p) y
-                matvec_rows(G0, p, Ap, d)
-                gram_apply(start, end, indices, conf, pref, cz, Y, p, Ap, d, False)
-                pAp = dot(p, Ap, d)
-                if not pAp > 0.0:
-                    break
-                a = rs / pAp
-                rs_new = Y.dtype.type(0.0)
+                # Ap_q = G0 p_q (a stopped row's Ap is computed but unused)
+                if nq == 1:
+                    matvec_rows(G0, p[0], Ap[0], d)
+                else:
+                    matvec4_rows(G0, p, Ap, d)
+                for q in range(nq):
+                    if not live[q]:
+                        continue
+                    u = rows[t0 + q]
+                    pq = p[q]
+                    Apq = Ap[q]
+                    # Ap += sum_i (c - c0)(y.p) y
+                    gram_apply(indptr[u], indptr[u + 1], indices, conf, pref, cz, Y, pq, Apq, d, False)
+                    pAp = dot(pq, Apq, d)
+                    if not pAp > 0.0:
+                        live[q] = False
+                        continue
+                    a = rs[q] / pAp
+                    xq = x[q]
+                    rq = r[q]
+                    rs_new = dt.type(0.0)
+                    for j in range(d):
+                        xq[j] += a * pq[j]
+                        rq[j] -= a * Apq[j]
+                        rs_new += rq[j] * rq[j]
+                    beta = rs_new / rs[q]
+                    for j in range(d):
+                        pq[j] = rq[j] + beta * pq[j]
+                    rs[q] = rs_new
+            for q in range(nq):
+                u = rows[t0 + q]
                 for j in range(d):
-                    x[j] += a * p[j]
-                    r[j] -= a * Ap[j]
-                    rs_new += r[j] * r[j]
-                beta = rs_new / rs
-                for j in range(d):
-                    p[j] = r[j] + beta * p[j]
-                rs = rs_new
-            for j in range(d):
-                X[u, j] = x[j]
+                    X[u, j] = x[q, j]
 
 
 # ---------------------------------------------------------------------------------- loss and its gradient
@@ -259,17 +345,43 @@ def implicit_observed_loss(indptr, indices, conf, pref, X, Y, c0):
     """``sum_{observed (u, i)} [c_ui (p_ui - s_ui)^2 - c0 s_ui^2]`` with ``s_ui = x_u . y_i`` (float64).
 
     Added to ``c0 <X^T X, Y^T Y>`` and the regularisation it gives the full loss (see module docstring).
+    ``s_ui`` is a dot product in the factor dtype, four entries per sweep over ``x_u`` (four independent
+    reductions and four gathers of ``y_i`` in flight); the per-entry terms are summed in float64.
     """
     n_rows = X.shape[0]
     d = X.shape[1]
+    zero = X.dtype.type(0.0)
     total = 0.0
     for u in prange(n_rows):
         acc = 0.0
         x = X[u]
-        for e in range(indptr[u], indptr[u + 1]):
-            s = np.float64(dot(x, Y[indices[e]], d))
-            diff = pref[e] - s
-            acc += conf[e] * diff * diff - c0 * s * s
+        e = indptr[u]
+        end = indptr[u + 1]
+        while e + 4 <= end:
+            y0 = Y[indices[e]]
+            y1 = Y[indices[e + 1]]
+            y2 = Y[indices[e + 2]]
+            y3 = Y[indices[e + 3]]
+            s0 = zero
+            s1 = zero
+            s2 = zero
+            s3 = zero
+            for k in range(d):
+                xk = x[k]
+                s0 += y0[k] * xk
+                s1 += y1[k] * xk
+                s2 += y2[k] * xk
+                s3 += y3[k] * xk
+            for q in range(4):
+                sq = np.float64(s0 if q == 0 else (s1 if q == 1 else (s2 if q == 2 else s3)))
+                diff = pref[e + q] - sq
+                acc += conf[e + q] * diff * diff - c0 * sq * sq
+            e += 4
+        while e < end:
+            sq = np.float64(dot(x, Y[indices[e]], d))
+            diff = pref[e] - sq
+            acc += conf[e] * diff * diff - c0 * sq * sq
+            e += 1
         total += acc
     return total
 
@@ -382,19 +494,25 @@ def half_step(
     cg_steps: int = 3,
     order: np.ndarray | None = None,
     long_row: int = LONG_ROW,
+    lockstep_max: int = LOCKSTEP_MAX,
 ) -> np.ndarray:
     """One ALS half-step: update every row of ``X`` (in place) with ``Y`` fixed; returns the ``failed`` mask.
 
     ``solver="cholesky"`` solves exactly; rows longer than ``long_row`` use a gathered BLAS GEMM for their
     Gram matrix (with the BLAS threads), the rest the register-blocked numba kernel with BLAS limited to one
     thread so numba threads x BLAS threads never exceed the cores. ``solver="cg"`` runs ``cg_steps``
-    warm-started CG iterations per row. ``order`` (from :func:`row_order`) may be passed to reuse it.
+    warm-started CG iterations per row, rows of at most ``lockstep_max`` entries four at a time in lock-step
+    (:func:`implicit_cg_rows`; the grouping changes the speed, not the iterates). ``order`` (from
+    :func:`row_order`) may be passed to reuse it.
     """
     if order is None:
         order = row_order(indptr)
     failed = np.zeros(X.shape[0], dtype=np.uint8)
-    G0 = gram_base(Y, c0, reg)
-    n_chunks = min(N_CHUNKS, max(1, len(order)))
+    # G0 = c0 Y^T Y + lambda I with single-threaded BLAS: after a call on a 2-thread OpenBLAS pool its worker
+    # keeps spinning (~0.1 s, measured: a d = 128 CG item half-step took 0.30 s CPU instead of 0.17 s) and
+    # competes with the numba threads that follow; one thread costs a few ms more on the GEMM itself
+    with threadpool_limits(limits=1, user_api="blas"):
+        G0 = gram_base(Y, c0, reg)
     if solver == "cholesky":
         lengths = np.diff(indptr)[order]
         n_long = int(np.searchsorted(-lengths, -long_row, side="left"))  # order is by decreasing length
@@ -403,15 +521,15 @@ def half_step(
         rest = order[n_long:]
         if len(rest):
             with threadpool_limits(limits=1, user_api="blas"):
-                implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rest,
-                                       min(n_chunks, len(rest)), X, failed)
+                implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rest, numba.get_num_threads(), X,
+                                       failed)
     elif solver == "cg":
         G0f = G0.astype(Y.dtype)
+        lengths = np.diff(indptr)[order]
+        n_single = int(np.searchsorted(-lengths, -lockstep_max, side="left"))  # rows longer than that
         with threadpool_limits(limits=1, user_api="blas"):
-            # the c0 Y^T Y x + lambda x term of every first residual: one blocked GEMM (single-threaded BLAS:
-            # a 2-thread OpenBLAS pool keeps spinning after the call and slows the numba threads that follow)
-            GX = X @ G0f
-            implicit_cg_rows(indptr, indices, conf, pref, Y, G0f, c0, GX, int(cg_steps), order, n_chunks, X)
+            implicit_cg_rows(indptr, indices, conf, pref, Y, G0f, c0, int(cg_steps), order, n_single,
+                             numba.get_num_threads(), X)
     else:  # pragma: no cover - validated by the model
         raise ValueError(f"unknown solver {solver!r}")
     return failed
