@@ -99,6 +99,13 @@ def test_cholesky_rows_equal_dense_solve(c0, pref_frac):
     out2 = X.copy()
     K.half_step(indptr, indices, conf, pref, Y, out2, c0=c0, reg=reg, solver="cholesky", long_row=0)
     np.testing.assert_allclose(out2, expected, rtol=1e-9, atol=1e-10)
+    # ... accumulated over gathered blocks of 3 entries (rows longer than a block)
+    out3 = X.copy()
+    failed3 = np.zeros(X.shape[0], np.uint8)
+    K._solve_long_rows(indptr, indices, conf, pref, Y, K.gram_base(Y, c0, reg), c0, np.arange(X.shape[0]), out3,
+                       failed3, block=3)
+    assert not failed3.any() and np.diff(indptr).max() > 3
+    np.testing.assert_allclose(out3, expected, rtol=1e-9, atol=1e-10)
 
 
 def test_cholesky_rows_float32_close_to_float64():

@@ -460,15 +460,29 @@ def transpose_entries(indptr, indices, n_cols: int):
     return indptr_t, rows[perm].astype(np.int32), perm
 
 
-def _solve_long_rows(indptr, indices, conf, pref, Y, G0, c0, long_rows, X, failed) -> None:
-    """Exact solves of long rows by gathered GEMM (BLAS with all its threads): ``Y_u^T W_u Y_u``."""
+#: entries per gathered block of a long row: two (block, d) scratch arrays (8 MiB each at d = 128 float32)
+#: instead of two copies of the whole row's factors (134k x 128 x 4 B = 69 MB each on the issue's matrix)
+LONG_ROW_BLOCK = 16384
+
+
+def _solve_long_rows(indptr, indices, conf, pref, Y, G0, c0, long_rows, X, failed,
+                     block: int = LONG_ROW_BLOCK) -> None:
+    """Exact solves of long rows by gathered GEMM (BLAS with all its threads): ``Y_u^T W_u Y_u``.
+
+    The Gram matrix and right-hand side are accumulated over blocks of ``block`` entries so that the gathered
+    factors never take more than two ``(block, d)`` arrays.
+    """
+    cz = Y.dtype.type(c0)
     for u in long_rows:
         s, e = indptr[u], indptr[u + 1]
-        idx = indices[s:e]
-        Yg = Y[idx]  # (n_u, d) gathered block
-        w = (conf[s:e] - Y.dtype.type(c0)).astype(Y.dtype)
-        A = G0 + (Yg.T @ (Yg * w[:, None])).astype(np.float64)
-        b = (Yg.T @ (conf[s:e] * pref[s:e]).astype(Y.dtype)).astype(np.float64)
+        A = np.array(G0, dtype=np.float64, copy=True)
+        b = np.zeros(Y.shape[1], dtype=np.float64)
+        for lo in range(s, e, block):
+            hi = min(e, lo + block)
+            Yg = Y[indices[lo:hi]]  # (<= block, d) gathered block
+            w = (conf[lo:hi] - cz).astype(Y.dtype)
+            A += (Yg.T @ (Yg * w[:, None])).astype(np.float64)
+            b += (Yg.T @ (conf[lo:hi] * pref[lo:hi]).astype(Y.dtype)).astype(np.float64)
         try:
             cf = scipy.linalg.cho_factor(A, lower=True, check_finite=False)
         except np.linalg.LinAlgError:
