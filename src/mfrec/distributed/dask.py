@@ -863,56 +863,18 @@ def _fit_explicit(model, data, client, n_blocks, max_restarts, on_iteration):
     return model
 
 def _hybrid_setup(model, data, user_attributes, item_attributes) -> dict[str, Any]:
-    """Validated hyperparameters and per-entry arrays of a HybridALS fit, exactly as ``HybridALS.fit`` forms them.
-
-    Returns a dict with ``d, lam, lam_a, c0, dt, iterations, mode, mu, data`` (the
-    :class:`~mfrec.models.content.AttributeData`), ``inter``, ``u_side`` / ``i_side`` (``(indptr, indices, w,
-    t)`` of the user rows and of the item rows) and the attribute matrices ``A``, ``B`` (float64 or None).
-    """
-    from mfrec._params import check_dtype, check_float
-    from mfrec.models.content import _FEEDBACK, AttributeData, _check_finite_values, _implicit_confidence
-
+    """Validated hyperparameters and per-entry arrays of a HybridALS fit: ``HybridALS._prepare_fit`` itself
+    (one setup for both fits), after refusing what is not distributed."""
     if isinstance(data, DaskInteractions):
         raise InvalidParameterError("the distributed HybridALS fit takes in-memory Interactions (and attributes), "
                                     "not a dask DataFrame or Parquet input yet")
-    d = check_int("factors", model.factors, minimum=1)
-    lam = check_float("regularization", model.regularization, 0.0, strict_min=True)
-    alpha = check_float("alpha", model.alpha, 0.0)
-    lam_a = check_float("attribute_regularization", model.attribute_regularization, 0.0, strict_min=True)
     if not isinstance(model.free_factors, bool | np.bool_):
         raise InvalidParameterError(f"free_factors must be True or False, got {model.free_factors!r}")
     if not model.free_factors:
         raise InvalidParameterError("HybridALS(free_factors=False) is not distributed yet (its attribute "
                                     "regression is one global conjugate-gradient solve); fit it without client=, "
                                     "or use free_factors=True")
-    mode = check_choice("feedback", model.feedback, _FEEDBACK)
-    iterations = check_int("iterations", model.iterations, minimum=1)
-    c0 = check_float("unobserved_confidence", model.unobserved_confidence, 0.0)
-    dt = check_dtype("dtype", model.dtype)
-    model._cold_map_params()
-    adata = AttributeData(data, user_attributes, item_attributes, "HybridALS")
-    inter = adata.interactions
-    _check_finite_values(inter, "HybridALS")
-    if mode == "auto":
-        mode = "explicit" if inter.has_values else "implicit"
-    csr = inter.matrix
-    mu = 0.0
-    if mode == "implicit":
-        weight = _implicit_confidence(csr.data, alpha, inter, "HybridALS")
-        target = np.ones(csr.nnz)
-    else:
-        mu = float(csr.data.mean())
-        weight = np.ones(csr.nnz)
-        target = csr.data.astype(np.float64) - mu
-        c0 = 0.0
-    # items x users with the per-entry arrays permuted alongside (explicit zeros kept)
-    perm = sp.csr_matrix((np.arange(csr.nnz, dtype=np.float64) + 1, csr.indices, csr.indptr), shape=csr.shape)
-    t = perm.T.tocsr()
-    order = t.data.astype(np.int64) - 1
-    return dict(d=d, lam=lam, lam_a=lam_a, c0=float(c0), dt=dt, iterations=iterations, mode=mode, mu=mu,
-                data=adata, inter=inter, u_side=(csr.indptr, csr.indices, weight, target),
-                i_side=(t.indptr, t.indices, weight[order], target[order]),
-                A=adata.user_features, B=adata.item_features)
+    return model._prepare_fit(data, user_attributes, item_attributes)
 
 
 def _fit_hybrid(model, data, client, n_blocks, max_restarts, on_iteration, user_attributes, item_attributes):

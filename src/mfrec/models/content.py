@@ -465,50 +465,18 @@ class HybridALS(FactorModel):
 
             return distributed_fit(self, interactions, client, user_attributes=user_attributes,
                                    item_attributes=item_attributes)
-        d = check_int("factors", self.factors, minimum=1)
-        lam = check_float("regularization", self.regularization, 0.0, strict_min=True)
-        alpha = check_float("alpha", self.alpha, 0.0)
-        lam_a = check_float("attribute_regularization", self.attribute_regularization, 0.0, strict_min=True)
-        if not isinstance(self.free_factors, bool | np.bool_):
-            raise InvalidParameterError(f"free_factors must be True or False, got {self.free_factors!r}")
-        free = bool(self.free_factors)
-        mode = check_choice("feedback", self.feedback, _FEEDBACK)
-        iterations = check_int("iterations", self.iterations, minimum=1)
-        c0 = check_float("unobserved_confidence", self.unobserved_confidence, 0.0)
-        dt = check_dtype("dtype", self.dtype)
-        self._cold_map_params()
-        data = AttributeData(interactions, user_attributes, item_attributes, "HybridALS")
-        if not free and (data.user_features is None or data.item_features is None):
-            raise InvalidParameterError(
-                "free_factors=False needs both user_attributes and item_attributes (every factor comes from attributes)"
-            )
-        inter = data.interactions
-        _check_finite_values(inter, "HybridALS")
-        if mode == "auto":
-            mode = "explicit" if inter.has_values else "implicit"
+        s = self._prepare_fit(interactions, user_attributes, item_attributes)
+        d, lam, lam_a, c0, dt, free = s["d"], s["lam"], s["lam_a"], s["c0"], s["dt"], s["free"]
+        iterations, mode, mu, data, inter = s["iterations"], s["mode"], s["mu"], s["data"], s["inter"]
+        u_side, i_side = s["u_side"], s["i_side"]
         csr = inter.matrix
         n_users, n_items = csr.shape
-        mu = 0.0
-        if mode == "implicit":
-            weight = _implicit_confidence(csr.data, alpha, inter, "HybridALS")
-            target = np.ones(csr.nnz)
-        else:
-            mu = float(csr.data.mean())
-            weight = np.ones(csr.nnz)
-            target = csr.data.astype(np.float64) - mu
-            c0 = 0.0
-        # items x users with the per-entry arrays permuted alongside (explicit zeros kept)
-        perm = sp.csr_matrix((np.arange(csr.nnz, dtype=np.float64) + 1, csr.indices, csr.indptr), shape=csr.shape)
-        t = perm.T.tocsr()
-        order = t.data.astype(np.int64) - 1
-        u_side = (csr.indptr, csr.indices, weight, target)
-        i_side = (t.indptr, t.indices, weight[order], target[order])
 
         gen = rng(self.seed)
         X = gen.normal(0.0, 0.01, size=(n_users, d)).astype(dt).astype(np.float64)
         Y = gen.normal(0.0, 0.01, size=(n_items, d)).astype(dt).astype(np.float64)
         A, B = data.user_features, data.item_features
-        warm_u, warm_i = np.diff(csr.indptr) > 0, np.diff(t.indptr) > 0
+        warm_u, warm_i = np.diff(csr.indptr) > 0, np.diff(i_side[0]) > 0
         W = None if A is None else np.zeros((A.shape[1], d))
         E = None if B is None else np.zeros((B.shape[1], d))
         history: list[dict[str, Any]] = []
@@ -566,6 +534,54 @@ class HybridALS(FactorModel):
         self.history_ = history
         self.interactions_ = inter
         return self
+
+    def _prepare_fit(self, interactions: Interactions, user_attributes: Any, item_attributes: Any) -> dict[str, Any]:
+        """Validated hyperparameters and per-entry arrays of a fit (shared with the distributed fit).
+
+        Returns a dict with ``d, lam, lam_a, alpha, c0, dt, free, iterations, mode, mu, data`` (the
+        :class:`AttributeData`), ``inter``, ``u_side`` / ``i_side`` (``(indptr, indices, w, t)`` of the user rows
+        and of the item rows, per-entry weights and targets) and the attribute matrices ``A``, ``B`` (or None).
+        """
+        d = check_int("factors", self.factors, minimum=1)
+        lam = check_float("regularization", self.regularization, 0.0, strict_min=True)
+        alpha = check_float("alpha", self.alpha, 0.0)
+        lam_a = check_float("attribute_regularization", self.attribute_regularization, 0.0, strict_min=True)
+        if not isinstance(self.free_factors, bool | np.bool_):
+            raise InvalidParameterError(f"free_factors must be True or False, got {self.free_factors!r}")
+        free = bool(self.free_factors)
+        mode = check_choice("feedback", self.feedback, _FEEDBACK)
+        iterations = check_int("iterations", self.iterations, minimum=1)
+        c0 = check_float("unobserved_confidence", self.unobserved_confidence, 0.0)
+        dt = check_dtype("dtype", self.dtype)
+        self._cold_map_params()
+        data = AttributeData(interactions, user_attributes, item_attributes, "HybridALS")
+        if not free and (data.user_features is None or data.item_features is None):
+            raise InvalidParameterError(
+                "free_factors=False needs both user_attributes and item_attributes (every factor comes from attributes)"
+            )
+        inter = data.interactions
+        _check_finite_values(inter, "HybridALS")
+        if mode == "auto":
+            mode = "explicit" if inter.has_values else "implicit"
+        csr = inter.matrix
+        mu = 0.0
+        if mode == "implicit":
+            weight = _implicit_confidence(csr.data, alpha, inter, "HybridALS")
+            target = np.ones(csr.nnz)
+        else:
+            mu = float(csr.data.mean())
+            weight = np.ones(csr.nnz)
+            target = csr.data.astype(np.float64) - mu
+            c0 = 0.0
+        # items x users with the per-entry arrays permuted alongside (explicit zeros kept)
+        perm = sp.csr_matrix((np.arange(csr.nnz, dtype=np.float64) + 1, csr.indices, csr.indptr), shape=csr.shape)
+        t = perm.T.tocsr()
+        order = t.data.astype(np.int64) - 1
+        u_side = (csr.indptr, csr.indices, weight, target)
+        i_side = (t.indptr, t.indices, weight[order], target[order])
+        return dict(d=d, lam=lam, lam_a=lam_a, alpha=alpha, c0=float(c0), dt=dt, free=free, iterations=iterations,
+                    mode=mode, mu=mu, data=data, inter=inter, u_side=u_side, i_side=i_side,
+                    A=data.user_features, B=data.item_features)
 
     def _cold_map_params(self) -> tuple[str, int, float]:
         """Validated ``(cold_map, neighbors, bandwidth)``."""
