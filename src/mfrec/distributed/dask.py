@@ -963,29 +963,13 @@ def _fit_hybrid(model, data, client, n_blocks, max_restarts, on_iteration, user_
             model.user_factors_, model.item_factors_ = Xs.astype(dt), Ys.astype(dt)
             on_iteration(it, model)
     X, Y, W, E = st["X"], st["Y"], st["W"], st["E"]
-    # cold ids: M^T a (the linear map, as the local fit leaves them), then the model's own cold-id step
+    # cold ids: M^T a (the linear map, as the local fit leaves them); the model's own end of fit then applies
+    # its cold-id step and sets the fitted attributes
     if A is not None:
         X[~warm_u] = A[~warm_u] @ W
     if B is not None:
         Y[~warm_i] = B[~warm_i] @ E
-    X = model._cold_factors(X, A, warm_u)
-    Y = model._cold_factors(Y, B, warm_i)
-    model.user_factors_ = np.ascontiguousarray(X, dtype=dt)
-    model.item_factors_ = np.ascontiguousarray(Y, dtype=dt)
-    if not (np.isfinite(model.user_factors_).all() and np.isfinite(model.item_factors_).all()):
-        raise ModelFitError("HybridALS: factors are not finite; increase regularization or use dtype='float64'")
-    adata = s["data"]
-    model.user_attribute_map_ = W
-    model.item_attribute_map_ = E
-    model.user_features_ = None if A is None else A.astype(np.float32)
-    model.item_features_ = None if B is None else B.astype(np.float32)
-    model.user_feature_names_ = list(adata.user_feature_names)
-    model.item_feature_names_ = list(adata.item_feature_names)
-    model.global_mean_ = s["mu"]
-    model.feedback_ = s["mode"]
-    model.rating_range_ = [float(csr.data.min()), float(csr.data.max())]
-    model.history_ = history
-    model.interactions_ = inter
+    model._finish_fit(s, X, Y, W, E, history)
     model.distributed_stats_ = asdict(stats)  # plain JSON-able dict: the model file can hold it
     return model
 

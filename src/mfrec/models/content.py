@@ -467,7 +467,7 @@ class HybridALS(FactorModel):
                                    item_attributes=item_attributes)
         s = self._prepare_fit(interactions, user_attributes, item_attributes)
         d, lam, lam_a, c0, dt, free = s["d"], s["lam"], s["lam_a"], s["c0"], s["dt"], s["free"]
-        iterations, mode, mu, data, inter = s["iterations"], s["mode"], s["mu"], s["data"], s["inter"]
+        iterations, inter = s["iterations"], s["inter"]
         u_side, i_side = s["u_side"], s["i_side"]
         csr = inter.matrix
         n_users, n_items = csr.shape
@@ -475,7 +475,7 @@ class HybridALS(FactorModel):
         gen = rng(self.seed)
         X = gen.normal(0.0, 0.01, size=(n_users, d)).astype(dt).astype(np.float64)
         Y = gen.normal(0.0, 0.01, size=(n_items, d)).astype(dt).astype(np.float64)
-        A, B = data.user_features, data.item_features
+        A, B = s["A"], s["B"]
         warm_u, warm_i = np.diff(csr.indptr) > 0, np.diff(i_side[0]) > 0
         W = None if A is None else np.zeros((A.shape[1], d))
         E = None if B is None else np.zeros((B.shape[1], d))
@@ -515,9 +515,21 @@ class HybridALS(FactorModel):
                         f"HybridALS: the loss became non-finite at iteration {it}; increase regularization"
                     )
                 history.append({"iteration": it, "loss": loss, "seconds": time.perf_counter() - started})
-        if free:
-            X = self._cold_factors(X, A, warm_u)
-            Y = self._cold_factors(Y, B, warm_i)
+        return self._finish_fit(s, X, Y, W, E, history)
+
+    def _finish_fit(self, setup: dict[str, Any], X: np.ndarray, Y: np.ndarray, W: np.ndarray | None,
+                    E: np.ndarray | None, history: list[dict[str, Any]]) -> HybridALS:
+        """Set the fitted attributes from the final factors and maps (shared with the distributed fit).
+
+        ``setup`` is :meth:`_prepare_fit`'s dict; with free factors the cold rows (no interactions, which hold
+        ``W^T a`` / ``E^T b`` here) are first recomputed by :meth:`_cold_factors`. Raises ModelFitError on
+        non-finite factors.
+        """
+        A, B, data = setup["A"], setup["B"], setup["data"]
+        if setup["free"]:
+            X = self._cold_factors(X, A, np.diff(setup["u_side"][0]) > 0)
+            Y = self._cold_factors(Y, B, np.diff(setup["i_side"][0]) > 0)
+        dt = setup["dt"]
         self.user_factors_ = np.ascontiguousarray(X, dtype=dt)
         self.item_factors_ = np.ascontiguousarray(Y, dtype=dt)
         if not (np.isfinite(self.user_factors_).all() and np.isfinite(self.item_factors_).all()):
@@ -528,11 +540,12 @@ class HybridALS(FactorModel):
         self.item_features_ = None if B is None else B.astype(np.float32)
         self.user_feature_names_ = list(data.user_feature_names)
         self.item_feature_names_ = list(data.item_feature_names)
-        self.global_mean_ = mu
-        self.feedback_ = mode
+        self.global_mean_ = setup["mu"]
+        self.feedback_ = setup["mode"]
+        csr = setup["inter"].matrix
         self.rating_range_ = [float(csr.data.min()), float(csr.data.max())]
         self.history_ = history
-        self.interactions_ = inter
+        self.interactions_ = setup["inter"]
         return self
 
     def _prepare_fit(self, interactions: Interactions, user_attributes: Any, item_attributes: Any) -> dict[str, Any]:
