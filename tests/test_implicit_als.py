@@ -53,10 +53,15 @@ def dense_reference_als(C, P, X0, Y0, reg, iterations):
 
 
 def init_factors(seed, n_users, n_items, d, dtype=np.float64):
+    """ImplicitALS's starting factors: float32 N(0, 0.01^2) draws, one child generator per block of rows."""
     from mfrec._random import rng
 
     g = rng(seed)
-    return g.normal(0, 0.01, (n_users, d)).astype(dtype), g.normal(0, 0.01, (n_items, d)).astype(dtype)
+    out = []
+    for rows in (n_users, n_items):
+        (child,) = g.spawn(1)  # these small matrices are one block
+        out.append((child.standard_normal((rows, d), dtype=np.float32) * np.float32(0.01)).astype(dtype))
+    return tuple(out)
 
 
 # ------------------------------------------------------------------------------------------- correctness
@@ -94,6 +99,19 @@ def test_loss_non_increasing(solver):
     losses = np.array([h["loss"] for h in model.history_])
     assert np.all(np.diff(losses) <= 1e-9 * np.abs(losses[:-1]))
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky", "gd"])
+def test_history_loss_is_the_dense_loss_of_the_fitted_factors(solver):
+    """The per-iteration loss (summed per row inside the user half-step for cg/cholesky) is the full loss."""
+    data = synthetic(4, 30, 20)
+    R = data.matrix.toarray().astype(float)
+    P = (R > 0).astype(float)
+    C = 1 + 1.5 * R
+    model = ImplicitALS(factors=3, regularization=0.3, alpha=1.5, iterations=3, solver=solver, confidence="linear",
+                        dtype="float64", seed=2).fit(data)
+    expect = dense_loss(C, P, model.user_factors_, model.item_factors_, 0.3)
+    assert model.history_[-1]["loss"] == pytest.approx(expect, rel=1e-9)
 
 
 def test_three_solvers_reach_similar_loss_and_cg_tracks_cholesky():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -19,8 +21,9 @@ from mfrec.kernels.linalg import (
     cholesky_upper_solve_inplace,
     fetch_add,
     gram_apply,
-    matvec4_rows,
     matvec_rows,
+    prefer_wide_vectors,
+    prefetch_row,
     symv_lower,
 )
 
@@ -307,25 +310,6 @@ def test_cholesky_rows_report_indefinite_rows_and_leave_them_untouched():
 
 
 # --------------------------------------------------------------- lock-step CG (four rows per group, d = 128 work)
-@njit
-def _matvec4_runner(G, P, out):
-    matvec4_rows(G, P, out, G.shape[0])
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("d", [1, 3, 4, 5, 8, 13])
-def test_matvec4_rows_matches_numpy(dtype, d):
-    """The 4 x 4 register-blocked micro-GEMM ``out[q] = G p_q`` (every remainder of d mod 4) against numpy."""
-    rng = np.random.default_rng(100 + d)
-    M = rng.normal(size=(d, d))
-    G = (M + M.T).astype(dtype)
-    P = rng.normal(size=(4, d)).astype(dtype)
-    out = np.full((4, d), np.nan, dtype=dtype)  # fully overwritten
-    _matvec4_runner(G, P, out)
-    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(out, P.astype(np.float64) @ G.astype(np.float64), **tol)
-
-
 def reference_cg(indptr, indices, conf, pref, Y, X, c0, reg, steps):
     """Independent numpy CG per row in float64: dense A_u and b_u, the kernel's warm start and guards."""
     Y = Y.astype(np.float64)
@@ -468,3 +452,95 @@ def test_half_steps_equal_single_and_multi_threaded():
         numba.set_num_threads(old)
     for solver in ("cg", "cholesky"):
         np.testing.assert_array_equal(out[1, solver], out[min(2, numba.config.NUMBA_NUM_THREADS), solver])
+
+
+@pytest.mark.parametrize("solver, kw", [
+    ("cholesky", {}),
+    ("cholesky", {"long_row": 3}),  # long rows through the gathered-BLAS path, in blocks
+    ("cg", {}),
+    ("cg", {"lockstep_max": 0}),  # every row alone
+    ("cg", {"lockstep_max": 5}),  # mixed
+])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_half_step_row_loss_is_each_rows_observed_loss_at_its_new_factors(solver, kw, dtype):
+    """``row_loss`` filled by the half-step equals a per-row loss computed densely afterwards from the result."""
+    indptr, indices, conf, pref, X, Y = uneven_problem(11, 29, n=14, d=9, dtype=dtype)
+    c0 = 0.5
+    row_loss = np.full(X.shape[0], np.nan)  # every entry must be written, empty rows with 0
+    K.half_step(indptr, indices, conf, pref, Y, X, c0=c0, reg=0.1, solver=solver, cg_steps=2, row_loss=row_loss,
+                **kw)
+    Xd, Yd = X.astype(np.float64), Y.astype(np.float64)
+    expect = np.zeros(X.shape[0])
+    for u in range(X.shape[0]):
+        s, e = indptr[u], indptr[u + 1]
+        sc = Yd[indices[s:e]] @ Xd[u]
+        expect[u] = np.sum(conf[s:e] * (pref[s:e] - sc) ** 2 - c0 * sc ** 2)
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(row_loss, expect, rtol=tol, atol=tol)
+    whole = K.implicit_observed_loss(indptr, indices, conf, pref, X, Y, c0)
+    assert np.sum(row_loss) == pytest.approx(whole, rel=tol, abs=tol)
+    # the full loss from the fused sum equals the one from a separate pass
+    assert K.implicit_loss(indptr, indices, conf, pref, X, Y, c0, 0.1, observed=np.sum(row_loss)) == \
+        pytest.approx(K.implicit_loss(indptr, indices, conf, pref, X, Y, c0, 0.1), rel=tol)
+
+
+def test_long_row_loss_over_several_blocks():
+    """The BLAS path's loss, gathered in blocks smaller than the row, against the dense per-row loss."""
+    indptr, indices, conf, pref, X, Y = uneven_problem(4, 30, n=40, d=5, dtype=np.float64)
+    order = K.row_order(indptr)
+    failed = np.zeros(30, dtype=np.uint8)
+    row_loss = np.zeros(30)
+    G0 = K.gram_base(Y, 1.0, 0.2)
+    K._solve_long_rows(indptr, indices, conf, pref, Y, G0, 1.0, order[:3], X, failed, row_loss, block=7)
+    for u in order[:3]:
+        s, e = indptr[u], indptr[u + 1]
+        assert e - s > 7
+        sc = Y[indices[s:e]] @ X[u]
+        assert row_loss[u] == pytest.approx(np.sum(conf[s:e] * (pref[s:e] - sc) ** 2 - sc ** 2), rel=1e-12)
+    assert not row_loss[order[3:]].any()
+
+
+def test_half_step_rejects_a_bad_row_loss_buffer():
+    indptr, indices, conf, pref, X, Y = uneven_problem(1, 6, n=5, d=3, dtype=np.float64)
+    with pytest.raises(ValueError, match="row_loss"):
+        K.half_step(indptr, indices, conf, pref, Y, X, c0=1.0, reg=0.1, solver="cg", row_loss=np.zeros(5))
+
+
+@njit
+def _prefetched_row_sums(Y, rows):
+    out = np.zeros(rows.shape[0], dtype=np.float64)
+    for t in range(rows.shape[0]):
+        prefetch_row(Y, rows[t])  # a hint only: the result must not change
+        out[t] = Y[rows[t]].sum()
+    return out
+
+
+@pytest.mark.parametrize("dtype, d", [(np.float32, 1), (np.float32, 17), (np.float64, 128), (np.float32, 0)])
+def test_prefetch_row_is_only_a_hint(dtype, d):
+    Y = np.arange(50 * d, dtype=dtype).reshape(50, d)
+    rows = np.array([0, 49, 3, 3, 17], dtype=np.int32)
+    np.testing.assert_array_equal(_prefetched_row_sums(Y, rows), Y[rows].sum(axis=1))
+    if platform.machine() in ("x86_64", "AMD64"):  # the instruction is emitted (one per cache line of the row)
+        assert "prefetch" in next(iter(_prefetched_row_sums.inspect_asm().values()))
+
+
+@njit(fastmath={"reassoc", "contract"})
+def _wide_dot(a, b):
+    prefer_wide_vectors()
+    s = a.dtype.type(0.0)
+    for k in range(a.shape[0]):
+        s += a[k] * b[k]
+    return s
+
+
+def test_prefer_wide_vectors_marks_the_function_and_changes_no_result():
+    a = np.linspace(-1, 1, 1001).astype(np.float32)
+    b = np.cos(np.arange(1001)).astype(np.float32)
+    assert _wide_dot(a, b) == pytest.approx(float(a.astype(np.float64) @ b.astype(np.float64)), rel=1e-5)
+    ir = next(iter(_wide_dot.inspect_llvm().values()))
+    assert '"prefer-vector-width"="512"' in ir
+    import llvmlite.binding as llvm
+
+    if "+avx512f" in llvm.get_host_cpu_features().flatten():
+        asm = next(iter(_wide_dot.inspect_asm().values()))
+        assert "zmm" in asm

@@ -60,7 +60,7 @@ import scipy.sparse as sp
 
 from mfrec._params import check_choice, check_int
 from mfrec._progress import report
-from mfrec._random import rng
+from mfrec._random import normal_matrix, rng
 from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError, require_extra
 
@@ -157,12 +157,15 @@ def _implicit_task(block: _Block, Y: np.ndarray, prev, c0: float, reg: float, so
         if solver == "gd":
             gd_half_step(block.indptr, block.indices, block.values, pref, Y, X, c0=c0, reg=reg)
             n_failed = 0
+            loss = float(implicit_observed_loss(block.indptr, block.indices, block.values, pref, X, Y, c0)) \
+                if with_loss else 0.0
         else:
+            # the half-step sums each row's observed loss while the row is in cache (no second pass)
+            row_loss = np.zeros(X.shape[0], dtype=np.float64) if with_loss else None
             failed = half_step(block.indptr, block.indices, block.values, pref, Y, X, c0=c0, reg=reg,
-                               solver=solver, cg_steps=cg_steps, order=block.order)
+                               solver=solver, cg_steps=cg_steps, order=block.order, row_loss=row_loss)
             n_failed = int(failed.sum())
-        loss = float(implicit_observed_loss(block.indptr, block.indices, block.values, pref, X, Y, c0)) \
-            if with_loss else 0.0
+            loss = float(np.sum(row_loss)) if with_loss else 0.0
     return X, n_failed, loss
 
 
@@ -664,8 +667,8 @@ def _fit_implicit(model, data, client, n_blocks, max_restarts, on_iteration):
     model.unobserved_confidence_ = float(c0)
     model.confidence_mode_ = mode
     gen = rng(model.seed)
-    X = np.ascontiguousarray(gen.normal(0.0, 0.01, size=(n_users, d)).astype(dt))
-    Y = np.ascontiguousarray(gen.normal(0.0, 0.01, size=(n_items, d)).astype(dt))
+    X = normal_matrix(gen, n_users, d, 0.01, dt)  # the local fit's start (same seed, same values)
+    Y = normal_matrix(gen, n_items, d, 0.01, dt)
     model.history_ = []
     model.best_iteration_ = 0
     stats = _new_stats(client, uside, iside, (n_users + n_items) * d * np.dtype(dt).itemsize)
@@ -909,8 +912,8 @@ def _fit_hybrid(model, data, client, n_blocks, max_restarts, on_iteration, user_
     GA, GB = gram(uside, A), gram(iside, B)
     gen = rng(model.seed)
     # the local fit's draws (users, then items), solved in float64; cold rows 0 (not part of any term)
-    X = gen.normal(0.0, 0.01, size=(n_users, d)).astype(dt).astype(np.float64)
-    Y = gen.normal(0.0, 0.01, size=(n_items, d)).astype(dt).astype(np.float64)
+    X = normal_matrix(gen, n_users, d, 0.01, dt).astype(np.float64)
+    Y = normal_matrix(gen, n_items, d, 0.01, dt).astype(np.float64)
     X[~warm_u] = 0.0
     Y[~warm_i] = 0.0
     st = {"X": X, "Y": Y, "W": None if A is None else np.zeros((A.shape[1], d)),

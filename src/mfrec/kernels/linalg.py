@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, types
+from llvmlite import ir
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -23,13 +24,74 @@ __all__ = [
     "symv_lower",
     "axpy",
     "matvec_rows",
-    "matvec4_rows",
     "gram_apply",
     "fetch_add",
+    "prefer_wide_vectors",
+    "prefetch_row",
 ]
 
 _FM = {"reassoc", "contract"}
 
+
+
+@intrinsic
+def prefer_wide_vectors(typingctx):
+    """Let LLVM vectorise the calling function with 512-bit registers where the CPU has them (numba code only).
+
+    LLVM's x86 backend prefers 256-bit vectors on AVX-512 CPUs by default (wide vectors lower the clock of some
+    Intel parts, which costs code that uses them only briefly); numba offers no per-function switch, and its
+    global one (``NUMBA_CPU_FEATURES``) would change every numba function of the process. This call sets the
+    ``"prefer-vector-width"="512"`` attribute on the LLVM function it is compiled into (a prange body becomes its
+    own function: call it inside the body) and emits no instruction. The kernels that call it run their inner
+    loops for long stretches, where the wider FMAs win. On CPUs without AVX-512 (or not x86) the attribute
+    changes nothing.
+    """
+    sig = types.none()
+
+    def codegen(context, builder, signature, args):
+        attrs = builder.function.attributes
+        # llvmlite's FunctionAttributes only accepts its list of keyword attributes; string attributes are
+        # written into the IR as given, so add it through the underlying set
+        set.add(attrs, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def prefetch_row(typingctx, matrix, row):
+    """Ask the CPU to start loading row ``row`` of a C-contiguous 2-D array into cache (numba code only).
+
+    One ``llvm.prefetch`` (read, high locality) per 64-byte cache line the row touches; returns at once and
+    never faults (an out-of-range row is the caller's bug, but a prefetch of a bad address is ignored by the
+    CPU). The CG kernel issues it for the factor rows it will gather a few entries later, so their cache misses
+    overlap the arithmetic on the entries before them instead of stalling it.
+    """
+    if not (isinstance(matrix, types.Array) and matrix.ndim == 2 and matrix.layout == "C"
+            and isinstance(row, types.Integer)):
+        return None
+    sig = types.none(matrix, row)
+
+    def codegen(context, builder, signature, args):
+        aryty, rowty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        r = context.cast(builder, args[1], rowty, types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [r, cgutils.intp_t(0)], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        base = builder.bitcast(ptr, i8p)
+        strides = cgutils.unpack_tuple(builder, ary.strides, 2)
+        row_bytes = strides[0]  # C-contiguous: a row's bytes
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        last = builder.sub(row_bytes, cgutils.intp_t(1))
+        # lines at offsets 0, 64, ... < row_bytes, and the row's last byte (a row need not start on a line)
+        with cgutils.for_range_slice(builder, cgutils.intp_t(0), row_bytes, cgutils.intp_t(64)) as (off, _):
+            builder.call(fn, [builder.gep(base, [off]), i32(0), i32(3), i32(1)])
+        builder.call(fn, [builder.gep(base, [last]), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @intrinsic
@@ -244,73 +306,6 @@ def matvec_rows(G, p, out, n):
 
 
 @njit(nogil=True, cache=CACHE, fastmath=_FM, inline="always")
-def matvec4_rows(G, P, out, n):
-    """``out[q, :n] = G[:n, :n]^T P[q, :n]`` for the four vectors ``q = 0..3`` at once (``= G p_q``, symmetric G).
-
-    A register-blocked 4 x 4 micro-GEMM ``out = P G``: each sweep over ``k`` reads four rows of ``G`` once and
-    applies them to all four outputs (sixteen FMAs per four loads of ``G`` and four load/stores of ``out``),
-    so ``G`` (64 KiB at d = 128 float32, streamed from L2) is read once per four vectors instead of once per
-    vector as four :func:`matvec_rows` calls would. ``P`` and ``out`` are (>= 4, >= n) C-contiguous; the sum
-    over ``j`` runs in the same order as :func:`matvec_rows` (blocks of four, then the remainder).
-    """
-    o0 = out[0]
-    o1 = out[1]
-    o2 = out[2]
-    o3 = out[3]
-    for k in range(n):
-        o0[k] = 0.0
-        o1[k] = 0.0
-        o2[k] = 0.0
-        o3[k] = 0.0
-    j = 0
-    while j + 4 <= n:
-        g0 = G[j]
-        g1 = G[j + 1]
-        g2 = G[j + 2]
-        g3 = G[j + 3]
-        a00 = P[0, j]
-        a01 = P[0, j + 1]
-        a02 = P[0, j + 2]
-        a03 = P[0, j + 3]
-        a10 = P[1, j]
-        a11 = P[1, j + 1]
-        a12 = P[1, j + 2]
-        a13 = P[1, j + 3]
-        a20 = P[2, j]
-        a21 = P[2, j + 1]
-        a22 = P[2, j + 2]
-        a23 = P[2, j + 3]
-        a30 = P[3, j]
-        a31 = P[3, j + 1]
-        a32 = P[3, j + 2]
-        a33 = P[3, j + 3]
-        for k in range(n):
-            # out_q[k] += sum_{l<4} P[q, j + l] G[j + l, k]
-            x0 = g0[k]
-            x1 = g1[k]
-            x2 = g2[k]
-            x3 = g3[k]
-            o0[k] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
-            o1[k] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
-            o2[k] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
-            o3[k] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
-        j += 4
-    while j < n:
-        g0 = G[j]
-        a00 = P[0, j]
-        a10 = P[1, j]
-        a20 = P[2, j]
-        a30 = P[3, j]
-        for k in range(n):
-            x0 = g0[k]
-            o0[k] += a00 * x0
-            o1[k] += a10 * x0
-            o2[k] += a20 * x0
-            o3[k] += a30 * x0
-        j += 1
-
-
-@njit(nogil=True, cache=CACHE, fastmath=_FM, inline="always")
 def gram_apply(start, end, indices, conf, pref, c0, Y, x, out, n, with_b):
     """Sparse Gram term of one row, eight entries per sweep (``y_e = Y[indices[e]]``, ``w_e = conf[e] - c0``).
 
@@ -320,11 +315,16 @@ def gram_apply(start, end, indices, conf, pref, c0, Y, x, out, n, with_b):
     ``c0`` must have the dtype of ``Y`` (no promotion to float64). Eight independent dot products are in flight
     at once (their reduction latency and eight gathers overlap) and ``out`` is read and written once per eight
     entries instead of once per entry; the remainder goes four, then one entry at a time. (Eight against four
-    per sweep: 48 against 53 cycles per entry on L1-resident rows at d = 128 float32.)
+    per sweep: 48 against 53 cycles per entry on L1-resident rows at d = 128 float32.) While a sweep works on
+    entries ``e .. e+7`` the rows of ``e+8 .. e+15`` are prefetched (:func:`prefetch_row`): a row's factors
+    come from L3 or memory on the first pass, and the misses then overlap the arithmetic (distance 8 beat
+    16 and 32 on the issue's matrix).
     """
     e = start
     zero = Y.dtype.type(0.0)
     while e + 8 <= end:
+        for f in range(e + 8, min(e + 16, end)):
+            prefetch_row(Y, indices[f])
         y0 = Y[indices[e]]
         y1 = Y[indices[e + 1]]
         y2 = Y[indices[e + 2]]

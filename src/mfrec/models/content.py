@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from mfrec._params import check_choice, check_dtype, check_float, check_int
-from mfrec._random import rng
+from mfrec._random import normal_matrix, rng
 from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError
 from mfrec.kernels.als_explicit import als_explicit_step
@@ -473,8 +473,9 @@ class HybridALS(FactorModel):
         n_users, n_items = csr.shape
 
         gen = rng(self.seed)
-        X = gen.normal(0.0, 0.01, size=(n_users, d)).astype(dt).astype(np.float64)
-        Y = gen.normal(0.0, 0.01, size=(n_items, d)).astype(dt).astype(np.float64)
+        # ImplicitALS's start (its draws in the factor dtype), solved in float64
+        X = normal_matrix(gen, n_users, d, 0.01, dt).astype(np.float64)
+        Y = normal_matrix(gen, n_items, d, 0.01, dt).astype(np.float64)
         A, B = s["A"], s["B"]
         warm_u, warm_i = np.diff(csr.indptr) > 0, np.diff(i_side[0]) > 0
         W = None if A is None else np.zeros((A.shape[1], d))
