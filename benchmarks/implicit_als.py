@@ -114,6 +114,9 @@ def fit_mfrec(C, factors, reg, iters, solver, threads, confidence="given", alpha
     model = ImplicitALS(factors=factors, regularization=reg, alpha=alpha, iterations=iters, solver=solver,
                         cg_steps=3, confidence=confidence, num_threads=threads, seed=seed)
     model.fit(Interactions(C))
+    # seconds of each iteration alone (both half-steps and the loss), without the set-up before the first one
+    ends = [h["seconds"] for h in model.history_]
+    model.iteration_seconds_ = list(np.diff([0.0] + ends))
     return model
 
 
@@ -127,7 +130,9 @@ def fit_implicit(C, factors, reg, iters, solver, threads, seed=0):
         model = AlternatingLeastSquares(factors=factors, regularization=reg, alpha=1.0, iterations=iters,
                                         use_cg=solver == "cg", num_threads=threads, random_state=seed,
                                         calculate_training_loss=False)
-        model.fit(C, show_progress=False)
+        seconds = []  # implicit's callback gets each iteration's own elapsed time (both half-steps)
+        model.fit(C, show_progress=False, callback=lambda it, elapsed, loss: seconds.append(elapsed))
+    model.iteration_seconds_ = seconds
     return model
 
 
@@ -159,26 +164,31 @@ def speed_one(args, d):
     fit_mfrec(power_law_matrix(300, 200, seed=1), d, 0.05, 1, "cg", args.threads)
     fit_mfrec(power_law_matrix(300, 200, seed=1), d, 0.05, 1, "cholesky", args.threads)
     rows = []
-    for solver in args.solvers:
+    for solver in [s for s in args.solvers for _ in range(args.rounds)]:
         res = {}
         for lib, fn in (("implicit", fit_implicit), ("mfrec", fit_mfrec)):
             with PeakRSS() as mem:
                 t = time.perf_counter()
                 c = time.process_time()
-                fn(C, d, 0.05, args.iterations, solver, args.threads)
+                model = fn(C, d, 0.05, args.iterations, solver, args.threads)
                 sec = (time.perf_counter() - t) / args.iterations
                 cpu = (time.process_time() - c) / args.iterations
             gf = flops(solver, C.nnz, m, n, d) / sec / 1e9
             res[lib] = sec
             res[lib + "_cpu"] = cpu
+            res[lib + "_iter"] = float(np.median(model.iteration_seconds_))
             print(f"  {solver:8s} {lib:8s} {sec:7.3f} s/iter (CPU {cpu:6.3f} s/iter, all threads)  {gf:6.1f} GFLOP/s "
                   f"({100 * gf / peak:4.1f}% of peak)  "
-                  f"peak RSS +{mem.delta / 2**20:.0f} MiB ({mem.delta / (csr_bytes + factor_bytes):.2f}x data)")
+                  f"peak RSS +{mem.delta / 2**20:.0f} MiB ({mem.delta / (csr_bytes + factor_bytes):.2f}x data); "
+                  f"iterations alone (median) {res[lib + '_iter']:.3f} s")
             sys.stdout.flush()
+        # s/iter = the whole fit (set-up included: conversion, transpose, initial factors) over the iterations;
         # the CPU-time ratio is less sensitive to other jobs on a shared machine than the wall-time ratio (it
-        # still counts busy-waiting threads, and cache/bandwidth contention still slows both)
+        # still counts busy-waiting threads, and cache/bandwidth contention still slows both); "iterations
+        # alone" leaves out each library's set-up (implicit: its per-iteration callback; mfrec: history_)
         print(f"  {solver:8s} d={d} ratio mfrec/implicit = {res['mfrec'] / res['implicit']:.2f}  "
-              f"(CPU time {res['mfrec_cpu'] / res['implicit_cpu']:.2f}; load average {os.getloadavg()[0]:.1f})")
+              f"(CPU time {res['mfrec_cpu'] / res['implicit_cpu']:.2f}; iterations alone "
+              f"{res['mfrec_iter'] / res['implicit_iter']:.2f}; load average {os.getloadavg()[0]:.1f})")
         rows.append((d, solver, res))
     return rows
 
@@ -334,6 +344,9 @@ def main(argv=None):
     ap.add_argument("--factors", type=int, nargs="+", default=[64], help="one or more d (speed; quality uses 64)")
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="timed (implicit, mfrec) pairs per solver: on a shared machine the spread of the "
+                         "per-round ratios is the honest error bar")
     ap.add_argument("--solvers", nargs="+", default=["cg", "cholesky"], choices=["cg", "cholesky", "gd"])
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")

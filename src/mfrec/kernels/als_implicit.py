@@ -52,6 +52,7 @@ __all__ = [
     "implicit_observed_grad",
     "implicit_observed_curvature",
     "gram_base",
+    "factor_gram",
     "implicit_loss",
     "half_step",
     "gd_half_step",
@@ -464,25 +465,33 @@ def implicit_observed_curvature(indptr, indices, conf, G, Y, c0):
 
 
 # ------------------------------------------------------------------------------------- python-level drivers
-def gram_base(Y: np.ndarray, c0: float, reg: float) -> np.ndarray:
-    """``G0 = c0 Y^T Y + lambda I`` as float64 (d, d): one GEMM in the factor dtype, then promoted."""
-    G = (Y.T @ Y).astype(np.float64)
+def factor_gram(Y: np.ndarray) -> np.ndarray:
+    """``Y^T Y`` as float64 (d, d): one product in the factor dtype (numpy runs ``A.T @ A`` as a SYRK), promoted."""
+    return (Y.T @ Y).astype(np.float64)
+
+
+def gram_base(Y: np.ndarray, c0: float, reg: float, YtY: np.ndarray | None = None) -> np.ndarray:
+    """``G0 = c0 Y^T Y + lambda I`` as float64 (d, d); ``YtY`` (:func:`factor_gram`) when already computed."""
+    G = factor_gram(Y) if YtY is None else np.array(YtY, dtype=np.float64, copy=True)
     G *= c0
     G[np.diag_indices_from(G)] += reg
     return G
 
 
-def implicit_loss(indptr, indices, conf, pref, X, Y, c0: float, reg: float, observed: float | None = None) -> float:
+def implicit_loss(indptr, indices, conf, pref, X, Y, c0: float, reg: float, observed: float | None = None,
+                  XtX: np.ndarray | None = None, YtY: np.ndarray | None = None) -> float:
     """The full weighted loss ``L`` over all pairs in O(nnz d + (m + n) d^2) (see module docstring).
 
     ``observed``: the observed part (:func:`implicit_observed_loss`) if already known, e.g. the sum of the
     ``row_loss`` a :func:`half_step` on ``X`` filled in; then only the O((m + n) d^2) dense terms are computed.
+    ``XtX``, ``YtY``: :func:`factor_gram` of ``X`` and ``Y`` if already computed (the fit reuses them for the
+    next half-steps' ``G0``), leaving O(d^2) work.
     """
     if observed is None:
         observed = implicit_observed_loss(indptr, indices, conf, pref, X, Y, c0)
     obs = float(observed)
-    XtX = (X.T @ X).astype(np.float64)
-    YtY = (Y.T @ Y).astype(np.float64)
+    XtX = factor_gram(X) if XtX is None else XtX
+    YtY = factor_gram(Y) if YtY is None else YtY
     pattern_all = float(c0 * np.sum(XtX * YtY))
     norms = float(reg * (np.trace(XtX) + np.trace(YtY)))
     return float(obs + pattern_all + norms)
@@ -567,6 +576,7 @@ def half_step(
     long_row: int = LONG_ROW,
     lockstep_max: int = LOCKSTEP_MAX,
     row_loss: np.ndarray | None = None,
+    YtY: np.ndarray | None = None,
 ) -> np.ndarray:
     """One ALS half-step: update every row of ``X`` (in place) with ``Y`` fixed; returns the ``failed`` mask.
 
@@ -580,6 +590,7 @@ def half_step(
     ``row_loss``, a float64 array of ``X.shape[0]``, receives the observed part of each row's loss at its new
     factors (see :func:`implicit_cholesky_rows`), computed while the row is in cache: its sum is the
     ``observed`` argument of :func:`implicit_loss`, which then needs no pass over the matrix of its own.
+    ``YtY``: :func:`factor_gram` of ``Y`` if the caller has it (saves one product of ``Y``).
     """
     if order is None:
         order = row_order(indptr)
@@ -595,7 +606,7 @@ def half_step(
     # keeps spinning (~0.1 s, measured: a d = 128 CG item half-step took 0.30 s CPU instead of 0.17 s) and
     # competes with the numba threads that follow; one thread costs a few ms more on the GEMM itself
     with threadpool_limits(limits=1, user_api="blas"):
-        G0 = gram_base(Y, c0, reg)
+        G0 = gram_base(Y, c0, reg, YtY)
     if solver == "cholesky":
         lengths = np.diff(indptr)[order]
         n_long = int(np.searchsorted(-lengths, -long_row, side="left"))  # order is by decreasing length

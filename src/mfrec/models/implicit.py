@@ -39,7 +39,7 @@ from mfrec._random import normal_matrix, rng
 from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError, UnknownIdError
 from mfrec.evaluation.metrics import ndcg_at_k  # pure array math, no model imports
-from mfrec.kernels.als_implicit import gd_half_step, half_step, implicit_loss, row_order
+from mfrec.kernels.als_implicit import factor_gram, gd_half_step, half_step, implicit_loss, row_order
 from mfrec.models.base import FactorModel
 from mfrec.persist import register_model
 
@@ -299,12 +299,12 @@ class ImplicitALS(FactorModel):
         # item factors are still in cache (a separate pass over the matrix cost ~12 % of a CG iteration)
         user_loss = np.zeros(n_users, dtype=np.float64) if solver != "gd" else None
 
-        def half(ip, ix, cf, pr, Y, X, order, side: str, row_loss=None) -> None:
+        def half(ip, ix, cf, pr, Y, X, order, side: str, row_loss=None, YtY=None) -> None:
             if solver == "gd":
                 gd_half_step(ip, ix, cf, pr, Y, X, c0=c0, reg=reg)
                 return
             failed = half_step(ip, ix, cf, pr, Y, X, c0=c0, reg=reg, solver=solver, cg_steps=steps, order=order,
-                               row_loss=row_loss)
+                               row_loss=row_loss, YtY=YtY)
             if failed.any():
                 raise ModelFitError(
                     f"ImplicitALS: {int(failed.sum())} {side} systems were not positive definite (non-finite "
@@ -317,12 +317,19 @@ class ImplicitALS(FactorModel):
         try:
             if p["num_threads"]:
                 numba.set_num_threads(min(p["num_threads"], numba.config.NUMBA_NUM_THREADS))
+            XtX = None  # each factor Gram is computed once per iteration: for the loss and the next half's G0
             for it in range(1, p["iterations"] + 1):
-                half(indptr_t, indices_t, conf_t, pref_t, self.user_factors_, self.item_factors_, order_i, "item")
-                half(indptr, indices, conf, pref, self.item_factors_, self.user_factors_, order_u, "user", user_loss)
+                half(indptr_t, indices_t, conf_t, pref_t, self.user_factors_, self.item_factors_, order_i, "item",
+                     YtY=XtX)
                 with threadpool_limits(limits=1, user_api="blas"):
+                    YtY = factor_gram(self.item_factors_)
+                half(indptr, indices, conf, pref, self.item_factors_, self.user_factors_, order_u, "user", user_loss,
+                     YtY=YtY)
+                with threadpool_limits(limits=1, user_api="blas"):
+                    XtX = factor_gram(self.user_factors_)
                     loss = implicit_loss(indptr, indices, conf, pref, self.user_factors_, self.item_factors_, c0, reg,
-                                         observed=None if user_loss is None else float(np.sum(user_loss)))
+                                         observed=None if user_loss is None else float(np.sum(user_loss)),
+                                         XtX=XtX, YtY=YtY)
                 entry: dict[str, Any] = {"iteration": it, "loss": loss}
                 if not np.isfinite(loss):
                     self._check_finite(it)
