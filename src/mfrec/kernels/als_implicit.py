@@ -39,6 +39,7 @@ from mfrec.kernels.linalg import (
     cholesky_upper_inplace,
     cholesky_upper_solve_inplace,
     dot,
+    dot8,
     fetch_add,
     gram_apply,
     matvec_rows,
@@ -75,39 +76,13 @@ def observed_row_loss(start, end, indices, conf, pref, c0, Y, x, n):
     """``sum_{e in [start, end)} [c_e (p_e - s_e)^2 - c0 s_e^2]`` with ``s_e = x . Y[indices[e]]`` (float64).
 
     The observed part of one row's loss (see the module docstring). ``s_e`` is a dot product in the factor
-    dtype, eight entries per sweep over ``x`` (eight reductions and eight gathers in flight, as
-    :func:`mfrec.kernels.linalg.gram_apply`); the per-entry terms are summed in float64. ``c0`` is a float.
+    dtype, eight entries per sweep over ``x`` (:func:`mfrec.kernels.linalg.dot8`); the per-entry terms are
+    summed in float64. ``c0`` is a float.
     """
     acc = 0.0
-    zero = Y.dtype.type(0.0)
     e = start
     while e + 8 <= end:
-        y0 = Y[indices[e]]
-        y1 = Y[indices[e + 1]]
-        y2 = Y[indices[e + 2]]
-        y3 = Y[indices[e + 3]]
-        y4 = Y[indices[e + 4]]
-        y5 = Y[indices[e + 5]]
-        y6 = Y[indices[e + 6]]
-        y7 = Y[indices[e + 7]]
-        s0 = zero
-        s1 = zero
-        s2 = zero
-        s3 = zero
-        s4 = zero
-        s5 = zero
-        s6 = zero
-        s7 = zero
-        for k in range(n):
-            xk = x[k]
-            s0 += y0[k] * xk
-            s1 += y1[k] * xk
-            s2 += y2[k] * xk
-            s3 += y3[k] * xk
-            s4 += y4[k] * xk
-            s5 += y5[k] * xk
-            s6 += y6[k] * xk
-            s7 += y7[k] * xk
+        s0, s1, s2, s3, s4, s5, s6, s7 = dot8(Y, indices, e, x, n)
         for q in range(8):
             sq = np.float64(s0 if q == 0 else s1 if q == 1 else s2 if q == 2 else s3 if q == 3 else
                             s4 if q == 4 else s5 if q == 5 else s6 if q == 6 else s7)
@@ -305,10 +280,10 @@ def implicit_cg_rows(indptr, indices, conf, pref, Y, G0, c0, steps, rows, n_sing
     BLAS is held to one thread by :func:`half_step`): ``G0``, 64 KiB at d = 128 float32, is read once per
     four rows, and BLAS's kernel ran 2-3x the FMA rate of the hand-blocked numba loop it replaced
     (30 against 17 GFMA/s at d = 128, 47 against 17 at d = 64, one core). Each row keeps its own scalars, so
-    the iterates are exactly those of four independent CGs. Long rows are not grouped: the ``Y_u`` of four long rows would not stay in L2 between
-    the CG steps, one row's does. Divisions are guarded per row: a row stops (keeps its current ``x``) once
-    its residual is ~0 or NaN or ``p^T A p`` is not positive (implicit issues #19, #106), while the others
-    of its group go on.
+    the iterates are exactly those of four independent CGs. Long rows are not grouped: the ``Y_u`` of four long
+    rows would not stay in L2 between the CG steps, one row's does. Divisions are guarded per row: a row stops
+    (keeps its current ``x``) once its residual is ~0 or NaN or ``p^T A p`` is not positive (implicit issues
+    #19, #106), while the others of its group go on.
     """
     d = Y.shape[1]
     n = rows.shape[0]

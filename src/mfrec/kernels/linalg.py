@@ -25,6 +25,7 @@ __all__ = [
     "axpy",
     "matvec_rows",
     "gram_apply",
+    "dot8",
     "fetch_add",
     "prefer_wide_vectors",
     "prefetch_row",
@@ -306,6 +307,43 @@ def matvec_rows(G, p, out, n):
 
 
 @njit(nogil=True, cache=CACHE, fastmath=_FM, inline="always")
+def dot8(Y, indices, e, x, n):
+    """The eight dot products ``Y[indices[e + q], :n] . x[:n]``, ``q = 0..7``, in one sweep over ``x``.
+
+    Eight independent reductions (and eight row gathers) in flight at once hide their latency; accumulated in
+    the dtype of ``Y``. The sparse sweeps of the ALS kernels take their entries eight at a time through this.
+    """
+    zero = Y.dtype.type(0.0)
+    y0 = Y[indices[e]]
+    y1 = Y[indices[e + 1]]
+    y2 = Y[indices[e + 2]]
+    y3 = Y[indices[e + 3]]
+    y4 = Y[indices[e + 4]]
+    y5 = Y[indices[e + 5]]
+    y6 = Y[indices[e + 6]]
+    y7 = Y[indices[e + 7]]
+    s0 = zero
+    s1 = zero
+    s2 = zero
+    s3 = zero
+    s4 = zero
+    s5 = zero
+    s6 = zero
+    s7 = zero
+    for k in range(n):
+        xk = x[k]
+        s0 += y0[k] * xk
+        s1 += y1[k] * xk
+        s2 += y2[k] * xk
+        s3 += y3[k] * xk
+        s4 += y4[k] * xk
+        s5 += y5[k] * xk
+        s6 += y6[k] * xk
+        s7 += y7[k] * xk
+    return s0, s1, s2, s3, s4, s5, s6, s7
+
+
+@njit(nogil=True, cache=CACHE, fastmath=_FM, inline="always")
 def gram_apply(start, end, indices, conf, pref, c0, Y, x, out, n, with_b):
     """Sparse Gram term of one row, eight entries per sweep (``y_e = Y[indices[e]]``, ``w_e = conf[e] - c0``).
 
@@ -333,24 +371,7 @@ def gram_apply(start, end, indices, conf, pref, c0, Y, x, out, n, with_b):
         y5 = Y[indices[e + 5]]
         y6 = Y[indices[e + 6]]
         y7 = Y[indices[e + 7]]
-        s0 = zero
-        s1 = zero
-        s2 = zero
-        s3 = zero
-        s4 = zero
-        s5 = zero
-        s6 = zero
-        s7 = zero
-        for k in range(n):
-            xk = x[k]
-            s0 += y0[k] * xk
-            s1 += y1[k] * xk
-            s2 += y2[k] * xk
-            s3 += y3[k] * xk
-            s4 += y4[k] * xk
-            s5 += y5[k] * xk
-            s6 += y6[k] * xk
-            s7 += y7[k] * xk
+        s0, s1, s2, s3, s4, s5, s6, s7 = dot8(Y, indices, e, x, n)
         s0 = (conf[e] - c0) * s0
         s1 = (conf[e + 1] - c0) * s1
         s2 = (conf[e + 2] - c0) * s2
