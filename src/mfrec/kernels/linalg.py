@@ -52,8 +52,12 @@ def prefer_wide_vectors(typingctx):
     def codegen(context, builder, signature, args):
         attrs = builder.function.attributes
         # llvmlite's FunctionAttributes only accepts its list of keyword attributes; string attributes are
-        # written into the IR as given, so add it through the underlying set
-        set.add(attrs, '"prefer-vector-width"="512"')
+        # written into the IR as given, so add it through the underlying set (a hint: if a future llvmlite
+        # stores attributes differently, the kernel compiles without it rather than failing)
+        try:
+            set.add(attrs, '"prefer-vector-width"="512"')
+        except TypeError:
+            pass
         return context.get_dummy_value()
 
     return sig, codegen
@@ -84,7 +88,8 @@ def prefetch_row(typingctx, matrix, row):
         row_bytes = strides[0]  # C-contiguous: a row's bytes
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # named through llvmlite (".p0i8" with typed pointers, LLVM remangles it where pointers are opaque)
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
         last = builder.sub(row_bytes, cgutils.intp_t(1))
         # lines at offsets 0, 64, ... < row_bytes, and the row's last byte (a row need not start on a line)
         with cgutils.for_range_slice(builder, cgutils.intp_t(0), row_bytes, cgutils.intp_t(64)) as (off, _):
