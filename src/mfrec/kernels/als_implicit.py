@@ -604,7 +604,7 @@ def half_step(
     return failed
 
 
-def gd_half_step(indptr, indices, conf, pref, Y, X, *, c0: float, reg: float) -> float:
+def gd_half_step(indptr, indices, conf, pref, Y, X, *, c0: float, reg: float, YtY: np.ndarray | None = None) -> float:
     """One full-batch gradient step on the block ``X`` (``Y`` fixed) with the exact line-search step size.
 
     With ``Y`` fixed, ``L`` is a convex quadratic in ``X``: ``L(X - t G) = L(X) - t ||G||^2 + t^2 sum_u g_u^T A_u
@@ -612,7 +612,7 @@ def gd_half_step(indptr, indices, conf, pref, Y, X, *, c0: float, reg: float) ->
     ``g_u = 2 (G0 x_u + sum_i [(c - c0) s - c p] y_i)`` and the curvature both cost O(nnz d + m d^2).
     Returns the step size used.
     """
-    G0 = gram_base(Y, c0, reg).astype(X.dtype)
+    G0 = gram_base(Y, c0, reg, YtY).astype(X.dtype)  # YtY: factor_gram(Y) if the caller has it
     sparse = np.empty_like(X)
     implicit_observed_grad(indptr, indices, conf, pref, X, Y, c0, sparse)
     G = 2.0 * (X @ G0 + sparse)

@@ -301,7 +301,7 @@ class ImplicitALS(FactorModel):
 
         def half(ip, ix, cf, pr, Y, X, order, side: str, row_loss=None, YtY=None) -> None:
             if solver == "gd":
-                gd_half_step(ip, ix, cf, pr, Y, X, c0=c0, reg=reg)
+                gd_half_step(ip, ix, cf, pr, Y, X, c0=c0, reg=reg, YtY=YtY)
                 return
             failed = half_step(ip, ix, cf, pr, Y, X, c0=c0, reg=reg, solver=solver, cg_steps=steps, order=order,
                                row_loss=row_loss, YtY=YtY)
