@@ -63,6 +63,7 @@ from mfrec._progress import report
 from mfrec._random import normal_matrix, rng
 from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError, require_extra
+from mfrec.kernels.dense import rank_tolerance, solve_psd
 
 __all__ = ["fit", "DaskInteractions", "from_dask_dataframe", "read_parquet", "local_client", "cluster_client",
            "worker_memory", "BlockStats"]
@@ -901,15 +902,16 @@ def _fit_hybrid(model, data, client, n_blocks, max_restarts, on_iteration, user_
     warm_u, warm_i = np.diff(s["u_side"][0]) > 0, np.diff(s["i_side"][0]) > 0
     ratio = lam_a / lam
 
-    def gram(side: _Side, feats):
+    def gram(side: _Side, feats, warm):
+        """``(A_w^T A_w + ratio I, rank tolerance)`` over the warm rows, as the local fit's ``ridge_map``."""
         if feats is None:
             return None
         parts = client.gather([client.submit(_hybrid_gram_task, f, pure=False) for f in side.futures])
         G = np.sum(parts, axis=0)
         G[np.diag_indices_from(G)] += ratio
-        return G
+        return G, rank_tolerance(G.shape[0], feats.dtype, int(warm.sum()))
 
-    GA, GB = gram(uside, A), gram(iside, B)
+    GA, GB = gram(uside, A, warm_u), gram(iside, B, warm_i)
     gen = rng(model.seed)
     # the local fit's draws (users, then items), solved in float64; cold rows 0 (not part of any term)
     X = normal_matrix(gen, n_users, d, 0.01, dt).astype(np.float64)
@@ -936,7 +938,7 @@ def _fit_hybrid(model, data, client, n_blocks, max_restarts, on_iteration, user_
                                     "regularization")
             st[own] = np.concatenate([r[0] for r in res])
             if G is not None:
-                st[mkey] = np.linalg.solve(G, np.sum([r[2] for r in res], axis=0))
+                st[mkey] = solve_psd(G[0], np.sum([r[2] for r in res], axis=0), rcond=G[1])
             st["obs"] = float(sum(r[3] for r in res))
         return go
 

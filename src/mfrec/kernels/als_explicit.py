@@ -31,8 +31,11 @@ import numpy as np
 from numba import njit, prange
 
 from mfrec.kernels._numba import CACHE
+from mfrec.kernels.dense import rank_tolerance, solve_psd
+from mfrec.kernels.linalg import pivot_floor
 
-__all__ = ["als_explicit_step", "explicit_sse", "predict_pairs", "cholesky_solve"]
+__all__ = ["als_explicit_step", "explicit_ridge_rows", "explicit_row_system", "explicit_sse", "predict_pairs",
+           "cholesky_solve"]
 
 #: rows are cut into this many contiguous chunks for the parallel loop (enough to balance 64+ threads)
 _N_CHUNKS = 1024
@@ -43,15 +46,16 @@ def cholesky_solve(A, b, k):
     """Solve ``A z = b`` in place for symmetric positive definite ``A`` (k x k, float64).
 
     Only the lower triangle of ``A`` is read; on return it holds the Cholesky factor ``L`` (A = L L^T) and
-    ``b`` holds ``z``. Returns False (leaving ``b`` undefined) when a pivot is not positive, i.e. ``A`` is not
-    numerically positive definite.
+    ``b`` holds ``z``. Returns False (leaving ``b`` undefined) when a pivot is at most
+    :func:`mfrec.kernels.linalg.pivot_floor`, i.e. ``A`` is singular or numerically so (or NaN).
     """
+    floor = pivot_floor(A, k)
     # A = L L^T, column by column (Cholesky-Banachiewicz)
     for j in range(k):
         s = A[j, j]
         for p in range(j):
             s -= A[j, p] * A[j, p]
-        if not s > 0.0:  # also catches NaN
+        if not s > floor:  # also catches NaN
             return False
         d = np.sqrt(s)
         A[j, j] = d
@@ -75,11 +79,61 @@ def cholesky_solve(A, b, k):
     return True
 
 
+def als_explicit_step(indptr, indices, data, other, other_bias, mu, reg, frequency_weighted, biases,
+                      target, target_bias, bias_reg=-1.0) -> int:
+    """One ALS half-step: re-solve every row of ``target`` (and ``target_bias``) given the other side.
+
+    The rows are solved by :func:`explicit_ridge_rows` (numba, Cholesky per row); a row whose normal matrix
+    is numerically singular there (a ``lambda`` lost in rounding against huge ratings or factors) is solved
+    again here by minimum-norm least squares (:func:`explicit_row_system`, :func:`mfrec.kernels.dense.solve_psd`).
+    Arguments as :func:`explicit_ridge_rows`. Returns the number of rows left unchanged because their system
+    is not finite (NaN/inf in the inputs); zero otherwise.
+    """
+    failed = np.zeros(indptr.shape[0] - 1, dtype=np.uint8)
+    explicit_ridge_rows(indptr, indices, data, other, other_bias, mu, reg, frequency_weighted, biases, target,
+                        target_bias, failed, bias_reg)
+    bad = 0
+    for u in np.flatnonzero(failed):
+        A, b = explicit_row_system(indptr, indices, data, other, other_bias, mu, reg, frequency_weighted, biases,
+                                   bias_reg, u)
+        z = solve_psd(A, b, rcond=rank_tolerance(len(b), terms=int(indptr[u + 1] - indptr[u])))
+        if not np.isfinite(z).all():
+            bad += 1
+            continue
+        d = other.shape[1]
+        target[u] = z[:d]
+        if biases:
+            target_bias[u] = z[d]
+    return bad
+
+
+def explicit_row_system(indptr, indices, data, other, other_bias, mu, reg, frequency_weighted, biases, bias_reg,
+                        u) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``u``'s normal equations ``(F_u^T F_u + D_u, F_u^T t_u)`` in float64 (numpy): the dense reference.
+
+    ``A`` is (k, k) with both triangles filled and ``b`` is (k,), ``k = d + 1`` with biases, else ``d``.
+    """
+    lo, hi = int(indptr[u]), int(indptr[u + 1])
+    idx = indices[lo:hi]
+    d = other.shape[1]
+    F = other[idx].astype(np.float64)
+    t = data[lo:hi].astype(np.float64) - mu
+    if biases:
+        F = np.hstack([F, np.ones((hi - lo, 1))])  # f_i = [y_i, 1]
+        t = t - other_bias[idx]
+    scale = max(hi - lo, 1) if frequency_weighted else 1
+    A = F.T @ F
+    A[np.arange(d), np.arange(d)] += reg * scale
+    if biases:
+        A[d, d] += (bias_reg if bias_reg >= 0.0 else reg) * scale
+    return A, F.T @ t
+
+
 # fastmath: contraction only (fused multiply-add in the rank-1 updates); no NaN/inf assumptions.
 @njit(parallel=True, nogil=True, cache=CACHE, fastmath={"contract"})
-def als_explicit_step(indptr, indices, data, other, other_bias, mu, reg, frequency_weighted, biases,
-                      target, target_bias, bias_reg=-1.0):
-    """One ALS half-step: re-solve every row of ``target`` (and ``target_bias``) given the other side.
+def explicit_ridge_rows(indptr, indices, data, other, other_bias, mu, reg, frequency_weighted, biases,
+                        target, target_bias, failed, bias_reg=-1.0):
+    """Re-solve every row of ``target`` (and ``target_bias``) given the other side, by Cholesky per row.
 
     Parameters
     ----------
@@ -103,6 +157,8 @@ def als_explicit_step(indptr, indices, data, other, other_bias, mu, reg, frequen
         ``x_u`` against ``y_i`` and ``r - mu`` (k = d).
     target : float array, shape (n_rows, d), written in place
     target_bias : float array, shape (n_rows,), written in place when ``biases``
+    failed : uint8 array, shape (n_rows,)
+        Set to 1 for each row whose normal matrix was not numerically positive definite (row left unchanged).
     bias_reg : float, optional
         lambda_b > 0 for the bias unknown ``b_u`` (Surprise's ``reg_bu`` / ``reg_bi``): the diagonal of the
         ridge matrix is ``lambda_u`` for the d factor entries and ``lambda_b`` (times ``max(n_u, 1)`` when
@@ -111,8 +167,8 @@ def als_explicit_step(indptr, indices, data, other, other_bias, mu, reg, frequen
     Returns
     -------
     int
-        The number of rows whose normal matrix was not numerically positive definite (left unchanged).
-        Zero unless the inputs hold NaN/inf or lambda is tiny against huge ratings.
+        The number of rows marked in ``failed``. Zero unless the inputs hold NaN/inf or lambda is tiny against
+        huge ratings.
     """
     n_rows = indptr.shape[0] - 1
     d = other.shape[1]
@@ -156,6 +212,7 @@ def als_explicit_step(indptr, indices, data, other, other_bias, mu, reg, frequen
                 if biases:
                     target_bias[u] = b[d]
             else:
+                failed[u] = 1
                 failures += 1
     return failures
 

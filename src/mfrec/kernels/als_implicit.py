@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-import scipy.linalg
 from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
+from mfrec.kernels.dense import rank_tolerance, solve_psd
 from mfrec.kernels.linalg import (
     CACHE,
     axpy,
@@ -516,15 +516,13 @@ def _solve_long_rows(indptr, indices, conf, pref, Y, G0, c0, long_rows, X, faile
             w = (conf[lo:hi] - cz).astype(Y.dtype)
             A += (Yg.T @ (Yg * w[:, None])).astype(np.float64)
             b += (Yg.T @ (conf[lo:hi] * pref[lo:hi]).astype(Y.dtype)).astype(np.float64)
-        try:
-            cf = scipy.linalg.cho_factor(A, lower=True, check_finite=False)
-        except np.linalg.LinAlgError:
+        # Cholesky, or minimum norm where A_u is numerically singular at the precision of the products above
+        # (they run in the factor dtype) and of G0 (a Gram over every row of Y)
+        x = solve_psd(A, b, rcond=rank_tolerance(len(b), Y.dtype, Y.shape[0]))
+        if not np.isfinite(x).all():
             failed[u] = 1
             continue
-        if not np.isfinite(cf[0]).all():
-            failed[u] = 1
-            continue
-        X[u] = scipy.linalg.cho_solve(cf, b, check_finite=False)
+        X[u] = x
         if row_loss is not None and len(row_loss):
             acc = 0.0
             for lo in range(s, e, block):
@@ -601,7 +599,34 @@ def half_step(
                              numba.get_num_threads(), X, row_loss)
     else:  # pragma: no cover - validated by the model
         raise ValueError(f"unknown solver {solver!r}")
+    if failed.any():
+        _resolve_singular_rows(indptr, indices, conf, pref, Y, G0, c0, X, failed, row_loss)
     return failed
+
+
+def _resolve_singular_rows(indptr, indices, conf, pref, Y, G0, c0, X, failed, row_loss) -> None:
+    """Solve the rows the Cholesky kernel rejected by minimum-norm least squares; clear them in ``failed``.
+
+    Row ``u``'s system in float64 (numpy): ``A_u = G0 + Y_u^T (C_u - c0 I) Y_u``, ``b_u = Y_u^T C_u p_u``, with
+    ``G0 = c0 Y^T Y + lambda I`` (d, d). ``Y^T Y`` is a product over every row of ``Y`` in the factor dtype,
+    which sets the rank threshold (:func:`mfrec.kernels.dense.rank_tolerance`). Rows whose system holds NaN/inf,
+    or is indefinite, stay marked (the model reports them). ``row_loss`` as in :func:`implicit_cholesky_rows`.
+    """
+    rcond = rank_tolerance(Y.shape[1], Y.dtype, Y.shape[0])
+    for u in np.flatnonzero(failed):
+        lo, hi = int(indptr[u]), int(indptr[u + 1])
+        Ys = Y[indices[lo:hi]].astype(np.float64)
+        c = conf[lo:hi].astype(np.float64)
+        p = pref[lo:hi].astype(np.float64)
+        A = G0 + Ys.T @ ((c - c0)[:, None] * Ys)
+        x = solve_psd(A, Ys.T @ (c * p), rcond=rcond)
+        if not np.isfinite(x).all():
+            continue
+        X[u] = x
+        failed[u] = 0
+        if len(row_loss):
+            s = Ys @ x
+            row_loss[u] = float(np.sum(c * (p - s) ** 2 - c0 * s * s))
 
 
 def gd_half_step(indptr, indices, conf, pref, Y, X, *, c0: float, reg: float, YtY: np.ndarray | None = None) -> float:

@@ -46,6 +46,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
+from mfrec.kernels.dense import rank_tolerance, solve_psd
 from mfrec.kernels.linalg import CACHE, cholesky_inplace, cholesky_solve_inplace
 
 __all__ = ["prior_ridge_rows", "prior_half_step", "attribute_regression", "ridge_map", "neighbor_map"]
@@ -113,12 +114,27 @@ def prior_ridge_rows(indptr, indices, weight, target, Y, G0, c0, reg, prior, X, 
 
 
 def prior_half_step(indptr, indices, weight, target, Y, X, prior, *, c0: float, reg: float) -> np.ndarray:
-    """Update every row of ``X`` in place by :func:`prior_ridge_rows`; returns the ``failed`` mask (uint8)."""
+    """Update every row of ``X`` in place by :func:`prior_ridge_rows`; returns the ``failed`` mask (uint8).
+
+    Rows the kernel finds numerically singular are solved again by minimum-norm least squares
+    (:func:`mfrec.kernels.dense.solve_psd`); only rows whose system is not finite stay marked.
+    """
     G0 = (Y.T @ Y) * float(c0)
     G0[np.diag_indices_from(G0)] += reg
     failed = np.zeros(X.shape[0], dtype=np.uint8)
     prior_ridge_rows(indptr, indices, weight, target, Y, np.ascontiguousarray(G0), float(c0), float(reg),
                      prior, X, failed)
+    # rows numerically singular in the kernel (lambda lost in rounding): minimum-norm least squares, in numpy
+    rcond = rank_tolerance(Y.shape[1], Y.dtype, Y.shape[0])  # G0 is a Gram over every row of Y
+    for u in np.flatnonzero(failed):
+        lo, hi = int(indptr[u]), int(indptr[u + 1])
+        Ys = Y[indices[lo:hi]].astype(np.float64)
+        w = weight[lo:hi].astype(np.float64)
+        A = G0 + Ys.T @ ((w - c0)[:, None] * Ys)  # A = c0 Y^T Y + reg I + sum (w - c0) y y^T
+        x = solve_psd(A, reg * prior[u] + Ys.T @ (w * target[lo:hi]), rcond=rcond)  # b = reg m_u + sum w t y
+        if np.isfinite(x).all():
+            X[u] = x
+            failed[u] = 0
     return failed
 
 
@@ -126,11 +142,13 @@ def ridge_map(A: np.ndarray, X: np.ndarray, ratio: float) -> np.ndarray:
     """``W = (A^T A + ratio I)^-1 A^T X``: the attribute-to-factor map (F, d) of rows ``A`` (n, F) onto ``X``.
 
     It minimises ``lambda sum_u ||x_u - W^T a_u||^2 + lambda_a ||W||^2`` with ``ratio = lambda_a / lambda``.
+    Collinear attributes with a ratio lost in rounding make the system singular: then the minimum-norm
+    least-squares map (:func:`mfrec.kernels.dense.solve_psd`).
     """
     F = A.shape[1]
     G = A.T @ A
     G[np.diag_indices(F)] += ratio
-    return np.linalg.solve(G, A.T @ X)
+    return solve_psd(G, A.T @ X, rcond=rank_tolerance(F, A.dtype, A.shape[0]))
 
 
 def attribute_regression(

@@ -20,6 +20,7 @@ __all__ = [
     "cholesky_solve_inplace",
     "cholesky_upper_inplace",
     "cholesky_upper_solve_inplace",
+    "pivot_floor",
     "dot",
     "symv_lower",
     "axpy",
@@ -161,13 +162,32 @@ def symv_lower(A, x, out, n):
         out[i] += s
 
 
+@njit(nogil=True, cache=CACHE)
+def pivot_floor(A, n):
+    """``n eps max_k A_kk`` in the dtype of ``A``: a Cholesky pivot at or below it counts as zero.
+
+    A pivot is the part of ``A_kk`` that the earlier columns do not explain; one that small against the largest
+    diagonal entry means column ``k`` is, up to rounding, a combination of the earlier ones (the threshold is
+    :func:`mfrec.kernels.dense.rank_tolerance`, numpy's ``lstsq`` rank cut-off). Waiting for a pivot that is
+    exactly zero or negative misses most singular systems: rounding leaves a tiny positive pivot, and the solve
+    returns finite nonsense.
+    """
+    top = 0.0
+    for k in range(n):
+        if A[k, k] > top:
+            top = A[k, k]
+    return n * np.finfo(A.dtype).eps * top
+
+
 @njit(nogil=True, cache=CACHE, fastmath=_FM)
 def cholesky_inplace(A, n):
     """Overwrite the lower triangle of SPD ``A`` (n x n) with ``L``, ``A = L L^T`` (Cholesky-Crout, row-wise).
 
-    Only ``A[i, j]`` with ``j <= i`` is read. Returns False when a pivot is not positive (``A`` not numerically
-    positive definite, or NaN), leaving ``A`` partly overwritten.
+    Only ``A[i, j]`` with ``j <= i`` is read. Returns False when a pivot is at most :func:`pivot_floor` (``A``
+    singular or numerically so, or NaN), leaving ``A`` partly overwritten: the caller solves such a system by
+    minimum-norm least squares (:func:`mfrec.kernels.dense.solve_psd`).
     """
+    floor = pivot_floor(A, n)
     for i in range(n):
         for j in range(i + 1):
             s = A[i, j]
@@ -175,7 +195,7 @@ def cholesky_inplace(A, n):
             for p in range(j):
                 s -= A[i, p] * A[j, p]
             if i == j:
-                if not s > 0.0:  # also catches NaN
+                if not s > floor:  # also catches NaN
                     return False
                 A[i, i] = np.sqrt(s)
             else:
@@ -210,16 +230,17 @@ def cholesky_upper_inplace(A, n):
     reductions; it vectorises). Loops index row *slices* from 0 so numba's negative-index wraparound check
     folds away (a loop ``for j in range(i, n)`` over ``A[i, j]`` does not vectorise).
 
-    Returns False when a pivot is not positive (``A`` not numerically positive definite, or NaN), leaving
-    ``A`` partly overwritten.
+    Returns False when a pivot is at most :func:`pivot_floor` (``A`` singular or numerically so in its dtype,
+    or NaN), leaving ``A`` partly overwritten.
     """
+    floor = pivot_floor(A, n)
     k0 = 0
     while k0 < n:
         kb = min(8, n - k0)
         # panel: the kb pivot rows, right-looking within the panel
         for k in range(k0, k0 + kb):
             s = A[k, k]
-            if not s > 0.0:  # also catches NaN
+            if not s > floor:  # also catches NaN
                 return False
             ukk = np.sqrt(s)
             A[k, k] = ukk

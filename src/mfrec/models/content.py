@@ -25,6 +25,7 @@ from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError
 from mfrec.kernels.als_explicit import als_explicit_step
 from mfrec.kernels.als_implicit import half_step
+from mfrec.kernels.dense import rank_tolerance, solve_psd
 from mfrec.kernels.hybrid import attribute_regression, neighbor_map, prior_half_step, ridge_map
 from mfrec.models.base import FactorModel
 from mfrec.persist import register_model
@@ -302,7 +303,8 @@ class ContentBased(FactorModel):
             c0 = float(self.unobserved_confidence)
             A = c0 * (F1.T @ F1) + lam * np.eye(d) + Fs.T @ ((conf - c0)[:, None] * Fs)
             b = Fs.T @ conf
-        w = np.linalg.solve(A, b)
+        # minimum norm when collinear attributes and a tiny lambda make A singular (F1^T F1 sums every item)
+        w = solve_psd(A, b, rcond=rank_tolerance(d, terms=F1.shape[0]))
         w[-1] += self.global_mean_
         return w.astype(np.float32)
 
@@ -699,7 +701,8 @@ class HybridALS(FactorModel):
                 raise InvalidDataError("HybridALS with explicit feedback needs the values (ratings) to fold in a user")
             Amat = Ys.T @ Ys + lam * np.eye(d)
             b = Ys.T @ (vals.astype(np.float64) - self.global_mean_)
-        return np.linalg.solve(Amat, b).astype(np.float32)
+        # minimum norm where Amat is numerically singular (Y^T Y sums every item)
+        return solve_psd(Amat, b, rcond=rank_tolerance(d, terms=Y.shape[0])).astype(np.float32)
 
     def attribute_factors(self, user_attributes: Any = None, item_attributes: Any = None) -> np.ndarray:
         """Factors ``(n, factors)`` from attributes alone, by the model's ``cold_map``.

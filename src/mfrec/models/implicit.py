@@ -29,7 +29,6 @@ from typing import Any
 import numba
 import numpy as np
 import pandas as pd
-import scipy.linalg
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
@@ -40,6 +39,7 @@ from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError, UnknownIdError
 from mfrec.evaluation.metrics import ndcg_at_k  # pure array math, no model imports
 from mfrec.kernels.als_implicit import factor_gram, gd_half_step, half_step, implicit_loss, row_order
+from mfrec.kernels.dense import rank_tolerance, solve_psd
 from mfrec.models.base import FactorModel
 from mfrec.persist import register_model
 
@@ -396,10 +396,10 @@ class ImplicitALS(FactorModel):
         Ys = Y[idx].astype(np.float64)
         A += Ys.T @ ((conf - c0)[:, None] * Ys)
         b = Ys.T @ conf
-        try:
-            x = scipy.linalg.solve(A, b, assume_a="pos", check_finite=False)
-        except (np.linalg.LinAlgError, ValueError) as exc:
-            raise ModelFitError(f"ImplicitALS: fold-in system is not positive definite ({exc})") from None
+        # numerically singular (more factors than the data pins down, lambda lost in rounding): minimum norm
+        x = solve_psd(A, b, rcond=rank_tolerance(len(b), Y.dtype, Y.shape[0]))  # Y^T Y sums every row of Y
+        if not np.isfinite(x).all():
+            raise ModelFitError("ImplicitALS: the fold-in system is not finite (check the values and the factors)")
         return x.astype(Y.dtype)
 
     def fold_in_user(self, items: Iterable[Hashable], values: Iterable[float] | None = None) -> np.ndarray:

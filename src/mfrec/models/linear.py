@@ -16,6 +16,7 @@ from mfrec._params import check_choice, check_dtype, check_float, check_int
 from mfrec._random import int_seed, rng
 from mfrec.data.interactions import Interactions
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError
+from mfrec.kernels.dense import rank_tolerance, solve_psd
 from mfrec.models.base import FactorModel, Recommender
 from mfrec.models.content import AttributeData
 from mfrec.persist import register_model
@@ -45,7 +46,9 @@ class GlobalLinear(Recommender):
     Parameters
     ----------
     regularization : float, default 1.0
-        ``lambda >= 0``.
+        ``lambda >= 0``. At 0 with collinear attributes (every complete one-hot group is collinear with the
+        intercept) the system is singular and the minimum-norm least-squares weights are returned
+        (:func:`mfrec.kernels.dense.solve_psd`): the fitted values are the least-squares fit either way.
 
     Attributes
     ----------
@@ -94,10 +97,9 @@ class GlobalLinear(Recommender):
         Gc = G - n * np.outer(zbar, zbar)
         Gc[np.diag_indices_from(Gc)] += lam
         rhs = zr - n * zbar * rbar
-        try:
-            w = np.linalg.solve(Gc, rhs)
-        except np.linalg.LinAlgError:
-            w = np.linalg.lstsq(Gc, rhs, rcond=None)[0]  # lambda = 0 with collinear features: min-norm solution
+        # lambda = 0 with collinear features (one-hot groups sum to the intercept's column) is singular: the
+        # minimum-norm least-squares weights then, detected by the condition number, not by an exception
+        w = solve_psd(Gc, rhs, rcond=rank_tolerance(len(rhs), terms=n))
         if not np.isfinite(w).all():
             raise ModelFitError("GlobalLinear: the weights are not finite; increase regularization")
         b = rbar - float(zbar @ w)
