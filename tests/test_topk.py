@@ -13,6 +13,13 @@ from hypothesis import strategies as st
 from mfrec.kernels.topk import select_topk, topk_dot
 
 
+def random_pattern(n_rows: int, n_cols: int, density: float, rng: np.random.Generator) -> sp.csr_matrix:
+    """A random CSR pattern (``scipy.sparse.random`` takes ``rng=`` only from scipy 1.15 on: this works on all)."""
+    nnz = int(round(density * n_rows * n_cols))
+    flat = rng.choice(n_rows * n_cols, size=nnz, replace=False) if nnz else np.zeros(0, dtype=np.int64)
+    return sp.csr_matrix((np.ones(nnz), (flat // n_cols, flat % n_cols)), shape=(n_rows, n_cols))
+
+
 def reference_topk(scores, k, exclude=None, allowed=None):
     """Per row: candidates sorted by (-score, index) with NaN as -inf, first k; as python lists."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -44,7 +51,7 @@ def problems(draw):
         scores[rng.random((b, n)) < 0.05] = np.nan
     if draw(st.booleans()):
         scores[rng.random((b, n)) < 0.05] = -np.inf
-    exclude = sp.random(b, n, density=draw(st.sampled_from([0.0, 0.2, 0.7])), format="csr", rng=rng)
+    exclude = random_pattern(b, n, draw(st.sampled_from([0.0, 0.2, 0.7])), rng)
     allowed = rng.random(n) < draw(st.sampled_from([0.3, 0.9])) if draw(st.booleans()) else None
     return scores, k, exclude, allowed
 
@@ -77,7 +84,7 @@ def test_topk_dot_matches_reference_across_blocks(b, n, d, k, seed):
     rng = np.random.default_rng(seed)
     U = rng.integers(-2, 3, size=(b, d)).astype(np.float32)  # small integers: exact dot products, many ties
     V = rng.integers(-2, 3, size=(n, d)).astype(np.float32)
-    exclude = sp.random(b, n, density=0.3, format="csr", rng=rng)
+    exclude = random_pattern(b, n, 0.3, rng)
     allowed = rng.random(n) < 0.8
     # a tiny block budget forces several blocks (one row each when n is large)
     items, top, counts = topk_dot(U, V, k, exclude.indptr, exclude.indices, allowed, block_bytes=4 * n * 2)
@@ -143,7 +150,7 @@ def test_topk_dot_scale_10k_users_100k_items_64_factors():
     U = rng.standard_normal((10_000, 64), dtype=np.float32)
     V = rng.standard_normal((100_000, 64), dtype=np.float32)
     # about 50 seen items per user as exclusions
-    excl = sp.random(10_000, 100_000, density=5e-4, format="csr", rng=rng)
+    excl = random_pattern(10_000, 100_000, 5e-4, rng)
     topk_dot(U[:10], V, 10, excl[:10].indptr, excl[:10].indices)  # JIT warm-up
     start = time.perf_counter()
     items, top, counts = topk_dot(U, V, 10, excl.indptr, excl.indices)

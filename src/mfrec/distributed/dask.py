@@ -378,7 +378,12 @@ def read_parquet(path: str, user: str = "user", item: str = "item", value: str |
 
 
 def _sorted_index(counts: pd.Series) -> pd.Index:
-    ids = pd.Index(counts.index)
+    ids = pd.Index(counts.index, name=None)
+    # dask keeps string ids as pyarrow strings, while pandas builds a plain frame's id map in its own default string
+    # dtype (object before pandas 3): one dtype for the same ids, so that local and distributed maps are equal
+    default_str = pd.Index(["id"]).dtype
+    if isinstance(ids.dtype, pd.StringDtype) and ids.dtype != default_str:
+        ids = pd.Index(ids.to_numpy(dtype=object))
     try:
         return ids.sort_values()
     except TypeError:  # unorderable mixed ids
