@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import platform
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import numba
+from mfrec.kernels import _native
 from mfrec.kernels import als_implicit as K
-from numba import njit, prange
-
 from mfrec.kernels.linalg import (
-    cholesky_inplace,
-    cholesky_solve_inplace,
     cholesky_upper_inplace,
     cholesky_upper_solve_inplace,
-    fetch_add,
     gram_apply,
+    matmul_rows4,
     matvec_rows,
-    prefer_wide_vectors,
-    prefetch_row,
-    symv_lower,
 )
+from mfrec.kernels.threads import limit_threads
 
 
 def random_problem(seed, m=13, n=9, d=4, density=0.35, dtype=np.float64, c0=1.0, pref_frac=1.0):
@@ -73,18 +65,18 @@ def test_linalg_helpers_match_numpy():
     A = M @ M.T + 7 * np.eye(7)
     b = rng.normal(size=7)
     out = np.empty(7)
-    symv_lower(np.tril(A), b, out, 7)
+    matvec_rows(A, b, out)
     np.testing.assert_allclose(out, A @ b, rtol=1e-12)
-    L = A.copy()
-    assert cholesky_inplace(L, 7)
-    np.testing.assert_allclose(np.tril(L), np.linalg.cholesky(A), rtol=1e-12)
+    U = A.copy()
+    assert cholesky_upper_inplace(U, 7)
+    np.testing.assert_allclose(np.triu(U), np.linalg.cholesky(A).T, rtol=1e-12)
     z = b.copy()
-    cholesky_solve_inplace(L, z, 7)
+    cholesky_upper_solve_inplace(U, z, 7)
     np.testing.assert_allclose(z, np.linalg.solve(A, b), rtol=1e-10)
     bad = -np.eye(3)
-    assert not cholesky_inplace(bad, 3)
+    assert not cholesky_upper_inplace(bad, 3)
     nan = np.full((2, 2), np.nan)
-    assert not cholesky_inplace(nan, 2)
+    assert not cholesky_upper_inplace(nan, 2)
 
 
 @pytest.mark.parametrize("c0", [1.0, 0.0, 0.3])
@@ -211,21 +203,15 @@ def test_row_order_long_rows_first():
     np.testing.assert_array_equal(K.row_order(indptr), [1, 3, 0, 2])
 
 
-@njit
 def _gram_apply_runner(indptr, indices, conf, pref, c0, Y, x, out, with_b):
-    gram_apply(indptr[0], indptr[1], indices, conf, pref, c0, Y, x, out, Y.shape[1], with_b)
-
-
-@njit
-def _matvec_runner(G, p, out):
-    matvec_rows(G, p, out, G.shape[0])
+    gram_apply(int(indptr[0]), int(indptr[1]), indices, conf, pref, float(c0), Y, x, out, with_b)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("d", [1, 3, 4, 7, 16])
 def test_gram_apply_and_matvec_rows_match_numpy(dtype, d):
-    """The blocked CG helpers against plain numpy (row lengths 0..20 cover the 8-, 4- and 1-entry sweeps)."""
-    run, mv = _gram_apply_runner, _matvec_runner
+    """The blocked CG helpers against plain numpy (row lengths 0..20 cover the 8-entry sweeps and the rest)."""
+    run = _gram_apply_runner
     rng = np.random.default_rng(d)
     Y = rng.normal(size=(24, d)).astype(dtype)
     x = rng.normal(size=d).astype(dtype)
@@ -247,10 +233,15 @@ def test_gram_apply_and_matvec_rows_match_numpy(dtype, d):
         np.testing.assert_allclose(out, start + Yg.T @ (conf * pref - w * s), **tol)
     M = rng.normal(size=(d, d)).astype(dtype)
     G = M + M.T
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
     out = np.full(d, np.nan, dtype=dtype)
-    mv(G, x, out)
-    np.testing.assert_allclose(out, G.astype(np.float64) @ x, rtol=1e-4 if dtype == np.float32 else 1e-12,
-                               atol=1e-4 if dtype == np.float32 else 1e-12)
+    matvec_rows(G, x, out)
+    np.testing.assert_allclose(out, G.astype(np.float64) @ x, **tol)
+    # four rows at once (the lock-step CG groups): out[q] = G x_q
+    x4 = rng.normal(size=(4, d)).astype(dtype)
+    out4 = np.full((4, d), np.nan, dtype=dtype)
+    matmul_rows4(x4, G, out4)
+    np.testing.assert_allclose(out4, x4.astype(np.float64) @ G.astype(np.float64).T, **tol)
 
 
 # ------------------------------------------------------------------ blocked upper Cholesky (d = 128 work)
@@ -407,51 +398,26 @@ def test_lockstep_cg_stops_each_row_on_its_own():
                                atol=1e-10)
 
 
-@njit(parallel=True)
-def _work_queue(n, n_workers):
-    counter = np.zeros(1, dtype=np.int64)
-    taken = np.zeros(n, dtype=np.int64)
-    per_worker = np.zeros(n_workers, dtype=np.int64)
-    for w in prange(n_workers):
-        while True:
-            i = fetch_add(counter, 0, 1)
-            if i >= n:
-                break
-            taken[i] += 1
-            per_worker[w] += 1
-    return taken, per_worker, counter  # (not counter[0]: numba may read that before the loop, see fetch_add)
-
-
 @pytest.mark.parametrize("threads", [1, 2])
-def test_fetch_add_work_queue_hands_out_every_item_exactly_once(threads):
-    old = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
+def test_work_queue_hands_out_every_item_exactly_once(threads):
+    """The row kernels' dynamic schedule: every work item is taken by exactly one worker."""
+    with limit_threads(threads):
         for n, workers in ((0, 2), (1, 3), (100_000, 2), (7, 16)):
-            taken, per_worker, final = _work_queue(n, workers)
-            np.testing.assert_array_equal(taken, np.ones(n, dtype=np.int64))
-            assert per_worker.sum() == n
-            assert final[0] == n + workers  # each worker's last fetch returned an index >= n
-    finally:
-        numba.set_num_threads(old)
+            np.testing.assert_array_equal(_native.work_queue_counts(n, workers), np.ones(n, dtype=np.int64))
 
 
 def test_half_steps_equal_single_and_multi_threaded():
     """Dynamic scheduling changes which thread solves a row, never the row's result (both solvers)."""
     indptr, indices, conf, pref, X, Y = uneven_problem(5, 61, n=30, d=8, dtype=np.float32)
-    old = numba.get_num_threads()
     out = {}
-    try:
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
+    for threads in (1, 2):
+        with limit_threads(threads):
             for solver in ("cg", "cholesky"):
                 res = X.copy()
                 K.half_step(indptr, indices, conf, pref, Y, res, c0=1.0, reg=0.3, solver=solver, cg_steps=3)
                 out[threads, solver] = res
-    finally:
-        numba.set_num_threads(old)
     for solver in ("cg", "cholesky"):
-        np.testing.assert_array_equal(out[1, solver], out[min(2, numba.config.NUMBA_NUM_THREADS), solver])
+        np.testing.assert_array_equal(out[1, solver], out[2, solver])
 
 
 @pytest.mark.parametrize("solver, kw", [
@@ -504,43 +470,3 @@ def test_half_step_rejects_a_bad_row_loss_buffer():
     indptr, indices, conf, pref, X, Y = uneven_problem(1, 6, n=5, d=3, dtype=np.float64)
     with pytest.raises(ValueError, match="row_loss"):
         K.half_step(indptr, indices, conf, pref, Y, X, c0=1.0, reg=0.1, solver="cg", row_loss=np.zeros(5))
-
-
-@njit
-def _prefetched_row_sums(Y, rows):
-    out = np.zeros(rows.shape[0], dtype=np.float64)
-    for t in range(rows.shape[0]):
-        prefetch_row(Y, rows[t])  # a hint only: the result must not change
-        out[t] = Y[rows[t]].sum()
-    return out
-
-
-@pytest.mark.parametrize("dtype, d", [(np.float32, 1), (np.float32, 17), (np.float64, 128), (np.float32, 0)])
-def test_prefetch_row_is_only_a_hint(dtype, d):
-    Y = np.arange(50 * d, dtype=dtype).reshape(50, d)
-    rows = np.array([0, 49, 3, 3, 17], dtype=np.int32)
-    np.testing.assert_array_equal(_prefetched_row_sums(Y, rows), Y[rows].sum(axis=1))
-    if platform.machine() in ("x86_64", "AMD64"):  # the instruction is emitted (one per cache line of the row)
-        assert "prefetch" in next(iter(_prefetched_row_sums.inspect_asm().values()))
-
-
-@njit(fastmath={"reassoc", "contract"})
-def _wide_dot(a, b):
-    prefer_wide_vectors()
-    s = a.dtype.type(0.0)
-    for k in range(a.shape[0]):
-        s += a[k] * b[k]
-    return s
-
-
-def test_prefer_wide_vectors_marks_the_function_and_changes_no_result():
-    a = np.linspace(-1, 1, 1001).astype(np.float32)
-    b = np.cos(np.arange(1001)).astype(np.float32)
-    assert _wide_dot(a, b) == pytest.approx(float(a.astype(np.float64) @ b.astype(np.float64)), rel=1e-5)
-    ir = next(iter(_wide_dot.inspect_llvm().values()))
-    assert '"prefer-vector-width"="512"' in ir
-    import llvmlite.binding as llvm
-
-    if "+avx512f" in llvm.get_host_cpu_features().flatten():
-        asm = next(iter(_wide_dot.inspect_asm().values()))
-        assert "zmm" in asm

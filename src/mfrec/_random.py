@@ -23,7 +23,7 @@ def rng(seed: SeedLike) -> np.random.Generator:
 
 
 def int_seed(seed: SeedLike) -> int:
-    """A 32-bit int derived from ``seed``, for numba kernels that seed their own generator."""
+    """A 32-bit int derived from ``seed``, for kernels that seed their own generator."""
     return int(rng(seed).integers(0, 2**31 - 1))
 
 

@@ -23,7 +23,7 @@ Reloading builds the new model completely, then replaces one reference: requests
 model, later ones use the new one; a broken file leaves the old model serving (the reload answers 500 with why).
 
 Several worker processes (``serve(..., workers=N)``, ``mfrec serve --workers N``) share the listening socket;
-each loads the model and limits itself to one BLAS and one numba thread (the processes are the parallelism).
+each loads the model and limits itself to one BLAS and one kernel thread (the processes are the parallelism).
 A reload request reaches only the worker that receives it, so each worker also watches the model file
 (``watch_interval`` seconds, by default 1 s with several workers) and swaps in a new file on its own; saves
 are atomic renames, so a changed file is always a complete one. SIGHUP makes uvicorn replace the workers one
@@ -128,7 +128,7 @@ class ModelHolder:
 
 
 def warm_up(model: Any) -> None:
-    """Run each scenario once so numba kernels are compiled before the first request."""
+    """Run each scenario once before the first request (loads and touches everything a request uses)."""
     data = getattr(model, "interactions_", None)
     if data is None or data.n_users == 0 or data.n_items == 0:
         return
@@ -519,8 +519,8 @@ async def _watch(holder: ModelHolder, interval: float) -> None:
 _THREAD_LIMITS: list[Any] = []  # held for the process's lifetime
 
 
-def _one_thread_per_process(numba_too: bool) -> None:
-    """One BLAS thread (and one numba thread) in this process: requests, not kernels, run in parallel.
+def _one_thread_per_process(kernels_too: bool) -> None:
+    """One BLAS thread (and one kernel thread) in this process: requests, not kernels, run in parallel.
 
     Multi-threaded BLAS calls from many request threads at once contend for the same worker threads
     (measured: ~30 req/s instead of hundreds). numpy must already be imported (it is: this module imports it),
@@ -529,16 +529,16 @@ def _one_thread_per_process(numba_too: bool) -> None:
     from threadpoolctl import threadpool_limits
 
     _THREAD_LIMITS.append(threadpool_limits(limits=1, user_api="blas"))
-    if numba_too:
-        import numba
+    if kernels_too:
+        from mfrec.kernels.threads import set_num_threads
 
-        numba.set_num_threads(1)
+        set_num_threads(1)
 
 
 def app_from_environment():
     """The uvicorn app factory of each worker process of ``serve(..., workers > 1)`` (config from the env)."""
     config = json.loads(os.environ[_CONFIG_ENV])
-    _one_thread_per_process(numba_too=True)
+    _one_thread_per_process(kernels_too=True)
     return create_app(config["model_path"], max_k=config["max_k"], max_body_bytes=config["max_body_bytes"],
                       watch_interval=config["watch_interval"], inline=True)
 
@@ -555,7 +555,7 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, *, 
     host, port : bind address (127.0.0.1 by default: this machine only).
     max_k, max_body_bytes : caps on ``k`` and on request bodies.
     workers : int, default 1
-        Worker processes sharing the socket (each holds the model; one BLAS and one numba thread each).
+        Worker processes sharing the socket (each holds the model; one BLAS and one kernel thread each).
         On a machine with ``c`` cores, ``c`` workers serve the most requests per second.
     watch_interval : float, optional
         Seconds between checks of the model file (swap in a changed file); default 1 s with several
@@ -583,7 +583,7 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, *, 
         uvicorn.run("mfrec.serve:app_from_environment", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level, access_log=access_log)
         return
-    _one_thread_per_process(numba_too=False)
+    _one_thread_per_process(kernels_too=False)
     app = create_app(model_path, max_k=max_k, max_body_bytes=max_body_bytes, watch_interval=watch_interval)
     if hasattr(signal, "SIGHUP"):
         def _on_hup(signum: int, frame: Any) -> None:

@@ -113,20 +113,15 @@ class _Block:
 
 @contextlib.contextmanager
 def _kernel_env():
-    """numba threads = this worker's threads; one kernel at a time per process (numba's workqueue layer)."""
-    import numba
+    """Kernel threads = this worker's threads; one kernel at a time per process (the pool runs one job at once)."""
+    from mfrec.kernels.threads import limit_threads, max_threads
 
     try:
         n = int(_distributed().get_worker().state.nthreads)
     except Exception:  # not on a worker (tests calling the task directly)
-        n = numba.config.NUMBA_NUM_THREADS
-    with _KERNEL_LOCK:
-        old = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
-        try:
-            yield
-        finally:
-            numba.set_num_threads(old)
+        n = max_threads()
+    with _KERNEL_LOCK, limit_threads(max(1, n)):
+        yield
 
 
 def _prev(x):
@@ -272,7 +267,7 @@ def _make_block(indptr, indices, values, pref, start: int, stop: int, with_order
     from mfrec.kernels.als_implicit import row_order
 
     s, e = int(indptr[start]), int(indptr[stop])
-    # int32 row pointers when they fit (the dtype of the local fit: numba's cached specialisations are reused)
+    # int32 row pointers when they fit (the dtype of the local fit)
     ip_dt = np.int32 if e - s < np.iinfo(np.int32).max else np.int64
     ip = (np.asarray(indptr[start:stop + 1], dtype=np.int64) - s).astype(ip_dt)
     blk = _Block(start, stop, ip, np.ascontiguousarray(indices[s:e], dtype=np.int32),

@@ -125,22 +125,19 @@ def _run_fold(
 
 
 def _worker_init(threads: int) -> None:
-    """Give each worker process its share of the cores (numba x BLAS threads must not oversubscribe)."""
+    """Give each worker process its share of the cores (kernel x BLAS threads must not oversubscribe)."""
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(threads)
-    try:
-        import numba
+    from mfrec.kernels.threads import set_num_threads
 
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    except Exception:  # pragma: no cover - numba missing or already configured
-        pass
+    threadpool_limits(threads)
+    set_num_threads(max(1, threads))
 
 
 def _run_many(tasks: list[tuple], n_jobs: int) -> list[dict[str, Any]]:
     """Run ``_run_fold`` tasks in order, in worker processes when ``n_jobs > 1``.
 
-    Workers are *spawned* (not forked): forking a process whose numba/OpenMP or BLAS thread pools are
+    Workers are *spawned* (not forked): forking a process whose kernel or BLAS thread pools are
     running is unsafe. Each worker gets ``cores // n_jobs`` threads.
     """
     if n_jobs == 1 or len(tasks) <= 1:

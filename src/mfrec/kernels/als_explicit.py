@@ -1,7 +1,7 @@
 """Explicit-feedback ALS kernels: one exact ridge solve per CSR row, rows in parallel.
 
-Pure numba functions on plain arrays (CSR ``indptr``/``indices``/``data``, factor matrices, bias
-vectors); they know nothing of ids or pandas. :class:`mfrec.models.explicit.ExplicitALS` validates its
+Compiled kernels (:mod:`mfrec.kernels._native`) on plain arrays (CSR ``indptr``/``indices``/``data``, factor
+matrices, bias vectors); they know nothing of ids or pandas. :class:`mfrec.models.explicit.ExplicitALS` validates its
 inputs once and calls these on trusted, contiguous arrays.
 
 The model (Koren, Bell & Volinsky 2009) predicts ``r_ui ~ mu + b_u + b_i + x_u . y_i`` and the objective is
@@ -28,54 +28,26 @@ never increases from one half-step to the next.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
 
-from mfrec.kernels._numba import CACHE
+from mfrec.kernels import _args, _native
 from mfrec.kernels.dense import rank_tolerance, solve_psd
-from mfrec.kernels.linalg import pivot_floor
+from mfrec.kernels.linalg import cholesky_upper_inplace, cholesky_upper_solve_inplace
 
 __all__ = ["als_explicit_step", "explicit_ridge_rows", "explicit_row_system", "explicit_sse", "predict_pairs",
            "cholesky_solve"]
 
-#: rows are cut into this many contiguous chunks for the parallel loop (enough to balance 64+ threads)
-_N_CHUNKS = 1024
+def cholesky_solve(A, b, k) -> bool:
+    """Solve ``A z = b`` in place for symmetric positive definite ``A`` (k x k, float64; both triangles filled).
 
-
-@njit(nogil=True, cache=CACHE)
-def cholesky_solve(A, b, k):
-    """Solve ``A z = b`` in place for symmetric positive definite ``A`` (k x k, float64).
-
-    Only the lower triangle of ``A`` is read; on return it holds the Cholesky factor ``L`` (A = L L^T) and
-    ``b`` holds ``z``. Returns False (leaving ``b`` undefined) when a pivot is at most
-    :func:`mfrec.kernels.linalg.pivot_floor`, i.e. ``A`` is singular or numerically so (or NaN).
+    On return the upper triangle of ``A`` holds the Cholesky factor ``U`` (``A = U^T U``) and ``b`` holds ``z``.
+    Returns False (leaving ``b`` undefined) when a pivot is at most :func:`mfrec.kernels.linalg.pivot_floor`, i.e.
+    ``A`` is singular or numerically so (or NaN). This is the solve :func:`explicit_ridge_rows` runs per row.
     """
-    floor = pivot_floor(A, k)
-    # A = L L^T, column by column (Cholesky-Banachiewicz)
-    for j in range(k):
-        s = A[j, j]
-        for p in range(j):
-            s -= A[j, p] * A[j, p]
-        if not s > floor:  # also catches NaN
-            return False
-        d = np.sqrt(s)
-        A[j, j] = d
-        for i in range(j + 1, k):
-            s = A[i, j]
-            for p in range(j):
-                s -= A[i, p] * A[j, p]
-            A[i, j] = s / d
-    # L w = b (forward substitution)
-    for i in range(k):
-        s = b[i]
-        for p in range(i):
-            s -= A[i, p] * b[p]
-        b[i] = s / A[i, i]
-    # L^T z = w (back substitution)
-    for i in range(k - 1, -1, -1):
-        s = b[i]
-        for p in range(i + 1, k):
-            s -= A[p, i] * b[p]
-        b[i] = s / A[i, i]
+    A = _args.out(A, np.float64, "A")
+    b = _args.out(b, np.float64, "b")
+    if not cholesky_upper_inplace(A, int(k)):
+        return False
+    cholesky_upper_solve_inplace(A, b, int(k))
     return True
 
 
@@ -83,7 +55,7 @@ def als_explicit_step(indptr, indices, data, other, other_bias, mu, reg, frequen
                       target, target_bias, bias_reg=-1.0) -> int:
     """One ALS half-step: re-solve every row of ``target`` (and ``target_bias``) given the other side.
 
-    The rows are solved by :func:`explicit_ridge_rows` (numba, Cholesky per row); a row whose normal matrix
+    The rows are solved by :func:`explicit_ridge_rows` (compiled, Cholesky per row); a row whose normal matrix
     is numerically singular there (a ``lambda`` lost in rounding against huge ratings or factors) is solved
     again here by minimum-norm least squares (:func:`explicit_row_system`, :func:`mfrec.kernels.dense.solve_psd`).
     Arguments as :func:`explicit_ridge_rows`. Returns the number of rows left unchanged because their system
@@ -129,8 +101,6 @@ def explicit_row_system(indptr, indices, data, other, other_bias, mu, reg, frequ
     return A, F.T @ t
 
 
-# fastmath: contraction only (fused multiply-add in the rank-1 updates); no NaN/inf assumptions.
-@njit(parallel=True, nogil=True, cache=CACHE, fastmath={"contract"})
 def explicit_ridge_rows(indptr, indices, data, other, other_bias, mu, reg, frequency_weighted, biases,
                         target, target_bias, failed, bias_reg=-1.0):
     """Re-solve every row of ``target`` (and ``target_bias``) given the other side, by Cholesky per row.
@@ -170,99 +140,35 @@ def explicit_ridge_rows(indptr, indices, data, other, other_bias, mu, reg, frequ
         The number of rows marked in ``failed``. Zero unless the inputs hold NaN/inf or lambda is tiny against
         huge ratings.
     """
-    n_rows = indptr.shape[0] - 1
-    d = other.shape[1]
-    k = d + 1 if biases else d
-    n_chunks = min(n_rows, _N_CHUNKS)  # scratch is allocated once per chunk, not per row
-    failures = 0
-    for c in prange(n_chunks):
-        # scratch hoisted out of the row loop: one set per chunk of rows
-        A = np.empty((k, k), dtype=np.float64)
-        b = np.empty(k, dtype=np.float64)
-        f = np.empty(k, dtype=np.float64)
-        start = c * n_rows // n_chunks
-        stop = (c + 1) * n_rows // n_chunks
-        for u in range(start, stop):
-            A[:, :] = 0.0
-            b[:] = 0.0
-            for p in range(indptr[u], indptr[u + 1]):
-                i = indices[p]
-                for j in range(d):
-                    f[j] = other[i, j]
-                t = data[p] - mu  # t_ui = r_ui - mu (- b_i)
-                if biases:
-                    f[d] = 1.0  # f_i = [y_i, 1]
-                    t -= other_bias[i]
-                for a in range(k):  # A += f_i f_i^T (lower triangle), b += f_i t_ui
-                    fa = f[a]
-                    b[a] += fa * t
-                    Aa = A[a]
-                    for q in range(a + 1):
-                        Aa[q] += fa * f[q]
-            n_u = indptr[u + 1] - indptr[u]
-            scale = max(n_u, 1) if frequency_weighted else 1
-            lam = reg * scale
-            for a in range(d):  # + lambda_u I on the factor block
-                A[a, a] += lam
-            if biases:  # + lambda_b on the bias entry
-                A[d, d] += (bias_reg if bias_reg >= 0.0 else reg) * scale
-            if cholesky_solve(A, b, k):  # z_u = (F^T F + D_u)^-1 F^T t
-                for j in range(d):
-                    target[u, j] = b[j]
-                if biases:
-                    target_bias[u] = b[d]
-            else:
-                failed[u] = 1
-                failures += 1
-    return failures
+    dt = other.dtype
+    data = np.asarray(data)
+    return int(_native.explicit_ridge_rows(
+        _args.pointer(indptr), _args.index(indices), _args.inp(data, np.float32 if data.dtype == np.float32 else np.float64),
+        _args.inp(other, dt), _args.inp(other_bias, dt), float(mu), float(reg), bool(frequency_weighted), bool(biases),
+        _args.out(target, dt, "target"), _args.out(target_bias, dt, "target_bias"), _args.out(failed, np.uint8, "failed"),
+        float(bias_reg)))
 
 
-@njit(parallel=True, nogil=True, cache=CACHE, fastmath={"reassoc", "contract"})
-def explicit_sse(indptr, indices, data, X, bu, Y, bi, mu, biases):
+def explicit_sse(indptr, indices, data, X, bu, Y, bi, mu, biases) -> float:
     """Sum of squared errors ``sum_{(u,i) in Omega} (r_ui - mu - b_u - b_i - x_u . y_i)^2`` in float64.
 
     CSR rows are users (``X``, ``bu``); columns are items (``Y``, ``bi``). Biases are ignored when
     ``biases`` is False. Parallel over users.
     """
-    n_rows = indptr.shape[0] - 1
-    d = X.shape[1]
-    total = 0.0
-    for u in prange(n_rows):
-        s = 0.0
-        xr = X[u]
-        for p in range(indptr[u], indptr[u + 1]):
-            i = indices[p]
-            yr = Y[i]
-            dot = 0.0
-            for j in range(d):
-                dot += xr[j] * yr[j]
-            pred = mu + dot
-            if biases:
-                pred += bu[u] + bi[i]
-            e = data[p] - pred
-            s += e * e
-        total += s
-    return total
+    dt = X.dtype
+    data = np.asarray(data)
+    return float(_native.explicit_sse(
+        _args.pointer(indptr), _args.index(indices), _args.inp(data, np.float32 if data.dtype == np.float32 else np.float64),
+        _args.inp(X, dt), _args.inp(bu, dt), _args.inp(Y, dt), _args.inp(bi, dt), float(mu), bool(biases)))
 
 
-@njit(parallel=True, nogil=True, cache=CACHE)
-def predict_pairs(user_idx, item_idx, X, bu, Y, bi, mu, biases, out):
+def predict_pairs(user_idx, item_idx, X, bu, Y, bi, mu, biases, out) -> None:
     """``out[n] = mu + b_u + b_i + x_u . y_i`` for pairs ``(user_idx[n], item_idx[n])``; index -1 = unknown.
 
     An unknown user (or item) contributes neither factors nor bias: the prediction falls back to
     ``mu + b_i`` (or ``mu + b_u``, or ``mu`` when both are unknown). ``out`` is float64, shape (n,).
     """
-    d = X.shape[1]
-    for n in prange(user_idx.shape[0]):
-        u = user_idx[n]
-        i = item_idx[n]
-        pred = mu
-        if biases:
-            if u >= 0:
-                pred += bu[u]
-            if i >= 0:
-                pred += bi[i]
-        if u >= 0 and i >= 0:
-            for j in range(d):
-                pred += X[u, j] * Y[i, j]
-        out[n] = pred
+    dt = X.dtype
+    _native.predict_pairs(_args.inp(user_idx, np.int64), _args.inp(item_idx, np.int64), _args.inp(X, dt),
+                          _args.inp(bu, dt), _args.inp(Y, dt), _args.inp(bi, dt), float(mu), bool(biases),
+                          _args.out(out, np.float64, "out"))

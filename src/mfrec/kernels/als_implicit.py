@@ -1,6 +1,6 @@
 """Implicit-feedback ALS kernels (Hu, Koren & Volinsky 2008; CG after Takacs, Pilaszy & Tikk 2011).
 
-Pure numba/numpy functions on plain arrays: a CSR pattern ``indptr, indices`` (rows are the side being
+Compiled kernels (:mod:`mfrec.kernels._native`) and numpy drivers on plain arrays: a CSR pattern ``indptr, indices`` (rows are the side being
 solved), per-entry confidences ``conf`` (c_ui) and preferences ``pref`` (p_ui, usually 1) aligned with
 ``indices``, the fixed factor matrix ``Y`` (n_cols, d) and the output ``X`` (n_rows, d). They know nothing
 of ids or pandas; :class:`mfrec.models.implicit.ImplicitALS` validates once and calls them on trusted,
@@ -27,24 +27,12 @@ The loss itself is evaluated without touching the dense matrix::
 
 from __future__ import annotations
 
-import numba
 import numpy as np
-from numba import njit, prange
 from threadpoolctl import threadpool_limits
 
+from mfrec.kernels import _args, _native
 from mfrec.kernels.dense import rank_tolerance, solve_psd
-from mfrec.kernels.linalg import (
-    CACHE,
-    axpy,
-    cholesky_upper_inplace,
-    cholesky_upper_solve_inplace,
-    dot,
-    dot8,
-    fetch_add,
-    gram_apply,
-    matvec_rows,
-    prefer_wide_vectors,
-)
+from mfrec.kernels.threads import get_num_threads
 
 __all__ = [
     "implicit_cholesky_rows",
@@ -61,44 +49,22 @@ __all__ = [
     "transpose_entries",
 ]
 
-_FM = {"reassoc", "contract"}
 #: rows with more entries than this go to the BLAS path of the exact solver (gathered GEMM); measured here the
-#: register-blocked numba kernel was as fast up to ~16k entries per row, so only very long rows take it
+#: register-blocked compiled kernel was as fast up to ~16k entries per row, so only very long rows take it
 LONG_ROW = 65536
 #: CG rows with more entries than this are solved one at a time, shorter ones four at a time in lock-step
 #: (four rows' ``Y_u``, 4 x 256 x 512 B at d = 128 float32, still fit the 1 MiB L2 between CG steps)
 LOCKSTEP_MAX = 256
 
 
-# ------------------------------------------------------------------------------------------- per-row loss
-@njit(nogil=True, cache=CACHE, fastmath=_FM, inline="always")
-def observed_row_loss(start, end, indices, conf, pref, c0, Y, x, n):
-    """``sum_{e in [start, end)} [c_e (p_e - s_e)^2 - c0 s_e^2]`` with ``s_e = x . Y[indices[e]]`` (float64).
 
-    The observed part of one row's loss (see the module docstring). ``s_e`` is a dot product in the factor
-    dtype, eight entries per sweep over ``x`` (:func:`mfrec.kernels.linalg.dot8`); the per-entry terms are
-    summed in float64. ``c0`` is a float.
-    """
-    acc = 0.0
-    e = start
-    while e + 8 <= end:
-        s0, s1, s2, s3, s4, s5, s6, s7 = dot8(Y, indices, e, x, n)
-        for q in range(8):
-            sq = np.float64(s0 if q == 0 else s1 if q == 1 else s2 if q == 2 else s3 if q == 3 else
-                            s4 if q == 4 else s5 if q == 5 else s6 if q == 6 else s7)
-            diff = pref[e + q] - sq
-            acc += conf[e + q] * diff * diff - c0 * sq * sq
-        e += 8
-    while e < end:
-        sq = np.float64(dot(x, Y[indices[e]], n))
-        diff = pref[e] - sq
-        acc += conf[e] * diff * diff - c0 * sq * sq
-        e += 1
-    return acc
+def _common(indptr, indices, conf, pref, Y):
+    """The CSR pattern and per-entry arrays as the compiled kernels take them (dtype of ``Y``)."""
+    dt = Y.dtype
+    return _args.pointer(indptr), _args.index(indices), _args.inp(conf, dt), _args.per_entry(pref, dt)
 
 
 # ----------------------------------------------------------------------------------------------- exact solve
-@njit(parallel=True, cache=CACHE, fastmath=_FM)
 def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_workers, X, failed, row_loss):
     """Exact per-row solve ``x_u = (G0 + sum_i (c_ui - c0) y_i y_i^T)^-1 sum_i c_ui p_ui y_i`` for ``rows``.
 
@@ -107,7 +73,7 @@ def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_worke
     indptr : int32/int64 (n_rows + 1,); indices : int32 (nnz,)
         CSR pattern, rows = the side solved here.
     conf, pref : (nnz,) float, same dtype as ``Y``
-        c_ui and p_ui per stored entry.
+        c_ui and p_ui per stored entry (``pref`` may be one value broadcast with stride 0).
     Y : (n_cols, d) float32/float64, C-contiguous
         Fixed factors of the other side.
     G0 : (d, d) float64
@@ -115,134 +81,35 @@ def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_worke
     c0 : float
         Confidence of unobserved pairs.
     rows : (r,) int64
-        Rows to solve, longest first: each thread takes the next row from a shared atomic counter
-        (:func:`mfrec.kernels.linalg.fetch_add`), so the long rows are spread first and the short ones even out
-        the end (dynamic scheduling, as OpenMP's ``schedule(dynamic)``).
+        Rows to solve, longest first: each thread takes the next row from a shared atomic counter, so the long
+        rows are spread first and the short ones even out the end (dynamic scheduling).
     n_workers : int
-        Parallel workers, one per numba thread (``numba.get_num_threads()``, passed in: reading it inside
-        the kernel would stop numba from caching the compiled kernel).
+        Parallel workers (at most the pool's threads, :func:`mfrec.kernels.threads.get_num_threads`).
     X : (n_rows, d) same dtype as ``Y``
         Output; rows not listed are left untouched.
     failed : (n_rows,) uint8
         Set to 1 where ``A_u`` was not numerically positive definite (``X[u]`` is then left unchanged).
     row_loss : (n_rows,) float64, or (0,) for none
-        When given, ``row_loss[u]`` is set to the observed part of row ``u``'s loss at its new ``x_u``
-        (:func:`observed_row_loss`), computed while the row's factors are still in cache: summed, it replaces
-        a separate :func:`implicit_observed_loss` pass over the whole matrix after the half-step.
+        When given, ``row_loss[u]`` is set to the observed part of row ``u``'s loss at its new ``x_u``,
+        ``sum_i [c_ui (p_ui - s_ui)^2 - c0 s_ui^2]``, computed while the row's factors are still in cache: summed,
+        it replaces a separate :func:`implicit_observed_loss` pass over the whole matrix after the half-step.
 
     Notes
     -----
     The Gram update ``sum (c - c0) y y^T`` is accumulated in the dtype of ``Y`` four entries at a time
     (register blocking: one load/store of ``A_jk`` per four rank-1 updates), only the upper triangle. The
-    blocked Cholesky factorisation (:func:`mfrec.kernels.linalg.cholesky_upper_inplace`) and the triangular
-    solves run in the dtype of ``Y`` on per-thread scratch: for float32 factors ``A_u`` already carries the
-    float32 rounding of the Gram accumulation, and a backward-stable float32 Cholesky adds an error of the
-    same order (at d = 128 it is ~1.6x faster than float64). A row whose ``A_u`` is not positive definite in
-    float32 is refactorised in float64 before it is reported in ``failed``.
+    blocked Cholesky factorisation (eight pivots per panel) and the triangular solves run in the dtype of ``Y``
+    on per-thread scratch: for float32 factors ``A_u`` already carries the float32 rounding of the Gram
+    accumulation, and a backward-stable float32 Cholesky adds an error of the same order. A row whose pivots fall
+    to ``d eps max(diag)`` in float32 is refactorised in float64 before it is reported in ``failed``.
     """
-    d = Y.shape[1]
-    n = rows.shape[0]
-    cz = Y.dtype.type(c0)  # weights in the factor dtype: the rank-1 updates must not run in float64
-    with_loss = row_loss.shape[0] > 0
-    next_row = np.zeros(1, dtype=np.int64)  # the work queue: index into rows of the next row to take
-    for _w in prange(max(1, min(n_workers, n))):  # one worker per thread, scratch per worker
-        prefer_wide_vectors()
-        Af = np.empty((d, d), dtype=Y.dtype)
-        A = np.empty((d, d), dtype=Y.dtype)
-        A64 = np.empty((d, d), dtype=np.float64)
-        bf = np.empty(d, dtype=Y.dtype)
-        b = np.empty(d, dtype=Y.dtype)
-        b64 = np.empty(d, dtype=np.float64)
-        while True:
-            t = fetch_add(next_row, 0, 1)
-            if t >= n:
-                break
-            u = rows[t]
-            for j in range(d):
-                bf[j] = 0.0
-                aj = Af[j, j:]
-                for k in range(d - j):
-                    aj[k] = 0.0
-            start = indptr[u]
-            end = indptr[u + 1]
-            e = start
-            # four rank-1 updates per sweep over the upper triangle: A += sum_q w_q y_q y_q^T
-            # (row slices indexed from 0: see linalg.cholesky_upper_inplace on why)
-            while e + 4 <= end:
-                y0 = Y[indices[e]]
-                y1 = Y[indices[e + 1]]
-                y2 = Y[indices[e + 2]]
-                y3 = Y[indices[e + 3]]
-                w0 = conf[e] - cz
-                w1 = conf[e + 1] - cz
-                w2 = conf[e + 2] - cz
-                w3 = conf[e + 3] - cz
-                v0 = conf[e] * pref[e]
-                v1 = conf[e + 1] * pref[e + 1]
-                v2 = conf[e + 2] * pref[e + 2]
-                v3 = conf[e + 3] * pref[e + 3]
-                for j in range(d):
-                    a0 = w0 * y0[j]
-                    a1 = w1 * y1[j]
-                    a2 = w2 * y2[j]
-                    a3 = w3 * y3[j]
-                    aj = Af[j, j:]
-                    z0 = y0[j:]
-                    z1 = y1[j:]
-                    z2 = y2[j:]
-                    z3 = y3[j:]
-                    for k in range(d - j):
-                        aj[k] += a0 * z0[k] + a1 * z1[k] + a2 * z2[k] + a3 * z3[k]
-                    # b += c p y
-                    bf[j] += v0 * y0[j] + v1 * y1[j] + v2 * y2[j] + v3 * y3[j]
-                e += 4
-            while e < end:
-                y0 = Y[indices[e]]
-                w0 = conf[e] - cz
-                v0 = conf[e] * pref[e]
-                for j in range(d):
-                    a0 = w0 * y0[j]
-                    aj = Af[j, j:]
-                    z0 = y0[j:]
-                    for k in range(d - j):
-                        aj[k] += a0 * z0[k]
-                    bf[j] += v0 * y0[j]
-                e += 1
-            for j in range(d):
-                b[j] = bf[j]
-                aj = A[j, j:]
-                fj = Af[j, j:]
-                gj = G0[j, j:]
-                for k in range(d - j):
-                    aj[k] = gj[k] + fj[k]  # A = G0 + sum (c - c0) y y^T, rounded to the factor dtype
-            # A = U^T U (blocked right-looking, in the factor dtype), then U^T U x = b
-            if cholesky_upper_inplace(A, d):
-                cholesky_upper_solve_inplace(A, b, d)
-                for j in range(d):
-                    X[u, j] = b[j]
-                if with_loss:
-                    row_loss[u] = observed_row_loss(start, end, indices, conf, pref, c0, Y, X[u], d)
-                continue
-            # not positive definite in the factor dtype: retry in float64 before giving up on the row
-            for j in range(d):
-                b64[j] = bf[j]
-                aj = A64[j, j:]
-                fj = Af[j, j:]
-                gj = G0[j, j:]
-                for k in range(d - j):
-                    aj[k] = gj[k] + fj[k]
-            if cholesky_upper_inplace(A64, d):
-                cholesky_upper_solve_inplace(A64, b64, d)
-                for j in range(d):
-                    X[u, j] = b64[j]
-            else:
-                failed[u] = 1
-            if with_loss:
-                row_loss[u] = observed_row_loss(start, end, indices, conf, pref, c0, Y, X[u], d)
+    ip, ix, cf, pr = _common(indptr, indices, conf, pref, Y)
+    _native.implicit_cholesky_rows(ip, ix, cf, pr, Y, _args.inp(G0, np.float64), float(c0), _args.inp(rows, np.int64),
+                                   int(n_workers), _args.out(X, Y.dtype, "X"), _args.out(failed, np.uint8, "failed"),
+                                   _args.out(row_loss, np.float64, "row_loss"))
 
 
 # ------------------------------------------------------------------------------------- conjugate gradient
-@njit(parallel=True, cache=CACHE, fastmath=_FM)
 def implicit_cg_rows(indptr, indices, conf, pref, Y, G0, c0, steps, rows, n_single, n_workers, X, row_loss):
     """``steps`` conjugate-gradient iterations on ``A_u x_u = b_u`` per row, warm-started from ``X[u]``.
 
@@ -266,177 +133,51 @@ def implicit_cg_rows(indptr, indices, conf, pref, Y, G0, c0, steps, rows, n_sing
     X : (n_rows, d) same dtype as ``Y``
         Updated in place; rows not listed are left untouched.
     row_loss : (n_rows,) float64, or (0,) for none
-        As :func:`implicit_cholesky_rows`: the observed part of each listed row's loss at its new ``x_u``,
-        from one more sweep over the row's ``Y_u`` right after its last CG step (from L2 for all but the
-        long rows).
+        As :func:`implicit_cholesky_rows`, from one more sweep over the row's ``Y_u`` right after its last CG step.
 
     Notes
     -----
     Plain CG per row (``r = b - A x``, ``p = r``; ``a = r.r / p.A p``, ``x += a p``, ``r -= a A p``,
     ``p = r + (r'.r' / r.r) p``), with ``A p = G0 p + sum_i (c_ui - c0)(y_i . p) y_i``: O(d^2 + n_u d) per
-    step; the first residual's dense term ``G0 x`` is computed the same way in the first pass over the row
-    (no separate ``X G0`` GEMM, which ran single-threaded and held an n_rows x d array). In a group of four
-    the dense term of all four rows is one 4 x d by d x d GEMM by BLAS (``np.dot`` into the group's scratch;
-    BLAS is held to one thread by :func:`half_step`): ``G0``, 64 KiB at d = 128 float32, is read once per
-    four rows, and BLAS's kernel ran 2-3x the FMA rate of the hand-blocked numba loop it replaced
-    (30 against 17 GFMA/s at d = 128, 47 against 17 at d = 64, one core). Each row keeps its own scalars, so
-    the iterates are exactly those of four independent CGs. Long rows are not grouped: the ``Y_u`` of four long
-    rows would not stay in L2 between the CG steps, one row's does. Divisions are guarded per row: a row stops
-    (keeps its current ``x``) once its residual is ~0 or NaN or ``p^T A p`` is not positive (implicit issues
-    #19, #106), while the others of its group go on.
+    step; the first residual's dense term ``G0 x`` is computed in the first pass over the row. In a group of four
+    the dense term of all four rows is one register-blocked 4 x d by d x d product (``G0`` read once per four
+    rows). Each row keeps its own scalars, so the iterates are exactly those of four independent CGs. Long rows
+    are not grouped: the ``Y_u`` of four long rows would not stay in L2 between the CG steps, one row's does. The
+    sparse sweep takes eight entries at a time and prefetches the factor rows of the next eight. Divisions are
+    guarded per row: a row stops (keeps its current ``x``) once its residual is ~0 or NaN or ``p^T A p`` is not
+    positive (implicit issues #19, #106), while the others of its group go on.
     """
-    d = Y.shape[1]
-    n = rows.shape[0]
-    n_items = n_single + (n - n_single + 3) // 4
-    dt = Y.dtype
-    cz = dt.type(c0)  # per-entry coefficients stay in the factor dtype (no float64 promotion)
-    with_loss = row_loss.shape[0] > 0
-    next_item = np.zeros(1, dtype=np.int64)  # the work queue: the next work item to take
-    for _w in prange(max(1, min(n_workers, n_items))):  # one worker per thread, scratch per worker
-        prefer_wide_vectors()
-        x = np.zeros((4, d), dtype=dt)
-        r = np.zeros((4, d), dtype=dt)
-        p = np.zeros((4, d), dtype=dt)
-        Ap = np.zeros((4, d), dtype=dt)
-        rs = np.zeros(4, dtype=dt)
-        live = np.zeros(4, dtype=np.bool_)
-        while True:
-            g = fetch_add(next_item, 0, 1)
-            if g >= n_items:
-                break
-            if g < n_single:
-                t0 = g
-                nq = 1
-            else:
-                t0 = n_single + 4 * (g - n_single)
-                nq = min(4, n - t0)
-            for q in range(4):
-                xq = x[q]
-                if q >= nq:  # padding slot: zero vectors, never updated or stored
-                    for j in range(d):
-                        xq[j] = 0.0
-                        p[q, j] = 0.0
-                    live[q] = False
-                    continue
-                u = rows[t0 + q]
-                for j in range(d):
-                    xq[j] = X[u, j]
-            # dense part of the first residual, r_q = -G0 x_q, in the same pass (no separate X G0 sweep)
-            if nq == 1:
-                matvec_rows(G0, x[0], r[0], d)
-            else:
-                np.dot(x, G0, r)  # r_q = x_q G0 = (G0 x_q)^T: G0 is symmetric
-            for q in range(nq):
-                u = rows[t0 + q]
-                xq = x[q]
-                rq = r[q]
-                pq = p[q]
-                for j in range(d):
-                    rq[j] = -rq[j]
-                # r = b - A x = sum_i [c p - (c - c0) (y.x)] y_i - G0 x
-                gram_apply(indptr[u], indptr[u + 1], indices, conf, pref, cz, Y, xq, rq, d, True)
-                s = dt.type(0.0)
-                for j in range(d):
-                    pq[j] = rq[j]
-                    s += rq[j] * rq[j]
-                rs[q] = s
-                live[q] = True
-            for _ in range(steps):
-                n_live = 0
-                for q in range(nq):
-                    if live[q] and not rs[q] > 1e-30:  # converged (or NaN): no division by ~0
-                        live[q] = False
-                    if live[q]:
-                        n_live += 1
-                if n_live == 0:
-                    break
-                # Ap_q = G0 p_q (a stopped row's Ap is computed but unused)
-                if nq == 1:
-                    matvec_rows(G0, p[0], Ap[0], d)
-                else:
-                    np.dot(p, G0, Ap)
-                for q in range(nq):
-                    if not live[q]:
-                        continue
-                    u = rows[t0 + q]
-                    pq = p[q]
-                    Apq = Ap[q]
-                    # Ap += sum_i (c - c0)(y.p) y
-                    gram_apply(indptr[u], indptr[u + 1], indices, conf, pref, cz, Y, pq, Apq, d, False)
-                    pAp = dot(pq, Apq, d)
-                    if not pAp > 0.0:
-                        live[q] = False
-                        continue
-                    a = rs[q] / pAp
-                    xq = x[q]
-                    rq = r[q]
-                    rs_new = dt.type(0.0)
-                    for j in range(d):
-                        xq[j] += a * pq[j]
-                        rq[j] -= a * Apq[j]
-                        rs_new += rq[j] * rq[j]
-                    beta = rs_new / rs[q]
-                    for j in range(d):
-                        pq[j] = rq[j] + beta * pq[j]
-                    rs[q] = rs_new
-            for q in range(nq):
-                u = rows[t0 + q]
-                for j in range(d):
-                    X[u, j] = x[q, j]
-                if with_loss:
-                    row_loss[u] = observed_row_loss(indptr[u], indptr[u + 1], indices, conf, pref, c0, Y, x[q], d)
+    ip, ix, cf, pr = _common(indptr, indices, conf, pref, Y)
+    _native.implicit_cg_rows(ip, ix, cf, pr, Y, _args.inp(G0, Y.dtype), float(c0), int(steps),
+                             _args.inp(rows, np.int64), int(n_single), int(n_workers), _args.out(X, Y.dtype, "X"),
+                             _args.out(row_loss, np.float64, "row_loss"))
 
 
 # ---------------------------------------------------------------------------------- loss and its gradient
-@njit(parallel=True, cache=CACHE, fastmath=_FM)
-def implicit_observed_loss(indptr, indices, conf, pref, X, Y, c0):
+def implicit_observed_loss(indptr, indices, conf, pref, X, Y, c0) -> float:
     """``sum_{observed (u, i)} [c_ui (p_ui - s_ui)^2 - c0 s_ui^2]`` with ``s_ui = x_u . y_i`` (float64).
 
-    Added to ``c0 <X^T X, Y^T Y>`` and the regularisation it gives the full loss (see module docstring); one
-    :func:`observed_row_loss` per row.
+    Added to ``c0 <X^T X, Y^T Y>`` and the regularisation it gives the full loss (see module docstring). Rows are
+    summed in fixed chunks, so the value does not depend on the number of threads.
     """
-    n_rows = X.shape[0]
-    d = X.shape[1]
-    total = 0.0
-    for u in prange(n_rows):
-        prefer_wide_vectors()
-        total += observed_row_loss(indptr[u], indptr[u + 1], indices, conf, pref, c0, Y, X[u], d)
-    return total
+    ip, ix, cf, pr = _common(indptr, indices, conf, pref, Y)
+    return float(_native.implicit_observed_loss(ip, ix, cf, pr, _args.inp(X, Y.dtype), Y, float(c0)))
 
 
-@njit(parallel=True, cache=CACHE, fastmath=_FM)
-def implicit_observed_grad(indptr, indices, conf, pref, X, Y, c0, out):
+def implicit_observed_grad(indptr, indices, conf, pref, X, Y, c0, out) -> None:
     """``out[u] = sum_{i in R(u)} [(c_ui - c0) s_ui - c_ui p_ui] y_i``, the sparse half of ``(A_u x_u - b_u)``.
 
     The full gradient of ``L`` in ``x_u`` is ``2 (G0 x_u + out[u])`` with ``G0 = c0 Y^T Y + lambda I``.
     """
-    n_rows = X.shape[0]
-    d = X.shape[1]
-    for u in prange(n_rows):
-        o = out[u]
-        for j in range(d):
-            o[j] = 0.0
-        x = X[u]
-        for e in range(indptr[u], indptr[u + 1]):
-            y = Y[indices[e]]
-            s = dot(x, y, d)
-            axpy((conf[e] - c0) * s - conf[e] * pref[e], y, o, d)
+    ip, ix, cf, pr = _common(indptr, indices, conf, pref, Y)
+    _native.implicit_observed_grad(ip, ix, cf, pr, _args.inp(X, Y.dtype), Y, float(c0), _args.out(out, Y.dtype, "out"))
 
 
-@njit(parallel=True, cache=CACHE, fastmath=_FM)
-def implicit_observed_curvature(indptr, indices, conf, G, Y, c0):
+def implicit_observed_curvature(indptr, indices, conf, G, Y, c0) -> float:
     """``sum_u sum_{i in R(u)} (c_ui - c0) (y_i . g_u)^2`` (float64): the sparse part of ``sum_u g_u^T A_u g_u``."""
-    n_rows = G.shape[0]
-    d = G.shape[1]
-    total = 0.0
-    for u in prange(n_rows):
-        acc = 0.0
-        g = G[u]
-        for e in range(indptr[u], indptr[u + 1]):
-            s = np.float64(dot(g, Y[indices[e]], d))
-            acc += (conf[e] - c0) * s * s
-        total += acc
-    return total
+    ip, ix = _args.pointer(indptr), _args.index(indices)
+    return float(_native.implicit_observed_curvature(ip, ix, _args.inp(conf, Y.dtype), _args.inp(G, Y.dtype), Y,
+                                                     float(c0)))
 
 
 # ------------------------------------------------------------------------------------- python-level drivers
@@ -554,8 +295,8 @@ def half_step(
     """One ALS half-step: update every row of ``X`` (in place) with ``Y`` fixed; returns the ``failed`` mask.
 
     ``solver="cholesky"`` solves exactly; rows longer than ``long_row`` use a gathered BLAS GEMM for their
-    Gram matrix (with the BLAS threads), the rest the register-blocked numba kernel with BLAS limited to one
-    thread so numba threads x BLAS threads never exceed the cores. ``solver="cg"`` runs ``cg_steps``
+    Gram matrix (with the BLAS threads), the rest the register-blocked compiled kernel with BLAS limited to one
+    thread so kernel threads x BLAS threads never exceed the cores. ``solver="cg"`` runs ``cg_steps``
     warm-started CG iterations per row, rows of at most ``lockstep_max`` entries four at a time in lock-step
     (:func:`implicit_cg_rows`; the grouping changes the speed, not the iterates). ``order`` (from
     :func:`row_order`) may be passed to reuse it.
@@ -577,7 +318,7 @@ def half_step(
         row_loss[:] = 0.0  # rows without entries (and rows not in order) contribute nothing
     # G0 = c0 Y^T Y + lambda I with single-threaded BLAS: after a call on a 2-thread OpenBLAS pool its worker
     # keeps spinning (~0.1 s, measured: a d = 128 CG item half-step took 0.30 s CPU instead of 0.17 s) and
-    # competes with the numba threads that follow; one thread costs a few ms more on the GEMM itself
+    # competes with the kernel threads that follow; one thread costs a few ms more on the GEMM itself
     with threadpool_limits(limits=1, user_api="blas"):
         G0 = gram_base(Y, c0, reg, YtY)
     if solver == "cholesky":
@@ -588,7 +329,7 @@ def half_step(
         rest = order[n_long:]
         if len(rest):
             with threadpool_limits(limits=1, user_api="blas"):
-                implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rest, numba.get_num_threads(), X,
+                implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rest, get_num_threads(), X,
                                        failed, row_loss)
     elif solver == "cg":
         G0f = G0.astype(Y.dtype)
@@ -596,7 +337,7 @@ def half_step(
         n_single = int(np.searchsorted(-lengths, -lockstep_max, side="left"))  # rows longer than that
         with threadpool_limits(limits=1, user_api="blas"):
             implicit_cg_rows(indptr, indices, conf, pref, Y, G0f, c0, int(cg_steps), order, n_single,
-                             numba.get_num_threads(), X, row_loss)
+                             get_num_threads(), X, row_loss)
     else:  # pragma: no cover - validated by the model
         raise ValueError(f"unknown solver {solver!r}")
     if failed.any():

@@ -1,4 +1,4 @@
-"""Dense symmetric solves that notice rank deficiency by the numbers (numpy + LAPACK, no numba).
+"""Dense symmetric solves that notice rank deficiency by the numbers (numpy + LAPACK).
 
 Every closed form in mfrec ends in a symmetric positive semi-definite system ``A x = b``: a ridge Gram matrix
 ``Z^T Z + lambda I``, a fold-in system ``c0 Y^T Y + lambda I + Y_S^T (C_S - c0) Y_S``, an attribute map. With
@@ -22,7 +22,7 @@ Gram matrix sums: :func:`rank_tolerance` takes the number of rows summed (``term
 ``n eps`` alone, a Gram of 411 rows and 3 exactly collinear columns kept a noise eigenvalue of 7e-16 relative
 and returned weights of 1e6). An ``A`` with an eigenvalue below ``-sqrt(tol) s_max`` is indefinite, not singular:
 the quadratic it belongs to has no minimum, and the solve reports it (NaN) instead of returning a stationary
-point; negative eigenvalues above that are rounding and are dropped with the zero ones. The numba row kernels
+point; negative eigenvalues above that are rounding and are dropped with the zero ones. The compiled row kernels
 check their Cholesky pivots against ``n eps max(diag)`` (:func:`mfrec.kernels.linalg.pivot_floor`) and hand the
 rows they reject to these solves.
 """

@@ -1,6 +1,7 @@
 """Kernels of the attribute-tied factorization (:class:`mfrec.models.content.HybridALS`).
 
-Pure numba/numpy functions on plain arrays; they know nothing of ids, pandas or attributes tables.
+Compiled kernels (:mod:`mfrec.kernels._native`) and numpy on plain arrays; they know nothing of ids, pandas or
+attributes tables.
 
 Row solve with a prior
 ----------------------
@@ -44,16 +45,14 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from numba import njit, prange
 
+from mfrec.kernels import _args, _native
 from mfrec.kernels.dense import rank_tolerance, solve_psd
-from mfrec.kernels.linalg import CACHE, cholesky_inplace, cholesky_solve_inplace
 
 __all__ = ["prior_ridge_rows", "prior_half_step", "attribute_regression", "ridge_map", "neighbor_map"]
 
 
-@njit(parallel=True, cache=CACHE)
-def prior_ridge_rows(indptr, indices, weight, target, Y, G0, c0, reg, prior, X, failed):
+def prior_ridge_rows(indptr, indices, weight, target, Y, G0, c0, reg, prior, X, failed) -> None:
     """Per-row ``x_u = (G0 + sum (w - c0) y y^T)^-1 (sum w t y + reg m_u)``; empty rows get ``x_u = m_u``.
 
     Parameters
@@ -77,40 +76,10 @@ def prior_ridge_rows(indptr, indices, weight, target, Y, G0, c0, reg, prior, X, 
     failed : uint8 (n_rows,)
         Set to 1 where the system was not numerically positive definite (``X[u]`` then unchanged).
     """
-    n = indptr.shape[0] - 1
-    d = Y.shape[1]
-    n_chunks = min(n, 256)
-    for c in prange(n_chunks):
-        # scratch hoisted out of the row loop: one set per chunk of rows (rows c, c + n_chunks, ...)
-        A = np.empty((d, d), dtype=np.float64)
-        b = np.empty(d, dtype=np.float64)
-        for u in range(c, n, n_chunks):
-            start = indptr[u]
-            end = indptr[u + 1]
-            if end == start:
-                # cold row: no term of the loss, free part 0 -> x_u = m_u
-                for j in range(d):
-                    X[u, j] = prior[u, j]
-                continue
-            for j in range(d):
-                b[j] = reg * prior[u, j]  # b = reg m_u + ...
-                for k in range(j + 1):
-                    A[j, k] = G0[j, k]  # A = c0 Y^T Y + reg I + ...
-            for e in range(start, end):
-                i = indices[e]
-                w = weight[e] - c0
-                v = weight[e] * target[e]
-                for j in range(d):
-                    a = w * Y[i, j]
-                    for k in range(j + 1):
-                        A[j, k] += a * Y[i, k]  # (w_ui - c0) y_i y_i^T (lower triangle)
-                    b[j] += v * Y[i, j]  # w_ui t_ui y_i
-            if cholesky_inplace(A, d):
-                cholesky_solve_inplace(A, b, d)
-                for j in range(d):
-                    X[u, j] = b[j]
-            else:
-                failed[u] = 1
+    _native.prior_ridge_rows(_args.pointer(indptr), _args.index(indices), _args.inp(weight, np.float64),
+                             _args.inp(target, np.float64), _args.inp(Y, np.float64), _args.inp(G0, np.float64),
+                             float(c0), float(reg), _args.inp(prior, np.float64), _args.out(X, np.float64, "X"),
+                             _args.out(failed, np.uint8, "failed"))
 
 
 def prior_half_step(indptr, indices, weight, target, Y, X, prior, *, c0: float, reg: float) -> np.ndarray:

@@ -1,6 +1,6 @@
 """SGD kernels for biased matrix factorization (Funk 2006; Koren, Bell & Volinsky 2009, eq. 5).
 
-Pure numba functions on plain arrays. The per-rating objective is
+Compiled kernels (:mod:`mfrec.kernels._native`) on plain arrays. The per-rating objective is
 
     f_ui = 1/2 (r_ui - mu - b_u - b_i - x_u . y_i)^2 + 1/2 lambda_b (b_u^2 + b_i^2) + 1/2 lambda (||x_u||^2 + ||y_i||^2)
 
@@ -20,16 +20,13 @@ model's seeded generator), sequentially, so a seed reproduces the factors bit fo
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from mfrec.kernels._numba import CACHE
+from mfrec.kernels import _args, _native
 
 __all__ = ["sgd_epoch", "svdpp_epoch"]
 
 
-# fastmath: only reassociation/contraction (vectorized dot products); no NaN/inf assumptions.
-@njit(nogil=True, cache=CACHE, fastmath={"reassoc", "contract"})
-def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg, biases):
+def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg, biases) -> float:
     """One SGD epoch over the ratings in ``order``; updates ``X, bu, Y, bi`` in place.
 
     Parameters
@@ -53,38 +50,15 @@ def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg,
     float
         Sum of squared errors ``e_ui^2`` seen during the epoch (each measured just before its update).
     """
-    d = X.shape[1]
-    sse = 0.0
-    for n in range(order.shape[0]):
-        p = order[n]
-        u = users[p]
-        i = items[p]
-        xr = X[u]  # row views: the loops below vectorize
-        yr = Y[i]
-        dot = 0.0
-        for j in range(d):
-            dot += xr[j] * yr[j]
-        pred = mu + dot  # r_hat_ui = mu + b_u + b_i + x_u . y_i
-        if biases:
-            pred += bu[u] + bi[i]
-        e = ratings[p] - pred  # e_ui = r_ui - r_hat_ui
-        sse += e * e
-        if biases:
-            bu[u] += lr * (e - bias_reg * bu[u])  # b_u <- b_u + gamma (e - lambda_b b_u)
-            bi[i] += lr * (e - bias_reg * bi[i])  # b_i <- b_i + gamma (e - lambda_b b_i)
-        for j in range(d):
-            xo = xr[j]
-            yo = yr[j]
-            xr[j] = xo + lr * (e * yo - reg * xo)  # x_u <- x_u + gamma (e y_i - lambda x_u)
-            yr[j] = yo + lr * (e * xo - reg * yo)  # y_i <- y_i + gamma (e x_u - lambda y_i), old x_u
-    return sse
+    dt = X.dtype
+    return float(_native.sgd_epoch(_args.index(users), _args.index(items), _args.inp(ratings, np.float32),
+                                   _args.inp(order, np.int64), _args.out(X, dt, "X"), _args.out(bu, dt, "bu"),
+                                   _args.out(Y, dt, "Y"), _args.out(bi, dt, "bi"), float(mu), float(lr), float(reg),
+                                   float(bias_reg), bool(biases)))
 
 
-
-# fastmath: only reassociation/contraction (vectorized dot products); no NaN/inf assumptions.
-@njit(nogil=True, cache=CACHE, fastmath={"reassoc", "contract"})
 def svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z, mu, lr, reg, bias_reg, biases,
-                implicit, scratch):
+                implicit, scratch) -> float:
     """One SVD++ epoch (Koren 2008), user by user; updates ``P, bu, Y, bi, Z`` in place.
 
     The model adds to every user the normalised sum of the *implicit* factors ``z_j`` of the items the user rated,
@@ -124,52 +98,9 @@ def svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z
     float
         Sum of squared errors seen during the epoch.
     """
-    d = P.shape[1]
-    c = scratch[0]
-    g = scratch[1]
-    sse = 0.0
-    for t in range(user_order.shape[0]):
-        u = user_order[t]
-        start = indptr[u]
-        end = indptr[u + 1]
-        if end == start:
-            continue
-        s = 1.0 / np.sqrt(end - start)  # s_u = |N(u)|^-1/2
-        for k in range(d):
-            c[k] = 0.0
-            g[k] = 0.0
-        if implicit:
-            for q in range(start, end):  # c_u = s_u sum_j z_j
-                zr = Z[indices[q]]
-                for k in range(d):
-                    c[k] += zr[k]
-            for k in range(d):
-                c[k] *= s
-        pr = P[u]
-        for q in range(start, end):
-            p = positions[q]
-            i = indices[p]
-            yr = Y[i]
-            dot = 0.0
-            for k in range(d):
-                dot += (pr[k] + c[k]) * yr[k]
-            pred = mu + dot  # r_hat = mu + b_u + b_i + y_i . (p_u + c_u)
-            if biases:
-                pred += bu[u] + bi[i]
-            e = ratings[p] - pred
-            sse += e * e
-            if biases:
-                bu[u] += lr * (e - bias_reg * bu[u])
-                bi[i] += lr * (e - bias_reg * bi[i])
-            for k in range(d):
-                po = pr[k]
-                yo = yr[k]
-                g[k] += e * yo  # sum_i e_ui y_i (old y_i)
-                pr[k] = po + lr * (e * yo - reg * po)  # p_u <- p_u + gamma (e y_i - lambda p_u)
-                yr[k] = yo + lr * (e * (po + c[k]) - reg * yo)  # y_i <- y_i + gamma (e q_u - lambda y_i)
-        if implicit:
-            for q in range(start, end):  # z_j <- z_j + gamma (s_u sum_i e y_i - lambda z_j)
-                zr = Z[indices[q]]
-                for k in range(d):
-                    zr[k] += lr * (s * g[k] - reg * zr[k])
-    return sse
+    dt = P.dtype
+    return float(_native.svdpp_epoch(
+        _args.inp(indptr, np.int64), _args.index(indices), _args.inp(ratings, np.float32), _args.inp(positions, np.int64),
+        _args.inp(user_order, np.int64), _args.out(P, dt, "P"), _args.out(bu, dt, "bu"), _args.out(Y, dt, "Y"),
+        _args.out(bi, dt, "bi"), _args.out(Z, dt, "Z"), float(mu), float(lr), float(reg), float(bias_reg), bool(biases),
+        bool(implicit), _args.out(scratch, np.float64, "scratch")))

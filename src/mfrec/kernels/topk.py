@@ -2,7 +2,7 @@
 
 Two layers, plain arrays only (no ids, no pandas):
 
-* :func:`select_topk` — numba kernel, ``prange`` over rows. Each row keeps a bounded min-heap of the
+* :func:`select_topk` — compiled kernel, rows in parallel. Each row keeps a bounded min-heap of the
   ``k`` best candidates *inside its own output row* (nothing is allocated per row), so the cost is
   ``O(n log k)`` per row and never a full sort.
 * :func:`topk_dot` — the driver for factor models: scores ``U @ V.T`` one block of users at a time with a
@@ -24,9 +24,8 @@ than ``k`` candidates return fewer results: the remaining slots hold item ``-1``
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
 
-from mfrec.kernels._numba import CACHE
+from mfrec.kernels import _args, _native
 
 __all__ = ["select_topk", "topk_scores", "topk_dot", "DEFAULT_BLOCK_BYTES"]
 
@@ -34,124 +33,21 @@ __all__ = ["select_topk", "topk_scores", "topk_dot", "DEFAULT_BLOCK_BYTES"]
 DEFAULT_BLOCK_BYTES = 64 * 1024 * 1024
 
 
-@njit(cache=CACHE, inline="always")
-def _worse(s_a, i_a, s_b, i_b):
-    """True when candidate (s_a, i_a) ranks after (s_b, i_b): lower score, or same score and higher index."""
-    return s_a < s_b or (s_a == s_b and i_a > i_b)
-
-
-@njit(cache=CACHE, inline="always")
-def _swap(heap_s, heap_i, a, b):
-    """Exchange heap entries ``a`` and ``b`` (score and item together)."""
-    ts = heap_s[a]
-    ti = heap_i[a]
-    heap_s[a] = heap_s[b]
-    heap_i[a] = heap_i[b]
-    heap_s[b] = ts
-    heap_i[b] = ti
-
-
-@njit(cache=CACHE, inline="always")
-def _sift_down(heap_s, heap_i, start, size):
-    """Restore the min-heap property (root = worst candidate) below ``start`` for ``heap[:size]``."""
-    pos = start
-    while True:
-        child = 2 * pos + 1
-        if child >= size:
-            break
-        right = child + 1
-        # pick the worse child: it must move up in a min-heap ordered by "worse"
-        if right < size and _worse(heap_s[right], heap_i[right], heap_s[child], heap_i[child]):
-            child = right
-        if _worse(heap_s[child], heap_i[child], heap_s[pos], heap_i[pos]):
-            _swap(heap_s, heap_i, pos, child)
-            pos = child
-        else:
-            break
-
-
-@njit(cache=CACHE, inline="always")
-def _sift_up(heap_s, heap_i, pos):
-    while pos > 0:
-        parent = (pos - 1) // 2
-        if _worse(heap_s[pos], heap_i[pos], heap_s[parent], heap_i[parent]):
-            _swap(heap_s, heap_i, pos, parent)
-            pos = parent
-        else:
-            break
-
-
-@njit(cache=CACHE, parallel=True)
-def _select_rows(scores, row_offset, excl_indptr, excl_indices, allowed, use_allowed, k,
-                 out_items, out_scores, out_counts):
-    """Top-k of every row of ``scores`` into ``out_*[row_offset + r]`` (see :func:`select_topk`).
-
-    ``excl_indptr`` / ``excl_indices`` are indexed by the *global* row ``row_offset + r`` and must have
-    sorted column indices within each row (duplicates are harmless).
-    """
-    n_rows, n_cols = scores.shape
-    neg_inf = np.float32(-np.inf)
-    for r in prange(n_rows):
-        g = row_offset + r
-        heap_s = out_scores[g]  # the output row doubles as the heap: no per-row allocation
-        heap_i = out_items[g]
-        row = scores[r]
-        size = 0
-        thr = neg_inf  # score of the worst kept candidate, valid once size == k
-        p = excl_indptr[g]
-        p_end = excl_indptr[g + 1]
-        j = 0
-        while j < n_cols:
-            # the run [j, stop) holds no excluded column; stop is the next excluded one (or the end)
-            while p < p_end and excl_indices[p] < j:
-                p += 1
-            stop = n_cols
-            if p < p_end and excl_indices[p] < n_cols:
-                stop = excl_indices[p]
-            for jj in range(j, stop):
-                if use_allowed and not allowed[jj]:
-                    continue
-                s = row[jj]
-                if size < k:
-                    heap_s[size] = s if s == s else neg_inf  # NaN ranks as -inf
-                    heap_i[size] = jj
-                    _sift_up(heap_s, heap_i, size)
-                    size += 1
-                    if size == k:
-                        thr = heap_s[0]
-                elif s > thr:  # NaN compares False; an equal score has a higher index: it loses the tie
-                    heap_s[0] = s
-                    heap_i[0] = jj
-                    _sift_down(heap_s, heap_i, 0, size)
-                    thr = heap_s[0]
-            j = stop + 1
-        out_counts[g] = size
-        # heap-sort in place: repeatedly move the worst to the end -> best first
-        end = size - 1
-        while end > 0:
-            ts = heap_s[0]
-            ti = heap_i[0]
-            heap_s[0] = heap_s[end]
-            heap_i[0] = heap_i[end]
-            heap_s[end] = ts
-            heap_i[end] = ti
-            _sift_down(heap_s, heap_i, 0, end)
-            end -= 1
-        for t in range(size, k):
-            heap_s[t] = neg_inf
-            heap_i[t] = -1
-
-
-#: the same selection compiled without threads: for a handful of rows (one user per HTTP request) waking the
-#: thread pool costs more than the scan itself (measured: 4.5 ms vs 0.5 ms for 1 x 50k on a busy 2-core box)
-_select_rows_serial = njit(cache=CACHE, parallel=False)(_select_rows.py_func)
+#: fewer rows than this are scanned on the calling thread alone: for one user per HTTP request waking the thread
+#: pool costs more than the scan itself (measured with numba's pool: 4.5 ms vs 0.5 ms for 1 x 50k, busy 2-core box)
 SERIAL_ROWS = 4
 
 
-def _select(scores, row_offset, *args):
-    """Dispatch to the threaded selection for blocks of rows, the serial one for a few rows."""
-    kernel = _select_rows_serial if scores.shape[0] < SERIAL_ROWS else _select_rows
-    kernel(scores, row_offset, *args)
+def _select(scores, row_offset, excl_indptr, excl_indices, allowed, use_allowed, k, out_items, out_scores, out_counts):
+    """Top-k of every row of ``scores`` into ``out_*[row_offset + r]`` (see :func:`select_topk`), compiled.
+
+    ``excl_indptr`` / ``excl_indices`` are indexed by the *global* row ``row_offset + r`` and must have sorted
+    column indices within each row (duplicates are harmless). The kernel keeps a bounded min-heap of the ``k``
+    best candidates inside each output row (nothing allocated per row), ``O(n log k)`` per row.
+    """
+    _native.select_rows(scores, int(row_offset), excl_indptr, excl_indices, allowed, bool(use_allowed), int(k),
+                        _args.out(out_items, np.int32, "items"), _args.out(out_scores, np.float32, "scores"),
+                        _args.out(out_counts, np.int32, "counts"))
 
 
 def _prepare_exclusions(n_rows: int, excl_indptr, excl_indices) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -44,6 +43,7 @@ from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitEr
 from mfrec._progress import report
 from mfrec.kernels.als_explicit import als_explicit_step, explicit_sse, predict_pairs
 from mfrec.kernels.sgd import sgd_epoch, svdpp_epoch
+from mfrec.kernels.threads import limit_threads
 from mfrec.models.base import FactorModel
 from mfrec.persist import register_model
 
@@ -329,7 +329,7 @@ class ExplicitALS(_ExplicitModel):
     dtype : {"float32", "float64"}, default "float32"
         Storage of the factors (the solves accumulate in float64).
     num_threads : int, default 0
-        numba threads for the solves (0 = numba's default).
+        kernel threads for the solves (0 = the pool's, :mod:`mfrec.kernels.threads`).
     early_stopping_rounds : int or None, default None
         With ``validation`` given to :meth:`fit`: stop after this many iterations without a better validation
         RMSE and keep the best iteration's factors.
@@ -408,15 +408,9 @@ class ExplicitALS(_ExplicitModel):
                     "increase regularization or use dtype='float64'"
                 )
 
-        old_threads = numba.get_num_threads()
-        try:
-            if threads:
-                numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-            with threadpool_limits(limits=1, user_api="blas"):
-                self._train_loop(step, p["iterations"], val, p["early_stopping_rounds"],
-                                 lambda: self._objective(csr, reg, fw))
-        finally:
-            numba.set_num_threads(old_threads)
+        with limit_threads(threads or None), threadpool_limits(limits=1, user_api="blas"):
+            self._train_loop(step, p["iterations"], val, p["early_stopping_rounds"],
+                             lambda: self._objective(csr, reg, fw))
         return self
 
 

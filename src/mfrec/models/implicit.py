@@ -26,7 +26,6 @@ import warnings
 from collections.abc import Hashable, Iterable
 from typing import Any
 
-import numba
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -40,6 +39,7 @@ from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitEr
 from mfrec.evaluation.metrics import ndcg_at_k  # pure array math, no model imports
 from mfrec.kernels.als_implicit import factor_gram, gd_half_step, half_step, implicit_loss, row_order
 from mfrec.kernels.dense import rank_tolerance, solve_psd
+from mfrec.kernels.threads import get_num_threads, limit_threads
 from mfrec.models.base import FactorModel
 from mfrec.persist import register_model
 
@@ -111,7 +111,8 @@ class ImplicitALS(FactorModel):
     dtype : {"float32", "float64"}, default "float32"
         Storage and arithmetic of the factors (exact solves factorise in float64).
     num_threads : int, default 0
-        numba threads (0: numba's default); BLAS is limited to one thread inside the parallel kernels.
+        kernel threads (0: the pool's, :mod:`mfrec.kernels.threads`); BLAS is limited to one thread inside the
+        parallel kernels.
     early_stopping_rounds : int or None, default None
         With ``validation``: stop after this many iterations without a better validation ndcg@``validation_k``
         and keep the best iteration's factors.
@@ -287,7 +288,7 @@ class ImplicitALS(FactorModel):
         self.unobserved_confidence_ = float(c0)
         self.confidence_mode_ = mode
         gen = rng(self.seed)
-        threads = p["num_threads"] or numba.get_num_threads()
+        threads = p["num_threads"] or get_num_threads()
         self.user_factors_ = normal_matrix(gen, n_users, d, 0.01, dt, threads)
         self.item_factors_ = normal_matrix(gen, n_items, d, 0.01, dt, threads)
         self.history_: list[dict[str, Any]] = []
@@ -311,12 +312,9 @@ class ImplicitALS(FactorModel):
                     "factors?); increase regularization or use dtype='float64'"
                 )
 
-        old_threads = numba.get_num_threads()
         started = time.perf_counter()
         best: tuple[float, int, Any] = (-np.inf, 0, None)
-        try:
-            if p["num_threads"]:
-                numba.set_num_threads(min(p["num_threads"], numba.config.NUMBA_NUM_THREADS))
+        with limit_threads(p["num_threads"] or None):
             XtX = None  # each factor Gram is computed once per iteration: for the loss and the next half's G0
             for it in range(1, p["iterations"] + 1):
                 half(indptr_t, indices_t, conf_t, pref_t, self.user_factors_, self.item_factors_, order_i, "item",
@@ -349,8 +347,6 @@ class ImplicitALS(FactorModel):
                         best = (entry["val_ndcg"], it, (self.user_factors_.copy(), self.item_factors_.copy()))
                     elif it - best[1] >= esr:
                         break
-        finally:
-            numba.set_num_threads(old_threads)
         if best[2] is not None and best[1] != self.best_iteration_:
             self.user_factors_, self.item_factors_ = best[2]
             self.best_iteration_ = best[1]

@@ -1,0 +1,48 @@
+"""Argument preparation for the compiled kernels: read-only inputs are converted once, outputs are checked.
+
+nanobind would silently convert an output array of the wrong dtype or layout into a temporary copy, and the
+kernel's writes would be lost; :func:`out` refuses such an array instead. Inputs may be converted (a copy only
+when the dtype or layout differs). A per-entry array that is one value broadcast over the entries (a zero-stride
+view, as the models pass all-ones preferences) is passed as it is: the kernels read it through its stride.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def inp(a, dtype) -> np.ndarray:
+    """A C-contiguous array of ``dtype`` with the values of ``a`` (no copy when it already is one)."""
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def index(a) -> np.ndarray:
+    """An index array as the kernels take it: int32 (column indices) unless it does not fit."""
+    a = np.asarray(a)
+    if a.dtype == np.int32 and a.flags.c_contiguous:
+        return a
+    return np.ascontiguousarray(a, dtype=np.int32)
+
+
+def pointer(a) -> np.ndarray:
+    """A CSR row pointer: int32 or int64 kept as is (C-contiguous), anything else as int64."""
+    a = np.asarray(a)
+    if a.dtype in (np.int32, np.int64):
+        return np.ascontiguousarray(a)
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def per_entry(a, dtype) -> np.ndarray:
+    """A 1-D per-entry array: a zero-stride broadcast of one value stays a view, anything else as :func:`inp`."""
+    a = np.asarray(a)
+    if a.ndim == 1 and a.dtype == dtype and (a.strides[0] == 0 or a.flags.c_contiguous):
+        return a
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def out(a, dtype, name: str) -> np.ndarray:
+    """``a`` itself, which the kernel writes into: it must already be C-contiguous of ``dtype``."""
+    if not isinstance(a, np.ndarray) or a.dtype != np.dtype(dtype) or not a.flags.c_contiguous or not a.flags.writeable:
+        got = f"{a.dtype} {'C-contiguous' if a.flags.c_contiguous else 'strided'}" if isinstance(a, np.ndarray) else type(a).__name__
+        raise TypeError(f"{name} must be a writeable C-contiguous {np.dtype(dtype)} array, got {got}")
+    return a

@@ -1,0 +1,167 @@
+// Small in-register linear algebra for the per-row solves: dot products, the blocked upper Cholesky with a pivot
+// floor, triangular solves, the 4-row product with a symmetric matrix. No allocation; arrays are row-major with
+// leading dimension d. Compiled with reassociation and contraction (the reductions vectorise) but no
+// assumptions about NaN or infinity: the solvers' NaN checks stay.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+namespace mfrec {
+
+// A per-entry array read through its stride: stride 0 is one value broadcast over every entry (the models pass
+// all-ones preferences that way, with no array of nnz ones behind them).
+template <typename T>
+struct Strided {
+  const T* p;
+  int64_t s;
+  T operator[](int64_t i) const { return p[i * s]; }
+};
+
+template <typename T>
+inline T dot(const T* __restrict a, const T* __restrict b, int n) {
+  T s = 0;
+  for (int k = 0; k < n; ++k) s += a[k] * b[k];
+  return s;
+}
+
+template <typename T>
+inline void axpy(T alpha, const T* __restrict x, T* __restrict y, int n) {
+  for (int k = 0; k < n; ++k) y[k] += alpha * x[k];
+}
+
+// n eps max_k A_kk: a Cholesky pivot at or below it counts as zero (mfrec.kernels.dense.rank_tolerance: numpy's
+// lstsq rank cut-off). Waiting for an exactly zero or negative pivot misses most singular systems: rounding
+// leaves a tiny positive pivot and the solve returns finite nonsense.
+template <typename T>
+inline T pivot_floor(const T* A, int n, int lda) {
+  T top = 0;
+  for (int k = 0; k < n; ++k) top = A[(size_t)k * lda + k] > top ? A[(size_t)k * lda + k] : top;
+  return T(n) * std::numeric_limits<T>::epsilon() * top;
+}
+
+// A = U^T U in place on the upper triangle of A (n x n, leading dimension lda); blocked right-looking, eight
+// pivots per panel: the panel rows are factorised and scaled with the Schur updates inside the panel at once,
+// then every trailing row gets the eight rank-1 updates in one sweep (each trailing entry loaded and stored once
+// per eight pivots; the inner loop is an axpy over contiguous row segments). Returns false when a pivot is at
+// most pivot_floor (A singular or numerically so, or NaN), leaving A partly overwritten.
+template <typename T>
+inline bool cholesky_upper(T* A, int n, int lda) {
+  const T floor = pivot_floor(A, n, lda);
+  for (int k0 = 0; k0 < n; k0 += 8) {
+    const int kb = n - k0 < 8 ? n - k0 : 8;
+    for (int k = k0; k < k0 + kb; ++k) {
+      T* rk = A + (size_t)k * lda;
+      T s = rk[k];
+      if (!(s > floor)) return false;  // also catches NaN
+      T ukk = std::sqrt(s);
+      rk[k] = ukk;
+      T inv = T(1) / ukk;
+      for (int j = k + 1; j < n; ++j) rk[j] *= inv;  // U_kj = A_kj / U_kk
+      for (int i = k + 1; i < k0 + kb; ++i) {
+        T a = rk[i];
+        T* ri = A + (size_t)i * lda;
+        for (int j = i; j < n; ++j) ri[j] -= a * rk[j];  // A_ij -= U_ki U_kj inside the panel
+      }
+    }
+    if (kb == 8) {
+      const T* u0 = A + (size_t)k0 * lda;
+      const T* u1 = u0 + lda;
+      const T* u2 = u1 + lda;
+      const T* u3 = u2 + lda;
+      const T* u4 = u3 + lda;
+      const T* u5 = u4 + lda;
+      const T* u6 = u5 + lda;
+      const T* u7 = u6 + lda;
+      for (int i = k0 + 8; i < n; ++i) {
+        const T a0 = u0[i], a1 = u1[i], a2 = u2[i], a3 = u3[i], a4 = u4[i], a5 = u5[i], a6 = u6[i], a7 = u7[i];
+        T* ri = A + (size_t)i * lda;
+        // A_ij -= sum_q U_qi U_qj over the eight pivots q, j >= i
+        for (int j = i; j < n; ++j)
+          ri[j] -= a0 * u0[j] + a1 * u1[j] + a2 * u2[j] + a3 * u3[j] + a4 * u4[j] + a5 * u5[j] + a6 * u6[j] +
+                   a7 * u7[j];
+      }
+    }
+  }
+  return true;
+}
+
+// Solve U^T U z = b in place (b overwritten by z), U from cholesky_upper.
+template <typename T>
+inline void cholesky_upper_solve(const T* U, T* b, int n, int lda) {
+  for (int i = 0; i < n; ++i) {  // U^T w = b: column axpys over contiguous rows of U
+    const T* ui = U + (size_t)i * lda;
+    T wi = b[i] / ui[i];
+    b[i] = wi;
+    for (int j = i + 1; j < n; ++j) b[j] -= wi * ui[j];
+  }
+  for (int i = n - 1; i >= 0; --i) {  // U z = w: row dots
+    const T* ui = U + (size_t)i * lda;
+    T s = b[i];
+    for (int j = i + 1; j < n; ++j) s -= ui[j] * b[j];
+    b[i] = s / ui[i];
+  }
+}
+
+// out[q, :] = x[q, :] G for the first nq (<= 4) rows of x (nq x d, leading dimension d); G (d x d) symmetric, so
+// out[q] = G x_q. Register-blocked: for each tile of columns the four output rows stay in registers while the d
+// rows of G stream past once (G is read once per four rows).
+template <typename T>
+inline void matmul_rows4(const T* __restrict x, const T* __restrict G, T* __restrict out, int d) {
+  constexpr int KT = 128 / sizeof(T);  // two 512-bit registers per output row
+  int kt = 0;
+  for (; kt + KT <= d; kt += KT) {
+    T a0[KT], a1[KT], a2[KT], a3[KT];
+    for (int k = 0; k < KT; ++k) a0[k] = a1[k] = a2[k] = a3[k] = 0;
+    for (int j = 0; j < d; ++j) {
+      const T* g = G + (size_t)j * d + kt;
+      const T x0 = x[j], x1 = x[d + j], x2 = x[2 * d + j], x3 = x[3 * d + j];
+      for (int k = 0; k < KT; ++k) {
+        a0[k] += x0 * g[k];
+        a1[k] += x1 * g[k];
+        a2[k] += x2 * g[k];
+        a3[k] += x3 * g[k];
+      }
+    }
+    for (int k = 0; k < KT; ++k) {
+      out[kt + k] = a0[k];
+      out[d + kt + k] = a1[k];
+      out[2 * d + kt + k] = a2[k];
+      out[3 * d + kt + k] = a3[k];
+    }
+  }
+  for (int k = kt; k < d; ++k) {
+    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (int j = 0; j < d; ++j) {
+      const T g = G[(size_t)j * d + k];
+      s0 += x[j] * g;
+      s1 += x[d + j] * g;
+      s2 += x[2 * d + j] * g;
+      s3 += x[3 * d + j] * g;
+    }
+    out[k] = s0;
+    out[d + k] = s1;
+    out[2 * d + k] = s2;
+    out[3 * d + k] = s3;
+  }
+}
+
+// out = G p for one row (G symmetric d x d): four rows of G per sweep over out.
+template <typename T>
+inline void matvec_rows(const T* __restrict G, const T* __restrict p, T* __restrict out, int d) {
+  for (int k = 0; k < d; ++k) out[k] = 0;
+  int j = 0;
+  for (; j + 4 <= d; j += 4) {
+    const T a0 = p[j], a1 = p[j + 1], a2 = p[j + 2], a3 = p[j + 3];
+    const T* g0 = G + (size_t)j * d;
+    const T* g1 = g0 + d;
+    const T* g2 = g1 + d;
+    const T* g3 = g2 + d;
+    for (int k = 0; k < d; ++k) out[k] += a0 * g0[k] + a1 * g1[k] + a2 * g2[k] + a3 * g3[k];
+  }
+  for (; j < d; ++j) axpy(p[j], G + (size_t)j * d, out, d);
+}
+
+}  // namespace mfrec

@@ -1,0 +1,282 @@
+// mfrec.kernels._native: the compiled kernels (built by pip through scikit-build-core and CMake, no run-time
+// compiler). Plain arrays in, arrays written in place; the Python modules in mfrec/kernels validate and convert
+// once and document the math. Every kernel releases the GIL.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+
+#include <cstdint>
+
+#include "als_explicit.hpp"
+#include "als_implicit.hpp"
+#include "linalg.hpp"
+#include "pool.hpp"
+#include "sgd.hpp"
+#include "topk.hpp"
+
+namespace nb = nanobind;
+using namespace mfrec;
+
+template <typename T>
+using Arr = nb::ndarray<T, nb::c_contig, nb::device::cpu>;  // any number of dimensions, C-contiguous
+template <typename T>
+using Vec1 = nb::ndarray<T, nb::ndim<1>, nb::device::cpu>;  // 1-D, any stride (a broadcast value: stride 0)
+
+namespace {
+
+int threads() { return Pool::get().threads(); }
+
+template <typename T>
+Strided<T> strided(const Vec1<const T>& a) {
+  return Strided<T>{a.data(), (int64_t)a.stride(0)};
+}
+
+template <typename T, typename P>
+void b_cholesky_rows(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const T> conf, Vec1<const T> pref,
+                     Arr<const T> Y, Arr<const double> G0, double c0, Arr<const int64_t> rows, int n_workers, Arr<T> X,
+                     Arr<uint8_t> failed, Arr<double> row_loss) {
+  const int d = (int)Y.shape(1);
+  double* rl = row_loss.size() ? row_loss.data() : nullptr;
+  nb::gil_scoped_release release;
+  implicit_cholesky_rows<T, P, int32_t>(indptr.data(), indices.data(), conf.data(), strided(pref), Y.data(), G0.data(),
+                                        c0, rows.data(), (int64_t)rows.size(), n_workers, d, X.data(), failed.data(),
+                                        rl);
+}
+
+template <typename T, typename P>
+void b_cg_rows(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const T> conf, Vec1<const T> pref, Arr<const T> Y,
+               Arr<const T> G0, double c0, int steps, Arr<const int64_t> rows, int64_t n_single, int n_workers,
+               Arr<T> X, Arr<double> row_loss) {
+  const int d = (int)Y.shape(1);
+  double* rl = row_loss.size() ? row_loss.data() : nullptr;
+  nb::gil_scoped_release release;
+  implicit_cg_rows<T, P, int32_t>(indptr.data(), indices.data(), conf.data(), strided(pref), Y.data(), G0.data(), c0,
+                                  steps, rows.data(), (int64_t)rows.size(), n_single, n_workers, d, X.data(), rl);
+}
+
+template <typename T, typename P>
+double b_observed_loss(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const T> conf, Vec1<const T> pref,
+                       Arr<const T> X, Arr<const T> Y, double c0) {
+  const int d = (int)Y.shape(1);
+  const int64_t n_rows = (int64_t)X.shape(0);
+  const P* ip = indptr.data();
+  const int32_t* ix = indices.data();
+  const T *cf = conf.data(), *Xd = X.data(), *Yd = Y.data();
+  const Strided<T> pr{pref.data(), (int64_t)pref.stride(0)};
+  nb::gil_scoped_release release;
+  return chunked_row_sum(n_rows, threads(), [&](int64_t u) {
+    return observed_row_loss(ip[u], ip[u + 1], ix, cf, pr, c0, Yd, Xd + (size_t)u * d, d);
+  });
+}
+
+template <typename T, typename P>
+void b_observed_grad(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const T> conf, Vec1<const T> pref,
+                     Arr<const T> X, Arr<const T> Y, double c0, Arr<T> out) {
+  const int d = (int)Y.shape(1);
+  const P* ip = indptr.data();
+  const int32_t* ix = indices.data();
+  const T *cf = conf.data(), *Xd = X.data(), *Yd = Y.data();
+  const Strided<T> pr{pref.data(), (int64_t)pref.stride(0)};
+  T* o = out.data();
+  const T cz = (T)c0;
+  nb::gil_scoped_release release;
+  parallel_rows((int64_t)X.shape(0), threads(), [&](int64_t u) {
+    T* ou = o + (size_t)u * d;
+    const T* x = Xd + (size_t)u * d;
+    std::fill(ou, ou + d, T(0));
+    for (int64_t e = ip[u]; e < ip[u + 1]; ++e) {
+      const T* y = Yd + (size_t)ix[e] * d;
+      const T s = dot(x, y, d);
+      axpy((cf[e] - cz) * s - cf[e] * pr[e], y, ou, d);  // [(c - c0) s - c p] y
+    }
+  });
+}
+
+template <typename T, typename P>
+double b_observed_curvature(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const T> conf, Arr<const T> G,
+                            Arr<const T> Y, double c0) {
+  const int d = (int)Y.shape(1);
+  const P* ip = indptr.data();
+  const int32_t* ix = indices.data();
+  const T *cf = conf.data(), *Gd = G.data(), *Yd = Y.data();
+  nb::gil_scoped_release release;
+  return chunked_row_sum((int64_t)G.shape(0), threads(), [&](int64_t u) {
+    double acc = 0.0;
+    for (int64_t e = ip[u]; e < ip[u + 1]; ++e) {
+      const double s = dot(Gd + (size_t)u * d, Yd + (size_t)ix[e] * d, d);
+      acc += ((double)cf[e] - c0) * s * s;
+    }
+    return acc;
+  });
+}
+
+template <typename T, typename P, typename R>
+int64_t b_explicit_rows(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const R> data, Arr<const T> other,
+                        Arr<const T> other_bias, double mu, double reg, bool frequency_weighted, bool biases,
+                        Arr<T> target, Arr<T> target_bias, Arr<uint8_t> failed, double bias_reg) {
+  const int d = (int)other.shape(1);
+  const int64_t n_rows = (int64_t)indptr.size() - 1;
+  nb::gil_scoped_release release;
+  return explicit_ridge_rows<T, P, int32_t, R>(indptr.data(), indices.data(), data.data(), n_rows, other.data(),
+                                                   other_bias.data(), d, mu, reg, frequency_weighted, biases,
+                                                   target.data(), target_bias.data(), failed.data(), bias_reg,
+                                                   threads());
+}
+
+template <typename T, typename P, typename R>
+double b_explicit_sse(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const R> data, Arr<const T> X,
+                      Arr<const T> bu, Arr<const T> Y, Arr<const T> bi, double mu, bool biases) {
+  const int d = (int)X.shape(1);
+  nb::gil_scoped_release release;
+  return explicit_sse<T, P, int32_t, R>(indptr.data(), indices.data(), data.data(), (int64_t)X.shape(0),
+                                            X.data(), bu.data(), Y.data(), bi.data(), d, mu, biases, threads());
+}
+
+template <typename T>
+void b_predict_pairs(Arr<const int64_t> user_idx, Arr<const int64_t> item_idx, Arr<const T> X, Arr<const T> bu,
+                     Arr<const T> Y, Arr<const T> bi, double mu, bool biases, Arr<double> out) {
+  const int d = (int)X.shape(1);
+  nb::gil_scoped_release release;
+  predict_pairs<T, int64_t>(user_idx.data(), item_idx.data(), (int64_t)user_idx.size(), X.data(), bu.data(),
+                            Y.data(), bi.data(), d, mu, biases, out.data(), threads());
+}
+
+template <typename P>
+void b_prior_rows(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const double> weight, Arr<const double> target,
+                  Arr<const double> Y, Arr<const double> G0, double c0, double reg, Arr<const double> prior,
+                  Arr<double> X, Arr<uint8_t> failed) {
+  const int d = (int)Y.shape(1);
+  const int64_t n_rows = (int64_t)indptr.size() - 1;
+  nb::gil_scoped_release release;
+  prior_ridge_rows<P, int32_t>(indptr.data(), indices.data(), weight.data(), target.data(), Y.data(), G0.data(), c0,
+                               reg, prior.data(), X.data(), failed.data(), n_rows, d, threads());
+}
+
+template <typename T>
+double b_sgd_epoch(Arr<const int32_t> users, Arr<const int32_t> items, Arr<const float> ratings,
+                   Arr<const int64_t> order, Arr<T> X, Arr<T> bu, Arr<T> Y, Arr<T> bi, double mu, double lr,
+                   double reg, double bias_reg, bool biases) {
+  const int d = (int)X.shape(1);
+  nb::gil_scoped_release release;
+  return sgd_epoch<T, int32_t>(users.data(), items.data(), ratings.data(), order.data(), (int64_t)order.size(),
+                               X.data(), bu.data(), Y.data(), bi.data(), d, mu, lr, reg, bias_reg, biases);
+}
+
+template <typename T>
+double b_svdpp_epoch(Arr<const int64_t> indptr, Arr<const int32_t> indices, Arr<const float> ratings,
+                     Arr<const int64_t> positions, Arr<const int64_t> user_order, Arr<T> P, Arr<T> bu, Arr<T> Y,
+                     Arr<T> bi, Arr<T> Z, double mu, double lr, double reg, double bias_reg, bool biases,
+                     bool implicit, Arr<double> scratch) {
+  const int d = (int)P.shape(1);
+  double* c = scratch.data();
+  nb::gil_scoped_release release;
+  return svdpp_epoch<T, int64_t, int32_t>(indptr.data(), indices.data(), ratings.data(), positions.data(),
+                                          user_order.data(), (int64_t)user_order.size(), P.data(), bu.data(),
+                                          Y.data(), bi.data(), Z.data(), d, mu, lr, reg, bias_reg, biases, implicit,
+                                          c, c + d);
+}
+
+void b_select_rows(Arr<const float> scores, int64_t row_offset, Arr<const int64_t> excl_indptr,
+                   Arr<const int32_t> excl_indices, Arr<const bool> allowed, bool use_allowed, int64_t k,
+                   Arr<int32_t> out_items, Arr<float> out_scores, Arr<int32_t> out_counts) {
+  const uint8_t* mask = use_allowed ? reinterpret_cast<const uint8_t*>(allowed.data()) : nullptr;
+  nb::gil_scoped_release release;
+  select_rows(scores.data(), (int64_t)scores.shape(0), (int64_t)scores.shape(1), row_offset, excl_indptr.data(),
+              excl_indices.data(), mask, k, out_items.data(), out_scores.data(), out_counts.data(), threads());
+}
+
+template <typename T>
+bool b_cholesky_upper(Arr<T> A, int n) {
+  return cholesky_upper(A.data(), n, (int)A.shape(1));
+}
+
+template <typename T>
+void b_cholesky_upper_solve(Arr<const T> U, Arr<T> b, int n) {
+  cholesky_upper_solve(U.data(), b.data(), n, (int)U.shape(1));
+}
+
+template <typename T>
+double b_pivot_floor(Arr<const T> A, int n) {
+  return (double)pivot_floor(A.data(), n, (int)A.shape(1));
+}
+
+template <typename T>
+void b_gram_apply(int64_t start, int64_t end, Arr<const int32_t> indices, Arr<const T> conf, Vec1<const T> pref,
+                  double c0, Arr<const T> Y, Arr<const T> x, Arr<T> out, bool with_b) {
+  gram_apply<T, int32_t>(start, end, indices.data(), conf.data(), strided(pref), (T)c0, Y.data(), x.data(), out.data(),
+                         (int)Y.shape(1), with_b);
+}
+
+template <typename T>
+void b_matmul_rows4(Arr<const T> x, Arr<const T> G, Arr<T> out) {
+  matmul_rows4(x.data(), G.data(), out.data(), (int)G.shape(0));
+}
+
+template <typename T>
+void b_matvec_rows(Arr<const T> G, Arr<const T> p, Arr<T> out) {
+  matvec_rows(G.data(), p.data(), out.data(), (int)G.shape(0));
+}
+
+// The work queue the row kernels use, for its test: how often each of n items was taken, with n_workers workers.
+nb::ndarray<nb::numpy, int64_t, nb::ndim<1>> b_work_queue_counts(int64_t n, int n_workers) {
+  auto* counts = new std::vector<int64_t>(n, 0);
+  std::atomic<int64_t> next{0};
+  {
+    nb::gil_scoped_release release;
+    parallel_workers(n, n_workers, [&](int) {
+      for (;;) {
+        const int64_t i = next.fetch_add(1, std::memory_order_relaxed);
+        if (i >= n) break;
+        __atomic_fetch_add(&(*counts)[i], 1, __ATOMIC_RELAXED);
+      }
+    });
+  }
+  nb::capsule owner(counts, [](void* p) noexcept { delete static_cast<std::vector<int64_t>*>(p); });
+  return nb::ndarray<nb::numpy, int64_t, nb::ndim<1>>(counts->data(), {(size_t)n}, owner);
+}
+
+}  // namespace
+
+#define BIND_TP(name, fn)                   \
+  m.def(name, &fn<float, int32_t>);         \
+  m.def(name, &fn<float, int64_t>);         \
+  m.def(name, &fn<double, int32_t>);        \
+  m.def(name, &fn<double, int64_t>)
+#define BIND_TPR(name, fn)                       \
+  m.def(name, &fn<float, int32_t, float>);         \
+  m.def(name, &fn<float, int64_t, float>);         \
+  m.def(name, &fn<double, int32_t, float>);        \
+  m.def(name, &fn<double, int64_t, float>);        \
+  m.def(name, &fn<float, int32_t, double>);        \
+  m.def(name, &fn<float, int64_t, double>);        \
+  m.def(name, &fn<double, int32_t, double>);       \
+  m.def(name, &fn<double, int64_t, double>)
+#define BIND_T(name, fn)       \
+  m.def(name, &fn<float>);     \
+  m.def(name, &fn<double>)
+
+NB_MODULE(_native, m) {
+  m.doc() = "mfrec's compiled kernels (see mfrec.kernels)";
+  m.def("get_num_threads", &threads, "Threads the parallel kernels use.");
+  m.def("set_num_threads", [](int n) { Pool::get().set_threads(n); }, "Set the threads the parallel kernels use.");
+  m.def("default_num_threads", &default_threads);
+  BIND_TP("implicit_cholesky_rows", b_cholesky_rows);
+  BIND_TP("implicit_cg_rows", b_cg_rows);
+  BIND_TP("implicit_observed_loss", b_observed_loss);
+  BIND_TP("implicit_observed_grad", b_observed_grad);
+  BIND_TP("implicit_observed_curvature", b_observed_curvature);
+  BIND_TPR("explicit_ridge_rows", b_explicit_rows);
+  BIND_TPR("explicit_sse", b_explicit_sse);
+  BIND_T("predict_pairs", b_predict_pairs);
+  m.def("prior_ridge_rows", &b_prior_rows<int32_t>);
+  m.def("prior_ridge_rows", &b_prior_rows<int64_t>);
+  BIND_T("sgd_epoch", b_sgd_epoch);
+  BIND_T("svdpp_epoch", b_svdpp_epoch);
+  m.def("select_rows", &b_select_rows);
+  BIND_T("cholesky_upper_inplace", b_cholesky_upper);
+  BIND_T("cholesky_upper_solve_inplace", b_cholesky_upper_solve);
+  BIND_T("pivot_floor", b_pivot_floor);
+  BIND_T("gram_apply", b_gram_apply);
+  BIND_T("matmul_rows4", b_matmul_rows4);
+  BIND_T("matvec_rows", b_matvec_rows);
+  m.def("work_queue_counts", &b_work_queue_counts);
+}

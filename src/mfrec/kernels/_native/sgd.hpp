@@ -1,0 +1,88 @@
+// SGD epochs for biased matrix factorization and SVD++ (sequential: a seed reproduces the factors bit for bit).
+// Documented in mfrec/kernels/sgd.py.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+namespace mfrec {
+
+template <typename T, typename I>
+double sgd_epoch(const I* users, const I* items, const float* ratings, const int64_t* order, int64_t n, T* X, T* bu,
+                 T* Y, T* bi, int d, double mu, double lr, double reg, double bias_reg, bool biases) {
+  double sse = 0.0;
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t p = order[t];
+    const int64_t u = users[p], i = items[p];
+    T* __restrict xr = X + (size_t)u * d;
+    T* __restrict yr = Y + (size_t)i * d;
+    double dt = 0.0;  // products in T, summed in double (as the numba kernel did)
+    for (int j = 0; j < d; ++j) dt += (double)(xr[j] * yr[j]);
+    double pred = mu + dt;  // r_hat = mu + b_u + b_i + x_u . y_i
+    if (biases) pred += (double)bu[u] + (double)bi[i];
+    const double e = (double)ratings[p] - pred;  // e_ui = r_ui - r_hat_ui
+    sse += e * e;
+    if (biases) {
+      bu[u] = (T)((double)bu[u] + lr * (e - bias_reg * (double)bu[u]));
+      bi[i] = (T)((double)bi[i] + lr * (e - bias_reg * (double)bi[i]));
+    }
+    for (int j = 0; j < d; ++j) {  // updates computed in double, stored in T
+      const double xo = xr[j], yo = yr[j];
+      xr[j] = (T)(xo + lr * (e * yo - reg * xo));  // x_u <- x_u + gamma (e y_i - lambda x_u)
+      yr[j] = (T)(yo + lr * (e * xo - reg * yo));  // y_i <- y_i + gamma (e x_u - lambda y_i), old x_u
+    }
+  }
+  return sse;
+}
+
+template <typename T, typename P, typename I>
+double svdpp_epoch(const P* indptr, const I* indices, const float* ratings, const int64_t* positions,
+                   const int64_t* user_order, int64_t n_users, T* Pf, T* bu, T* Y, T* bi, T* Z, int d, double mu,
+                   double lr, double reg, double bias_reg, bool biases, bool implicit, double* c, double* g) {
+  double sse = 0.0;
+  for (int64_t t = 0; t < n_users; ++t) {
+    const int64_t u = user_order[t];
+    const int64_t start = indptr[u], end = indptr[u + 1];
+    if (end == start) continue;
+    const double s = 1.0 / std::sqrt((double)(end - start));  // s_u = |N(u)|^-1/2
+    for (int k = 0; k < d; ++k) c[k] = g[k] = 0.0;
+    if (implicit) {
+      for (int64_t q = start; q < end; ++q) {  // c_u = s_u sum_j z_j
+        const T* zr = Z + (size_t)indices[q] * d;
+        for (int k = 0; k < d; ++k) c[k] += (double)zr[k];
+      }
+      for (int k = 0; k < d; ++k) c[k] *= s;
+    }
+    T* pr = Pf + (size_t)u * d;
+    for (int64_t q = start; q < end; ++q) {
+      const int64_t p = positions[q];
+      const int64_t i = indices[p];
+      T* yr = Y + (size_t)i * d;
+      double dt = 0.0;
+      for (int k = 0; k < d; ++k) dt += ((double)pr[k] + c[k]) * (double)yr[k];
+      double pred = mu + dt;  // r_hat = mu + b_u + b_i + y_i . (p_u + c_u)
+      if (biases) pred += (double)bu[u] + (double)bi[i];
+      const double e = (double)ratings[p] - pred;
+      sse += e * e;
+      if (biases) {
+        bu[u] = (T)((double)bu[u] + lr * (e - bias_reg * (double)bu[u]));
+        bi[i] = (T)((double)bi[i] + lr * (e - bias_reg * (double)bi[i]));
+      }
+      for (int k = 0; k < d; ++k) {
+        const double po = pr[k], yo = yr[k];
+        g[k] += e * yo;                                          // sum_i e_ui y_i (old y_i)
+        pr[k] = (T)(po + lr * (e * yo - reg * po));              // p_u <- p_u + gamma (e y_i - lambda p_u)
+        yr[k] = (T)(yo + lr * (e * (po + c[k]) - reg * yo));     // y_i <- y_i + gamma (e q_u - lambda y_i)
+      }
+    }
+    if (implicit) {
+      for (int64_t q = start; q < end; ++q) {  // z_j <- z_j + gamma (s_u sum_i e y_i - lambda z_j)
+        T* zr = Z + (size_t)indices[q] * d;
+        for (int k = 0; k < d; ++k) zr[k] = (T)((double)zr[k] + lr * (s * g[k] - reg * (double)zr[k]));
+      }
+    }
+  }
+  return sse;
+}
+
+}  // namespace mfrec
