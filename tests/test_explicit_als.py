@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mfrec import Interactions
@@ -91,7 +91,9 @@ def test_step_equals_numpy_solve(biases, frequency_weighted):
     np.testing.assert_allclose(bu, b_ref if biases else 0.0, rtol=1e-9, atol=1e-10)
 
 
-@settings(max_examples=25, deadline=None)
+# hypothesis 6.90 (the lowest declared) sometimes fails its data_too_large health check while drawing these four
+# scalars (seen in .ci/lowest); the examples themselves are small, so that check is off here
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.data_too_large])
 @given(seed=st.integers(0, 10_000), reg=st.floats(0.01, 5.0), bias_reg=st.floats(0.001, 20.0),
        frequency_weighted=st.booleans())
 def test_step_with_bias_regularization_equals_numpy_solve(seed, reg, bias_reg, frequency_weighted):

@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "als_implicit.hpp"
 #include "linalg.hpp"
 #include "pool.hpp"
 

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <functional>
 #include <mutex>
@@ -128,6 +129,41 @@ inline void parallel_workers(int64_t n_items, int n_threads, F&& body) {
   int n = (int)std::max<int64_t>(1, std::min<int64_t>(n_items, n_threads));
   std::function<void(int)> fn = [&](int w) { body(w); };
   Pool::get().run(n, fn);
+}
+
+// Deterministic parallel sum over rows: fixed chunks of rows (independent of the thread count), chunk sums added
+// in chunk order.
+template <typename F>
+double chunked_row_sum(int64_t n_rows, int n_threads, F&& row_value) {
+  const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(n_rows, 1024));
+  std::vector<double> part(n_chunks, 0.0);
+  std::atomic<int64_t> next{0};
+  parallel_workers(n_chunks, n_threads, [&](int) {
+    for (;;) {
+      const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= n_chunks) break;
+      double s = 0.0;
+      for (int64_t u = c * n_rows / n_chunks; u < (c + 1) * n_rows / n_chunks; ++u) s += row_value(u);
+      part[c] = s;
+    }
+  });
+  double total = 0.0;
+  for (double s : part) total += s;
+  return total;
+}
+
+// Run body(u) for every row u in [0, n_rows), rows in fixed chunks pulled from an atomic counter.
+template <typename F>
+void parallel_rows(int64_t n_rows, int n_threads, F&& body) {
+  const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(n_rows, 1024));
+  std::atomic<int64_t> next{0};
+  parallel_workers(n_chunks, n_threads, [&](int) {
+    for (;;) {
+      const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= n_chunks) break;
+      for (int64_t u = c * n_rows / n_chunks; u < (c + 1) * n_rows / n_chunks; ++u) body(u);
+    }
+  });
 }
 
 }  // namespace mfrec

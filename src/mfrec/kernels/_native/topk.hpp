@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "als_implicit.hpp"
+#include "pool.hpp"
 
 namespace mfrec {
 
