@@ -33,7 +33,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def child(small: bool, threads: int) -> dict:
+def child(small: bool, threads: int, implicit_only: bool = False) -> dict:
     import numpy as np
     import pandas as pd
     import scipy.sparse as sp
@@ -59,6 +59,8 @@ def child(small: bool, threads: int) -> dict:
             model = mfrec.ImplicitALS(factors=d, solver=solver, iterations=3, num_threads=threads).fit(inter)
             secs = [h["seconds"] for h in model.history_]
             out[f"implicit {solver} d={d} s/iter"] = float(np.median(np.diff([0.0] + secs)[1:]))
+    if implicit_only:
+        return out
     # explicit ALS on random ratings
     rng = np.random.default_rng(0)
     n_u, n_i, nnz = (10_000, 2_000, 200_000) if small else (100_000, 20_000, 4_000_000)
@@ -91,16 +93,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--small", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--implicit-only", action="store_true", help="only the ImplicitALS fits")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.small, args.threads)))
+        print(json.dumps(child(args.small, args.threads, args.implicit_only)))
         return
     pythons = args.python or [sys.executable]
     results: dict[str, dict[str, list[float]]] = {p: {} for p in pythons}
     for rnd in range(args.rounds):
         for py in pythons:
-            cmd = [py, os.path.abspath(__file__), "--child", "--threads", str(args.threads)] + (["--small"] if args.small else [])
+            cmd = [py, os.path.abspath(__file__), "--child", "--threads", str(args.threads)]
+            cmd += (["--small"] if args.small else []) + (["--implicit-only"] if args.implicit_only else [])
             res = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(HERE))
             if res.returncode:
                 sys.exit(f"{py} failed:\n{res.stderr[-3000:]}")

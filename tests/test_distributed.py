@@ -94,7 +94,6 @@ def test_implicit_cholesky_same_factors_and_recommendations(client, inter, n_blo
     assert stats["bytes_received"] == [stats["theoretical_bytes"]] * 3
 
 
-@pytest.mark.slow  # compiles the float64 kernels (~20 s on a cold numba cache)
 def test_implicit_cg_float64_tight(client, inter):
     kw = dict(factors=5, iterations=3, solver="cg", cg_steps=2, confidence="log", alpha=2.0, seed=1,
               dtype="float64")
@@ -106,7 +105,6 @@ def test_implicit_cg_float64_tight(client, inter):
     _same_recommendations(local, dist, inter.user_ids[:10])
 
 
-@pytest.mark.slow  # compiles the kernels for per-entry preference arrays (~20 s on a cold numba cache)
 def test_implicit_feedback_with_preferences(client, inter):
     """Per-entry preferences p_ui (0 for below-threshold ratings) and c0 travel with the blocks of both sides."""
     from mfrec.data.feedback import explicit_to_implicit
@@ -302,7 +300,7 @@ def test_block_task_equals_local_half_step(inter):
     Y = r.normal(0, 0.1, (inter.n_items, 4)).astype(np.float32)
     X = r.normal(0, 0.1, (inter.n_users, 4)).astype(np.float32)
     full = X.copy()
-    # all-ones preferences as the models pass them (a zero-stride view): the same numba specialisation as the
+    # all-ones preferences as the models pass them (a zero-stride view): the same kernel arguments as the
     # block task, so the float32 results agree bit for bit
     ones = np.broadcast_to(np.ones(1, dtype=np.float32), conf.shape)
     half_step(csr.indptr, csr.indices, conf, ones, Y, full, c0=1.0, reg=0.1, solver="cholesky")
@@ -442,7 +440,7 @@ def _trace_peak():
     return peak
 
 
-@pytest.mark.slow  # its own 1-worker cluster and a cold numba cache there: ~35 s here
+@pytest.mark.slow  # its own 1-worker cluster and a memory measurement: ~8 s here
 def test_worker_memory_is_blocks_plus_two_factor_matrices():
     """Peak memory a worker allocates during a fit (tracemalloc: numpy buffers, received frames, results).
 
