@@ -8,7 +8,7 @@ Usage::
 
 For the same synthetic power-law matrix (users with uniform(min_len, max_len) items, items ~ rank^-0.8) it fits
 
-* the single-process ``ImplicitALS`` with ``--threads`` numba threads (the baseline), and
+* the single-process ``ImplicitALS`` with ``--threads`` kernel threads (the baseline), and
 * ``mfrec.distributed.fit`` on a ``LocalCluster`` of 1 and 2 worker processes (``--threads`` threads in all,
   split between the workers), after a small warm-up fit on the same cluster so JIT compilation is not timed,
 
@@ -147,7 +147,7 @@ def main(argv=None):
     ap.add_argument("--factors", type=int, default=32)
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--solver", default="cg", choices=["cg", "cholesky"])
-    ap.add_argument("--threads", type=int, default=2, help="threads in all (local numba threads; split over workers)")
+    ap.add_argument("--threads", type=int, default=2, help="threads in all (local kernel threads; split over workers)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--blocks-per-worker", type=int, default=1)
     ap.add_argument("--trace-memory", action="store_true",

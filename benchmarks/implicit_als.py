@@ -145,9 +145,9 @@ def speed(args):
 
 
 def speed_one(args, d):
-    import numba
+    from mfrec.kernels.threads import set_num_threads
 
-    numba.set_num_threads(args.threads)
+    set_num_threads(args.threads)
     m, n = (200_000, 50_000) if args.full else (args.users, args.items)
     C = power_law_matrix(m, n, seed=0)
     C.data[:] = 2.0  # confidence 1 + alpha * 1 for both libraries ("given" to mfrec)
