@@ -210,3 +210,21 @@ def test_unregistered_or_unfitted_models_cannot_be_saved(tmp_path):
 
     with pytest.raises(ModelFileError, match="not a registered"):
         persist.save(Other().fit(fitted().interactions_), tmp_path / "x.mfrec")
+
+
+def test_a_model_module_that_fails_to_import_is_reported_not_swallowed(monkeypatch):
+    """persist used to skip model modules that raised ImportError, so a broken install read as "unknown model class"."""
+    import importlib
+
+    from mfrec import persist
+
+    real = importlib.import_module
+
+    def broken(name, *args, **kwargs):
+        if name == "mfrec.models.implicit":
+            raise ImportError("no module named mfrec.kernels._native")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(ImportError, match=r"importing mfrec\.models\.implicit failed .*_native.*reinstall mfrec"):
+        persist._ensure_registry()

@@ -60,7 +60,11 @@ def register_model(cls: type) -> type:
 
 
 def _ensure_registry() -> None:
-    """Import the model modules so their classes are registered (lazily, to keep imports light)."""
+    """Import the model modules so their classes are registered (lazily, to keep imports light).
+
+    They are part of mfrec: one that fails to import is a broken install (the compiled kernels missing, say),
+    reported as such instead of surfacing later as "unknown model class".
+    """
     import importlib
 
     for module in (
@@ -72,8 +76,11 @@ def _ensure_registry() -> None:
     ):
         try:
             importlib.import_module(module)
-        except ImportError:
-            pass
+        except ImportError as exc:
+            raise ImportError(
+                f"mfrec's model classes cannot be registered: importing {module} failed ({exc}); the install is "
+                "incomplete, reinstall mfrec (pip install mfrec, or pip install -e . in a checkout)"
+            ) from exc
 
 
 # ---------------------------------------------------------------------- encoding of state
