@@ -40,9 +40,19 @@ def per_entry(a, dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+def ratings(a) -> np.ndarray:
+    """Rating values as the kernels take them: float32 kept as it is, anything else as float64 (no precision lost)."""
+    a = np.asarray(a)
+    return inp(a, np.float32 if a.dtype == np.float32 else np.float64)
+
+
 def out(a, dtype, name: str) -> np.ndarray:
     """``a`` itself, which the kernel writes into: it must already be C-contiguous of ``dtype``."""
-    if not isinstance(a, np.ndarray) or a.dtype != np.dtype(dtype) or not a.flags.c_contiguous or not a.flags.writeable:
-        got = f"{a.dtype} {'C-contiguous' if a.flags.c_contiguous else 'strided'}" if isinstance(a, np.ndarray) else type(a).__name__
+    ok = isinstance(a, np.ndarray) and a.dtype == np.dtype(dtype) and a.flags.c_contiguous and a.flags.writeable
+    if not ok:
+        if isinstance(a, np.ndarray):
+            got = f"{a.dtype} {'C-contiguous' if a.flags.c_contiguous else 'strided'}"
+        else:
+            got = type(a).__name__
         raise TypeError(f"{name} must be a writeable C-contiguous {np.dtype(dtype)} array, got {got}")
     return a

@@ -141,9 +141,8 @@ def explicit_ridge_rows(indptr, indices, data, other, other_bias, mu, reg, frequ
         huge ratings.
     """
     dt = other.dtype
-    data = np.asarray(data)
     return int(_native.explicit_ridge_rows(
-        _args.pointer(indptr), _args.index(indices), _args.inp(data, np.float32 if data.dtype == np.float32 else np.float64),
+        _args.pointer(indptr), _args.index(indices), _args.ratings(data),
         _args.inp(other, dt), _args.inp(other_bias, dt), float(mu), float(reg), bool(frequency_weighted), bool(biases),
         _args.out(target, dt, "target"), _args.out(target_bias, dt, "target_bias"), _args.out(failed, np.uint8, "failed"),
         float(bias_reg)))
@@ -156,9 +155,8 @@ def explicit_sse(indptr, indices, data, X, bu, Y, bi, mu, biases) -> float:
     ``biases`` is False. Parallel over users.
     """
     dt = X.dtype
-    data = np.asarray(data)
     return float(_native.explicit_sse(
-        _args.pointer(indptr), _args.index(indices), _args.inp(data, np.float32 if data.dtype == np.float32 else np.float64),
+        _args.pointer(indptr), _args.index(indices), _args.ratings(data),
         _args.inp(X, dt), _args.inp(bu, dt), _args.inp(Y, dt), _args.inp(bi, dt), float(mu), bool(biases)))
 
 

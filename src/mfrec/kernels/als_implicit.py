@@ -1,9 +1,9 @@
 """Implicit-feedback ALS kernels (Hu, Koren & Volinsky 2008; CG after Takacs, Pilaszy & Tikk 2011).
 
-Compiled kernels (:mod:`mfrec.kernels._native`) and numpy drivers on plain arrays: a CSR pattern ``indptr, indices`` (rows are the side being
-solved), per-entry confidences ``conf`` (c_ui) and preferences ``pref`` (p_ui, usually 1) aligned with
-``indices``, the fixed factor matrix ``Y`` (n_cols, d) and the output ``X`` (n_rows, d). They know nothing
-of ids or pandas; :class:`mfrec.models.implicit.ImplicitALS` validates once and calls them on trusted,
+Compiled kernels (:mod:`mfrec.kernels._native`) and numpy drivers on plain arrays: a CSR pattern
+``indptr, indices`` (rows are the side being solved), per-entry confidences ``conf`` (c_ui) and preferences
+``pref`` (p_ui, usually 1) aligned with ``indices``, the fixed factor matrix ``Y`` (n_cols, d) and the output
+``X`` (n_rows, d). They know nothing of ids or pandas; :class:`mfrec.models.implicit.ImplicitALS` validates once and calls them on trusted,
 contiguous arrays.
 
 Objective (all pairs; c0 is the confidence of an unobserved pair, p = 0 there; c0 = 1 in Hu et al.)::
