@@ -10,7 +10,8 @@ from test_linear_baselines import item_frame, user_frame
 
 from mfrec.data.attributes import Attributes
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, UnknownIdError
-from mfrec.models.content import ContentBased, infer_spec
+from mfrec.data.attributes import infer_spec
+from mfrec.models.content import ContentBased
 from mfrec.persist import register_model
 
 

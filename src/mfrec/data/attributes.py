@@ -48,7 +48,7 @@ from mfrec._params import check_choice, check_float, check_int
 from mfrec.data.interactions import show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, UnknownIdError
 
-__all__ = ["Attributes", "FeatureGroup", "ATTRIBUTE_KINDS"]
+__all__ = ["Attributes", "FeatureGroup", "ATTRIBUTE_KINDS", "infer_spec", "encode_attributes"]
 
 Kind = Literal["categorical", "multilabel", "numeric", "text"]
 ATTRIBUTE_KINDS: tuple[str, ...] = ("categorical", "multilabel", "numeric", "text")
@@ -383,6 +383,39 @@ def _overlap_check(attr_ids: pd.Index, map_ids: pd.Index, overlap: int) -> None:
         )
 
 
+def _align_rows(row_ids: pd.Index, map_ids: pd.Index, missing: str, extra: str):
+    """The one id-alignment policy: where the attribute rows of ``row_ids`` go on the id map ``map_ids``.
+
+    ``row_ids`` are the ids that have an attribute row. ``missing`` ("zeros" / "error") decides about map ids
+    without a row, ``extra`` ("keep" / "drop" / "error") about row ids not in the map ("keep" appends them after
+    the map, in row order). Returns ``(source, target, out_ids, extra_ids)``: row ``source[k]`` of ``row_ids``
+    becomes row ``target[k]`` of the aligned table whose id map is ``out_ids``.
+    """
+    pos = map_ids.get_indexer(row_ids)
+    in_map = pos >= 0
+    _overlap_check(row_ids, map_ids, int(in_map.sum()))
+    if missing == "error":
+        without = row_ids.get_indexer(map_ids) < 0
+        if without.any():
+            raise InvalidDataError(
+                f"{int(without.sum())} id(s) of the map have no attribute row: "
+                f"{_show_some(map_ids[without])} (use missing='zeros' to give them all-zero rows)"
+            )
+    extra_pos = np.flatnonzero(~in_map)
+    extra_ids = row_ids[extra_pos]
+    if extra == "error" and len(extra_pos):
+        raise InvalidDataError(
+            f"{len(extra_pos)} attribute id(s) are not in the id map: {_show_some(extra_ids)} "
+            "(use extra='keep' to append them or extra='drop')"
+        )
+    source, target, out_ids = np.flatnonzero(in_map), pos[in_map], map_ids
+    if extra == "keep" and len(extra_pos):
+        source = np.concatenate([source, extra_pos])
+        target = np.concatenate([target, len(map_ids) + np.arange(len(extra_pos))])
+        out_ids = map_ids.append(extra_ids)
+    return source, target, out_ids, extra_ids.to_numpy()
+
+
 def _normalize_multilabel(multilabel: Any) -> dict[str, str]:
     if multilabel is None:
         return {}
@@ -605,34 +638,10 @@ class Attributes:
         # alignment with the id map
         if ids is None:
             map_ids = attr_ids
-            target = np.arange(len(attr_ids))
-            used = np.arange(len(attr_ids))
+            target = used = np.arange(len(attr_ids))
             extra_ids: np.ndarray = attr_ids[:0].to_numpy()
         else:
-            map_ids = _as_id_index(ids, "ids")
-            pos = map_ids.get_indexer(attr_ids)
-            in_map = pos >= 0
-            _overlap_check(attr_ids, map_ids, int(in_map.sum()))
-            missing_mask = attr_ids.get_indexer(map_ids) < 0
-            if missing == "error" and missing_mask.any():
-                raise InvalidDataError(
-                    f"{int(missing_mask.sum())} id(s) of the map have no attribute row: "
-                    f"{_show_some(map_ids[missing_mask])} (use missing='zeros' to give them all-zero rows)"
-                )
-            extra_pos = np.flatnonzero(~in_map)
-            extra_ids = attr_ids[extra_pos].to_numpy()
-            if extra == "error" and len(extra_pos):
-                raise InvalidDataError(
-                    f"{len(extra_pos)} attribute id(s) are not in the id map: {_show_some(extra_ids)} "
-                    "(use extra='keep' to append them or extra='drop')"
-                )
-            if extra == "keep" and len(extra_pos):
-                used = np.concatenate([np.flatnonzero(in_map), extra_pos])
-                target = np.concatenate([pos[in_map], len(map_ids) + np.arange(len(extra_pos))])
-                map_ids = map_ids.append(pd.Index(extra_ids))
-            else:
-                used = np.flatnonzero(in_map)
-                target = pos[in_map]
+            used, target, map_ids, extra_ids = _align_rows(attr_ids, _as_id_index(ids, "ids"), missing, extra)
 
         rows = df.iloc[used]
         row_ids = attr_ids[used]
@@ -842,32 +851,9 @@ class Attributes:
         """
         check_choice("missing", missing, ("zeros", "error"))
         check_choice("extra", extra, ("keep", "drop", "error"))
-        new = _as_id_index(ids, "ids")
-        pos = self._ids.get_indexer(new)
-        has_row = np.zeros(len(new), dtype=bool)
-        has_row[pos >= 0] = self._present[pos[pos >= 0]]
-        known = self._ids[self._present]
-        _overlap_check(known, new, int(has_row.sum()))
-        if missing == "error" and not has_row.all():
-            raise InvalidDataError(
-                f"{int((~has_row).sum())} id(s) of the map have no attributes: {_show_some(new[~has_row])} "
-                "(use missing='zeros' to give them all-zero rows)"
-            )
-        extra_rows = np.flatnonzero(self._present & (new.get_indexer(self._ids) < 0))
-        extra_ids = self._ids[extra_rows]
-        if extra == "error" and len(extra_rows):
-            raise InvalidDataError(
-                f"{len(extra_rows)} attribute id(s) are not in the id map: {_show_some(extra_ids)} "
-                "(use extra='keep' to append them or extra='drop')"
-            )
-        source = np.flatnonzero(has_row)
-        src_rows = pos[source]
-        target = source
-        out_ids = new
-        if extra == "keep" and len(extra_rows):
-            src_rows = np.concatenate([src_rows, extra_rows])
-            target = np.concatenate([target, len(new) + np.arange(len(extra_rows))])
-            out_ids = new.append(extra_ids)
+        present_rows = np.flatnonzero(self._present)
+        source, target, out_ids, extra_ids = _align_rows(self._ids[present_rows], _as_id_index(ids, "ids"), missing, extra)
+        src_rows = present_rows[source]
         matrix = _scatter_rows(self._matrix[src_rows], target, len(out_ids))
         present = np.zeros(len(out_ids), dtype=bool)
         present[target] = True
@@ -876,6 +862,61 @@ class Attributes:
             out_ids,
             self._encoders,
             present=present,
-            extra_ids=extra_ids.to_numpy(),
+            extra_ids=extra_ids,
             id_name=self.id_name,
         )
+
+
+# ---------------------------------------------------------------------- models' input: DataFrame or Attributes
+#: an object column with more distinct values than this fraction of its rows is an identifier or free
+#: text (titles, URLs), not a category: DataFrame inference leaves it out
+_MAX_CATEGORY_FRACTION = 0.5
+
+
+def infer_spec(df: pd.DataFrame) -> dict[str, Any]:
+    """Encoding of a DataFrame's columns: ``{"categorical": [...], "multilabel": [...], "numeric": [...]}``.
+
+    Numeric (int/float/bool) columns are numeric; object/string/category columns whose values contain
+    ``"|"`` are multi-label (``"Action|Comedy"``); other object columns are categorical, except those
+    with more distinct values than half their non-missing rows (identifiers, titles, URLs), which are
+    left out. Pass an :class:`mfrec.Attributes` to choose the encoding yourself.
+    """
+    spec: dict[str, list[str]] = {"categorical": [], "multilabel": [], "numeric": []}
+    for col in df.columns:
+        s = df[col]
+        if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+            spec["numeric"].append(col)
+            continue
+        values = s.dropna()
+        if len(values) == 0:
+            continue
+        as_str = values.astype(str)
+        if as_str.str.contains("|", regex=False).any():
+            spec["multilabel"].append(col)
+        elif values.nunique() <= max(1, _MAX_CATEGORY_FRACTION * len(values)):
+            spec["categorical"].append(col)
+    return {k: v for k, v in spec.items() if v}
+
+
+def encode_attributes(attributes: Any, ids: pd.Index, what: str):
+    """An :class:`mfrec.Attributes` aligned to ``ids`` with extra attribute ids appended (cold ids).
+
+    ``attributes`` is an ``Attributes`` (re-aligned with :meth:`Attributes.align`) or a DataFrame indexed
+    by id (encoded with :func:`infer_spec`).
+    """
+    if isinstance(attributes, Attributes):
+        return attributes.align(ids, missing="zeros", extra="keep")
+    if isinstance(attributes, pd.DataFrame):
+        if not attributes.index.is_unique:
+            dup = attributes.index[attributes.index.duplicated()][0]
+            raise InvalidDataError(f"{what}: id {show_id(dup)} has more than one attribute row")
+        spec = infer_spec(attributes)
+        if not spec:
+            raise InvalidDataError(
+                f"{what}: no usable column (numeric, categorical or '|'-separated multi-label) in "
+                f"{list(attributes.columns)}; build an mfrec.Attributes to choose the encoding"
+            )
+        return Attributes.from_frame(attributes, ids=ids, missing="zeros", extra="keep", **spec)
+    raise InvalidDataError(
+        f"{what} must be an mfrec.Attributes or a pandas DataFrame indexed by id, got {type(attributes).__name__}"
+    )

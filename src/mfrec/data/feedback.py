@@ -299,7 +299,7 @@ def _confidence_unchecked(r: np.ndarray, kind: str, alpha: float, eps: float) ->
         return 1.0 + alpha * r  # c = 1 + alpha r
     if kind == "log":
         return 1.0 + alpha * np.log1p(r / eps)  # c = 1 + alpha log(1 + r / eps)
-    return r.copy()  # identity: c = r
+    return r.copy()  # identity ("given"): c = r
 
 
 def confidence(
@@ -348,6 +348,34 @@ def confidence(
             f"value {r[pos] if pos else float(r):g}{where} cannot give a confidence: values must be finite and >= 0"
         )
     return _confidence_unchecked(r, kind, alpha, eps)
+
+
+def entry_confidence(values: Any, kind: str, alpha: float, eps: float, who: Callable[[int], str]) -> np.ndarray:
+    """Confidences ``c`` (float64) of stored entries whose values are ``r``: the one rule every model uses.
+
+    ``kind`` is ``"linear"`` (``1 + alpha r``), ``"log"`` (``1 + alpha log(1 + r / eps)``) or ``"given"`` /
+    ``"identity"`` (``c = r``); ``alpha`` and ``eps`` are taken as already validated. ``who(pos)`` names the
+    entry at position ``pos`` for the error (``Interactions.entry_name``, or the fold-in's item).
+
+    Raises
+    ------
+    InvalidDataError
+        The first value that is not finite, or negative (with the count of negative values), named by ``who``.
+    """
+    r = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(r)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise InvalidDataError(f"value {r[pos]} of {who(pos)} is not finite")
+    neg = r < 0
+    if neg.any():
+        pos = int(np.flatnonzero(neg)[0])
+        what = "confidence" if kind in ("given", "identity") else f"value (for {kind} confidence)"
+        raise InvalidDataError(
+            f"negative {what} {r[pos]:g} of {who(pos)} ({int(neg.sum())} negative entries); implicit "
+            "feedback needs values >= 0 — drop or clip them, or convert with mfrec.data.feedback"
+        )
+    return _confidence_unchecked(r, kind, float(alpha), float(eps))
 
 
 # ---------------------------------------------------------------------- explicit -> implicit

@@ -413,6 +413,12 @@ class Interactions:
         rows = np.repeat(np.arange(m.shape[0], dtype=np.int32), np.diff(m.indptr))
         return rows, m.indices, m.data
 
+    def entry_name(self, position: int) -> str:
+        """``"user 'u1', item 42"``: the ids of stored entry ``position`` (CSR order), for error messages."""
+        m = self._matrix
+        u = int(np.searchsorted(m.indptr, position, side="right") - 1)
+        return f"user {show_id(self._users[u])}, item {show_id(self._items[int(m.indices[position])])}"
+
     def user_index(self, ids: Hashable | Iterable[Hashable], missing: Literal["raise", "ignore"] = "raise"):
         """Dense index of one user id (int) or of many (int32 array; -1 for unknown when ``missing='ignore'``)."""
         return self._lookup(self._users, ids, "user", missing)

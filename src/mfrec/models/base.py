@@ -587,6 +587,11 @@ class Recommender:
             raise InvalidDataError(f"item {show_id(ids[pos])} is given more than once")
         return idx, vals
 
+    def _fold_in_namer(self, idx: np.ndarray):
+        """``who(pos)`` for errors about the ``pos``-th folded-in value: ``"item 'i3'"`` (``idx``: item indices)."""
+        items = self.interactions_.item_index_map
+        return lambda pos: f"item {show_id(items[int(idx[pos])])}"
+
     def fold_in_user(self, items: Iterable[Hashable], values: Iterable[float] | None = None) -> np.ndarray:
         """The latent vector ``(d,)`` of a new user from their items (and values), closed form.
 

@@ -1,7 +1,7 @@
 """Attribute-aware models: :class:`ContentBased` filtering and the cold-start :class:`HybridALS`.
 
 Both take attributes at fit time, ``fit(interactions, user_attributes=None, item_attributes=None)``, as an
-:class:`mfrec.Attributes` or a DataFrame indexed by id (encoded by :func:`encode_attributes`). Users and
+:class:`mfrec.Attributes` or a DataFrame indexed by id (encoded by :func:`mfrec.data.attributes.encode_attributes`). Users and
 items that appear in the attributes but not in the interactions become *known cold ids*: the model's id
 maps (``interactions_``) are extended with them as empty rows/columns, so every method of
 :class:`~mfrec.models.base.Recommender` (recommend, recommend_users, similar_*, allow-lists, evaluate)
@@ -21,7 +21,9 @@ from threadpoolctl import threadpool_limits
 
 from mfrec._params import check_choice, check_dtype, check_float, check_int
 from mfrec._random import normal_matrix, rng
-from mfrec.data.interactions import Interactions, show_id
+from mfrec.data.attribute_data import AttributeData, check_finite_values
+from mfrec.data.feedback import entry_confidence
+from mfrec.data.interactions import Interactions
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError
 from mfrec.kernels.als_explicit import als_explicit_step
 from mfrec.kernels.als_implicit import half_step
@@ -30,144 +32,10 @@ from mfrec.kernels.hybrid import attribute_regression, neighbor_map, prior_half_
 from mfrec.models.base import FactorModel
 from mfrec.persist import register_model
 
-__all__ = ["ContentBased", "HybridALS", "encode_attributes", "AttributeData"]
+__all__ = ["ContentBased", "HybridALS"]
 
 _FEEDBACK = ("explicit", "implicit", "auto")
 _COLD_MAPS = ("neighbors", "linear")
-#: an object column with more distinct values than this fraction of its rows is an identifier or free
-#: text (titles, URLs), not a category: DataFrame inference leaves it out
-_MAX_CATEGORY_FRACTION = 0.5
-
-
-# ============================================================================================ attributes
-def infer_spec(df: pd.DataFrame) -> dict[str, Any]:
-    """Encoding of a DataFrame's columns: ``{"categorical": [...], "multilabel": [...], "numeric": [...]}``.
-
-    Numeric (int/float/bool) columns are numeric; object/string/category columns whose values contain
-    ``"|"`` are multi-label (``"Action|Comedy"``); other object columns are categorical, except those
-    with more distinct values than half their non-missing rows (identifiers, titles, URLs), which are
-    left out. Pass an :class:`mfrec.Attributes` to choose the encoding yourself.
-    """
-    spec: dict[str, list[str]] = {"categorical": [], "multilabel": [], "numeric": []}
-    for col in df.columns:
-        s = df[col]
-        if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
-            spec["numeric"].append(col)
-            continue
-        values = s.dropna()
-        if len(values) == 0:
-            continue
-        as_str = values.astype(str)
-        if as_str.str.contains("|", regex=False).any():
-            spec["multilabel"].append(col)
-        elif values.nunique() <= max(1, _MAX_CATEGORY_FRACTION * len(values)):
-            spec["categorical"].append(col)
-    return {k: v for k, v in spec.items() if v}
-
-
-def encode_attributes(attributes: Any, ids: pd.Index, what: str):
-    """An :class:`mfrec.Attributes` aligned to ``ids`` with extra attribute ids appended (cold ids).
-
-    ``attributes`` is an ``Attributes`` (re-aligned with :meth:`Attributes.align`) or a DataFrame indexed
-    by id (encoded with :func:`infer_spec`).
-    """
-    from mfrec.data.attributes import Attributes
-
-    if isinstance(attributes, Attributes):
-        return attributes.align(ids, missing="zeros", extra="keep")
-    if isinstance(attributes, pd.DataFrame):
-        if not attributes.index.is_unique:
-            dup = attributes.index[attributes.index.duplicated()][0]
-            raise InvalidDataError(f"{what}: id {show_id(dup)} has more than one attribute row")
-        spec = infer_spec(attributes)
-        if not spec:
-            raise InvalidDataError(
-                f"{what}: no usable column (numeric, categorical or '|'-separated multi-label) in "
-                f"{list(attributes.columns)}; build an mfrec.Attributes to choose the encoding"
-            )
-        return Attributes.from_frame(attributes, ids=ids, missing="zeros", extra="keep", **spec)
-    raise InvalidDataError(
-        f"{what} must be an mfrec.Attributes or a pandas DataFrame indexed by id, got {type(attributes).__name__}"
-    )
-
-
-class AttributeData:
-    """Interactions re-expressed in id maps that include the cold ids, plus dense attribute matrices.
-
-    Attributes
-    ----------
-    interactions : Interactions
-        Rows = warm users then cold users; columns = warm items then cold items.
-    user_features, item_features : numpy.ndarray (n, F) float64 or None
-        Attribute rows aligned with the extended maps (all zero for ids without an attribute row).
-    user_feature_names, item_feature_names : list of str
-    """
-
-    def __init__(self, interactions: Interactions, user_attributes: Any, item_attributes: Any, model: str):
-        if not isinstance(interactions, Interactions):
-            raise InvalidDataError(
-                f"{model}.fit expects an mfrec Interactions (Interactions.from_frame(...)), "
-                f"got {type(interactions).__name__}"
-            )
-        if interactions.nnz == 0:
-            raise InvalidDataError(f"{model}.fit: the interactions are empty")
-        users, items = interactions.user_index_map, interactions.item_index_map
-        self.user_features = self.item_features = None
-        self.user_feature_names: list[str] = []
-        self.item_feature_names: list[str] = []
-        if user_attributes is not None:
-            ua = encode_attributes(user_attributes, users, f"{model}: user_attributes")
-            users = pd.Index(ua.ids)
-            self.user_features = self._dense(ua, "user_attributes", model)
-            self.user_feature_names = list(ua.feature_names)
-        if item_attributes is not None:
-            ia = encode_attributes(item_attributes, items, f"{model}: item_attributes")
-            items = pd.Index(ia.ids)
-            self.item_features = self._dense(ia, "item_attributes", model)
-            self.item_feature_names = list(ia.feature_names)
-        if len(users) != interactions.n_users or len(items) != interactions.n_items:
-            interactions, _ = interactions.reindex(users, items)
-        self.interactions = interactions
-
-    @staticmethod
-    def _dense(attrs: Any, what: str, model: str) -> np.ndarray:
-        m = attrs.matrix
-        if m.shape[1] == 0:
-            raise InvalidDataError(f"{model}: {what} encode to no features")
-        dense = np.asarray(m.toarray(), dtype=np.float64)
-        bad = ~np.isfinite(dense)
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            raise InvalidDataError(
-                f"{model}: {what} of id {show_id(attrs.ids[r])}, feature {attrs.feature_names[c]!r} is not finite"
-            )
-        return dense
-
-
-def _implicit_confidence(values: np.ndarray, alpha: float, data: Interactions, model: str) -> np.ndarray:
-    """``c = 1 + alpha r`` per stored entry; negative or non-finite values are refused naming the pair."""
-    values = np.asarray(values, dtype=np.float64)
-    bad = ~np.isfinite(values) | (values < 0)
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        rows, cols, _ = data.coo()
-        raise InvalidDataError(
-            f"{model}: value {values[pos]:g} of user {show_id(data.user_index_map[rows[pos]])}, item "
-            f"{show_id(data.item_index_map[cols[pos]])} is not a valid implicit value (finite and >= 0 needed)"
-        )
-    return 1.0 + alpha * values
-
-
-def _check_finite_values(data: Interactions, model: str) -> None:
-    values = data.matrix.data
-    bad = ~np.isfinite(values)
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        rows, cols, _ = data.coo()
-        raise InvalidDataError(
-            f"{model}: value {values[pos]} of user {show_id(data.user_index_map[rows[pos]])}, item "
-            f"{show_id(data.item_index_map[cols[pos]])} is not finite"
-        )
 
 
 # ============================================================================================ ContentBased
@@ -244,7 +112,7 @@ class ContentBased(FactorModel):
             raise InvalidDataError("ContentBased.fit needs item_attributes (the item vectors profiles are built on)")
         data = AttributeData(interactions, user_attributes, item_attributes, "ContentBased")
         inter = data.interactions
-        _check_finite_values(inter, "ContentBased")
+        check_finite_values(inter, "ContentBased")
         if mode == "auto":
             mode = "explicit" if inter.has_values else "implicit"
         n_users, n_items = inter.shape
@@ -260,7 +128,7 @@ class ContentBased(FactorModel):
                 bad = als_explicit_step(csr.indptr, csr.indices, csr.data.astype(np.float32), F1, np.zeros(n_items),
                                         mu, lam, False, False, X, bias)
             else:
-                conf = _implicit_confidence(csr.data, alpha, inter, "ContentBased")
+                conf = entry_confidence(csr.data, "linear", alpha, 1.0, inter.entry_name)
                 # cold items (no interactions) are not negatives of anyone: keep them out of c0 F^T F
                 rated = np.bincount(csr.indices, minlength=n_items) > 0
                 F_loss = F1 if rated.all() else np.where(rated[:, None], F1, 0.0)
@@ -299,7 +167,7 @@ class ContentBased(FactorModel):
             A = Fs.T @ Fs + lam * np.eye(d)
             b = Fs.T @ (vals.astype(np.float64) - self.global_mean_)
         else:
-            conf = _implicit_confidence(vals, float(self.alpha), self.interactions_, "ContentBased")
+            conf = entry_confidence(vals, "linear", float(self.alpha), 1.0, self._fold_in_namer(idx))
             c0 = float(self.unobserved_confidence)
             A = c0 * (F1.T @ F1) + lam * np.eye(d) + Fs.T @ ((conf - c0)[:, None] * Fs)
             b = Fs.T @ conf
@@ -576,13 +444,13 @@ class HybridALS(FactorModel):
                 "free_factors=False needs both user_attributes and item_attributes (every factor comes from attributes)"
             )
         inter = data.interactions
-        _check_finite_values(inter, "HybridALS")
+        check_finite_values(inter, "HybridALS")
         if mode == "auto":
             mode = "explicit" if inter.has_values else "implicit"
         csr = inter.matrix
         mu = 0.0
         if mode == "implicit":
-            weight = _implicit_confidence(csr.data, alpha, inter, "HybridALS")
+            weight = entry_confidence(csr.data, "linear", alpha, 1.0, inter.entry_name)
             target = np.ones(csr.nnz)
         else:
             mu = float(csr.data.mean())
@@ -692,7 +560,7 @@ class HybridALS(FactorModel):
         d = Y.shape[1]
         lam = float(self.regularization)
         if self.feedback_ == "implicit":
-            conf = _implicit_confidence(vals, float(self.alpha), self.interactions_, "HybridALS")
+            conf = entry_confidence(vals, "linear", float(self.alpha), 1.0, self._fold_in_namer(idx))
             c0 = float(self.unobserved_confidence)
             Amat = c0 * (Y.T @ Y) + lam * np.eye(d) + Ys.T @ ((conf - c0)[:, None] * Ys)
             b = Ys.T @ conf

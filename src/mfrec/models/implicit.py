@@ -34,6 +34,7 @@ from threadpoolctl import threadpool_limits
 from mfrec._params import check_choice, check_dtype, check_float, check_int
 from mfrec._progress import report
 from mfrec._random import normal_matrix, rng
+from mfrec.data.feedback import entry_confidence
 from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError, UnknownIdError
 from mfrec.evaluation.metrics import ndcg_at_k  # pure array math, no model imports
@@ -185,42 +186,15 @@ class ImplicitALS(FactorModel):
         return p
 
     def _confidence_of(self, values: np.ndarray, mode: str, who) -> np.ndarray:
-        """c_ui from values r_ui (float64); ``who(pos)`` names the (user, item) of entry ``pos`` for errors."""
-        values = np.asarray(values, dtype=np.float64)
-        bad = ~np.isfinite(values)
-        if bad.any():
-            pos = int(np.flatnonzero(bad)[0])
-            raise InvalidDataError(f"value {values[pos]} of {who(pos)} is not finite")
-        neg = values < 0
-        if neg.any():
-            pos = int(np.flatnonzero(neg)[0])
-            what = "confidence" if mode == "given" else f"value (for {mode} confidence)"
-            raise InvalidDataError(
-                f"negative {what} {values[pos]:g} of {who(pos)} ({int(neg.sum())} negative entries); implicit "
-                "feedback needs values >= 0 — drop or clip them, or convert with mfrec.data.feedback"
-            )
-        alpha, eps = float(self.alpha), float(self.eps)
-        if mode == "linear":
-            return 1.0 + alpha * values
-        if mode == "log":
-            return 1.0 + alpha * np.log1p(values / eps)
-        return values.copy()
-
-    @staticmethod
-    def _namer(data: Interactions):
-        rows, cols, _ = data.coo()
-
-        def who(pos: int) -> str:
-            return f"user {show_id(data.user_index_map[rows[pos]])}, item {show_id(data.item_index_map[cols[pos]])}"
-
-        return who
+        """c_ui (float64) from values r_ui by this model's rule (:func:`mfrec.data.feedback.entry_confidence`)."""
+        return entry_confidence(values, mode, float(self.alpha), float(self.eps), who)
 
     def _prepare(self, data: Any, p: dict[str, Any]) -> tuple[Interactions, np.ndarray, np.ndarray, float, str]:
         """(interactions, conf, pref, c0, mode) with conf/pref per stored entry in the factor dtype."""
         inter, pref, c0 = _feedback_parts(data)
         mode = "given" if pref is not None else p["confidence"]
         c0 = p["unobserved_confidence"] if c0 is None else check_float("unobserved_confidence", c0, 0.0)
-        conf = self._confidence_of(inter.matrix.data, mode, self._namer(inter))
+        conf = self._confidence_of(inter.matrix.data, mode, inter.entry_name)
         dt = p["dtype"]
         if pref is None or (pref.shape == (inter.nnz,) and np.all(pref == 1)):
             pref = _all_ones(inter.nnz, dt)

@@ -18,7 +18,7 @@ from mfrec.data.interactions import Interactions
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError
 from mfrec.kernels.dense import rank_tolerance, solve_psd
 from mfrec.models.base import FactorModel, Recommender
-from mfrec.models.content import AttributeData
+from mfrec.data.attribute_data import AttributeData
 from mfrec.persist import register_model
 
 __all__ = ["GlobalLinear", "PureSVD"]
