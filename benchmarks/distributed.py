@@ -119,7 +119,7 @@ def run_cluster(inter, n_workers, total_threads, kw, n_blocks, trace=False):
         traced = client.run(_trace_peak) if trace else {}
         lo = loopback_bytes() - lo0
         compute = sum(sum(s["stop"] - s["start"] for s in t["startstops"] if s["action"] == "compute")
-                      for t in ts.data if t["key"].startswith("_implicit_task"))
+                      for t in ts.data if t["key"].startswith("block_task"))
     return model, compute, base, peak, tpw, lo, traced
 
 

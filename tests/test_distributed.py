@@ -290,46 +290,82 @@ def test_boundaries_balance_entries():
     assert list(b) == [0, 250, 500, 750, 1000]
 
 
+def _implicit_small(Y, solver="cholesky"):
+    from mfrec.kernels.als_implicit import factor_gram
+
+    return {"c0": 1.0, "reg": 0.1, "solver": solver, "cg_steps": 3, "YtY": factor_gram(Y)}
+
+
 def test_block_task_equals_local_half_step(inter):
-    """One block's task, run in this process, updates its rows exactly like the full half-step."""
-    from mfrec.kernels.als_implicit import half_step
+    """The plan's kernel run as block tasks, in this process, updates the rows exactly like the whole side."""
+    from mfrec.models.implicit import implicit_block
+    from mfrec.models.training import row_block
 
     csr = inter.matrix
     conf = (1.0 + csr.data).astype(np.float32)
     r = np.random.default_rng(0)
     Y = r.normal(0, 0.1, (inter.n_items, 4)).astype(np.float32)
     X = r.normal(0, 0.1, (inter.n_users, 4)).astype(np.float32)
-    full = X.copy()
-    # all-ones preferences as the models pass them (a zero-stride view): the same kernel arguments as the
-    # block task, so the float32 results agree bit for bit
+    # all-ones preferences as the models pass them (a zero-stride view)
     ones = np.broadcast_to(np.ones(1, dtype=np.float32), conf.shape)
-    half_step(csr.indptr, csr.indices, conf, ones, Y, full, c0=1.0, reg=0.1, solver="cholesky")
+    whole = row_block(csr.indptr, csr.indices, conf, ones, 0, inter.n_users, with_order=True)
+    (full,), part = implicit_block(whole, (Y,), _implicit_small(Y), (X.copy(),), True)
     b = mdask._boundaries(csr.indptr, 3)
-    rows = []
+    rows, loss = [], 0.0
     for k in range(len(b) - 1):
-        blk = mdask._make_block(csr.indptr, csr.indices, conf, None, int(b[k]), int(b[k + 1]), True)
-        out, failed, _ = mdask._implicit_task(blk, Y, X[b[k]:b[k + 1]], 1.0, 0.1, "cholesky", 3, False)
-        assert failed == 0
+        blk = whole.rows(int(b[k]), int(b[k + 1]), with_order=True)
+        assert blk.pref.strides == (0,)  # still no memory for the ones
+        (out,), bpart = mdask.block_task(implicit_block, blk, _implicit_small(Y), ((X[b[k]:b[k + 1]].copy(),), {}),
+                                         True, Y)
+        assert bpart["failed"] == 0
         rows.append(out)
+        loss += bpart["loss"]
     np.testing.assert_array_equal(np.concatenate(rows), full)
+    assert loss == pytest.approx(part["loss"], rel=1e-12)
 
 
 def test_block_task_solves_in_place_into_its_warm_start(inter):
     """The task's result is its warm-start buffer, updated in place (one copy of a block's rows per worker)."""
+    from mfrec.models.implicit import implicit_block
+    from mfrec.models.training import row_block
+
     csr = inter.matrix
     conf = (1.0 + csr.data).astype(np.float32)
     r = np.random.default_rng(1)
     Y = r.normal(0, 0.1, (inter.n_items, 4)).astype(np.float32)
-    blk = mdask._make_block(csr.indptr, csr.indices, conf, None, 0, 40, True)
+    blk = row_block(csr.indptr, csr.indices, conf, None, 0, 40, True)
     X = r.normal(0, 0.1, (40, 4)).astype(np.float32)
     before = X.copy()
-    out, failed, _ = mdask._implicit_task(blk, Y, (X, 0, 0.0), 1.0, 0.1, "cg", 3, False)
-    assert out is X and failed == 0 and not np.array_equal(X, before)
+    (out,), part = mdask.block_task(implicit_block, blk, _implicit_small(Y, "cg"), ((X,), {}), False, Y)
+    assert out is X and part["failed"] == 0 and not np.array_equal(X, before)
     ro = before.copy()
     ro.flags.writeable = False  # a read-only frame is copied, never written
-    out2, _, _ = mdask._implicit_task(blk, Y, ro, 1.0, 0.1, "cg", 3, False)
+    (out2,), _ = mdask.block_task(implicit_block, blk, _implicit_small(Y, "cg"), ((ro,), {}), False, Y)
     assert out2 is not ro and np.array_equal(ro, before)
     np.testing.assert_array_equal(out2, X)
+
+
+@pytest.mark.parametrize("model", ["implicit", "explicit", "hybrid"])
+def test_float64_fits_equal_local_fits(client, log, inter, model):
+    """Two workers, three blocks: factors within 1e-6 of the local fit in float64, the same top-10 everywhere."""
+    from mfrec.models.content import HybridALS
+
+    attrs = {}
+    if model == "implicit":
+        make = lambda: ImplicitALS(factors=6, iterations=4, solver="cholesky", dtype="float64", seed=3)  # noqa: E731
+    elif model == "explicit":
+        make = lambda: ExplicitALS(factors=4, iterations=4, regularization=0.5, dtype="float64", seed=3)  # noqa: E731
+    else:
+        ua, ia = _attribute_frames(log)
+        attrs = dict(user_attributes=ua, item_attributes=ia)
+        make = lambda: HybridALS(factors=4, iterations=3, dtype="float64", cold_map="linear", seed=3)  # noqa: E731
+    local = make().fit(inter, **attrs)
+    dist = fit(make(), inter, client, n_blocks=3, **attrs)
+    for name in ("user_factors_", "item_factors_"):
+        np.testing.assert_allclose(getattr(dist, name), getattr(local, name), rtol=1e-6, atol=1e-6, err_msg=name)
+    users = list(local.interactions_.user_ids)
+    a, b = local.recommend_batch(users, k=10), dist.recommend_batch(users, k=10)
+    assert a["item"].tolist() == b["item"].tolist()
 
 
 # ------------------------------------------------------------------------------------------ HybridALS
@@ -383,6 +419,8 @@ def test_hybrid_same_factors_maps_loss_and_cold_ids_as_local(client, log, inter,
 def test_hybrid_block_task_equals_prior_half_step():
     """One block's hybrid task (prior formed on the worker from M, cold rows zeroed) against the kernel."""
     from mfrec.kernels.hybrid import prior_half_step
+    from mfrec.models.content import hybrid_block
+    from mfrec.models.training import row_block
 
     r = np.random.default_rng(5)
     # rows 0..9 have entries (warm), rows 10..29 none (cold ids)
@@ -393,19 +431,16 @@ def test_hybrid_block_task_equals_prior_half_step():
     Y = r.normal(size=(20, 4))
     ref = np.zeros((30, 4))
     prior_half_step(m.indptr, m.indices, w, t, Y, ref, A @ M, c0=0.5, reg=0.2)
-    blk = mdask._make_block(m.indptr, m.indices, w, t, 0, 30, False)
-    blk.feats = A
-    X, failed, AtX, loss = mdask._hybrid_task(blk, Y, M, 0.5, 0.2, True)
+    blk = row_block(m.indptr, m.indices, w, t, 0, 30, feats=A)
+    (X,), part = mdask.block_task(hybrid_block, blk, {"M": M, "c0": 0.5, "lam": 0.2, "lam_a": 1.0}, None, True, Y)
     warm = np.diff(m.indptr) > 0
-    assert failed == 0 and warm.sum() < 30
+    assert part["failed"] == 0 and warm.sum() < 30
     np.testing.assert_allclose(X[warm], ref[warm], rtol=1e-12, atol=1e-12)
-    assert not X[~warm].any()  # cold rows: 0 until the client fills them at the end
-    np.testing.assert_allclose(AtX, A[warm].T @ ref[warm], rtol=1e-12, atol=1e-12)
+    assert not X[~warm].any()  # cold rows: 0 until the plan fills them at the end
+    np.testing.assert_allclose(part["AtX"], A[warm].T @ ref[warm], rtol=1e-12, atol=1e-12)
     rows = np.repeat(np.arange(30), np.diff(m.indptr))
     s = np.einsum("ij,ij->i", ref[rows], Y[m.indices])
-    np.testing.assert_allclose(loss, np.sum(w * (t - s) ** 2 - 0.5 * s * s), rtol=1e-12)
-    G = mdask._hybrid_gram_task(blk)
-    np.testing.assert_allclose(G, A[warm].T @ A[warm], rtol=1e-12)
+    np.testing.assert_allclose(part["loss"], np.sum(w * (t - s) ** 2 - 0.5 * s * s), rtol=1e-12)
 
 
 def test_hybrid_refusals(client, log, inter):

@@ -17,6 +17,7 @@ from mfrec.exceptions import InvalidDataError, InvalidParameterError
 def make_data(n_users=30, n_items=20, density=0.3, seed=0, timestamps=True, str_ids=True) -> Interactions:
     rng = np.random.default_rng(seed)
     mask = rng.random((n_users, n_items)) < density
+    mask[0, 0] |= not mask.any()  # tiny draws can be empty, and empty data is an error by design
     u, i = np.nonzero(mask)
     df = pd.DataFrame(
         {

@@ -49,7 +49,7 @@ import scipy.sparse as sp
 from mfrec.kernels import _args, _native
 from mfrec.kernels.dense import rank_tolerance, solve_psd
 
-__all__ = ["prior_ridge_rows", "prior_half_step", "attribute_regression", "ridge_map", "neighbor_map"]
+__all__ = ["prior_ridge_rows", "prior_half_step", "attribute_regression", "map_system", "ridge_map", "neighbor_map"]
 
 
 def prior_ridge_rows(indptr, indices, weight, target, Y, G0, c0, reg, prior, X, failed) -> None:
@@ -107,6 +107,15 @@ def prior_half_step(indptr, indices, weight, target, Y, X, prior, *, c0: float, 
     return failed
 
 
+def map_system(A: np.ndarray, ratio: float) -> tuple[np.ndarray, float]:
+    """``(A^T A + ratio I, rcond)``: the matrix of :func:`ridge_map` (F, F) float64 and the rank tolerance its
+    solve uses. It depends on the attributes only, so a fit forms it once and solves it every half-step."""
+    F = A.shape[1]
+    G = np.asarray(A.T @ A, dtype=np.float64)
+    G[np.diag_indices(F)] += ratio
+    return G, rank_tolerance(F, A.dtype, A.shape[0])
+
+
 def ridge_map(A: np.ndarray, X: np.ndarray, ratio: float) -> np.ndarray:
     """``W = (A^T A + ratio I)^-1 A^T X``: the attribute-to-factor map (F, d) of rows ``A`` (n, F) onto ``X``.
 
@@ -114,10 +123,8 @@ def ridge_map(A: np.ndarray, X: np.ndarray, ratio: float) -> np.ndarray:
     Collinear attributes with a ratio lost in rounding make the system singular: then the minimum-norm
     least-squares map (:func:`mfrec.kernels.dense.solve_psd`).
     """
-    F = A.shape[1]
-    G = A.T @ A
-    G[np.diag_indices(F)] += ratio
-    return solve_psd(G, A.T @ X, rcond=rank_tolerance(F, A.dtype, A.shape[0]))
+    G, rcond = map_system(A, ratio)
+    return solve_psd(G, A.T @ X, rcond=rcond)
 
 
 def attribute_regression(

@@ -10,12 +10,10 @@ works on them unchanged, and they get their vectors from their attributes alone.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Hashable, Iterable
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
@@ -26,10 +24,11 @@ from mfrec.data.feedback import entry_confidence
 from mfrec.data.interactions import Interactions
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError
 from mfrec.kernels.als_explicit import als_explicit_step
-from mfrec.kernels.als_implicit import half_step
+from mfrec.kernels.als_implicit import half_step, implicit_observed_loss
 from mfrec.kernels.dense import rank_tolerance, solve_psd
-from mfrec.kernels.hybrid import attribute_regression, neighbor_map, prior_half_step, ridge_map
+from mfrec.kernels.hybrid import attribute_regression, map_system, neighbor_map, prior_half_step
 from mfrec.models.base import FactorModel
+from mfrec.models.training import ALSPlan, RowBlock, run, threads_and_blas
 from mfrec.persist import register_model
 
 __all__ = ["ContentBased", "HybridALS"]
@@ -330,63 +329,19 @@ class HybridALS(FactorModel):
         ModelFitError
             Non-finite factors or a system that was not positive definite.
         """
-        if client is not None:  # thin delegation: the distributed driver runs the same kernels per block
+        if client is not None:  # the same plan, run by the dask executor
             from mfrec.distributed import fit as distributed_fit
 
             return distributed_fit(self, interactions, client, user_attributes=user_attributes,
                                    item_attributes=item_attributes)
-        s = self._prepare_fit(interactions, user_attributes, item_attributes)
-        d, lam, lam_a, c0, dt, free = s["d"], s["lam"], s["lam_a"], s["c0"], s["dt"], s["free"]
-        iterations, inter = s["iterations"], s["inter"]
-        u_side, i_side = s["u_side"], s["i_side"]
-        csr = inter.matrix
-        n_users, n_items = csr.shape
+        return run(self._als_plan(interactions, user_attributes=user_attributes, item_attributes=item_attributes))
 
-        gen = rng(self.seed)
-        # ImplicitALS's start (its draws in the factor dtype), solved in float64
-        X = normal_matrix(gen, n_users, d, 0.01, dt).astype(np.float64)
-        Y = normal_matrix(gen, n_items, d, 0.01, dt).astype(np.float64)
-        A, B = s["A"], s["B"]
-        warm_u, warm_i = np.diff(csr.indptr) > 0, np.diff(i_side[0]) > 0
-        W = None if A is None else np.zeros((A.shape[1], d))
-        E = None if B is None else np.zeros((B.shape[1], d))
-        history: list[dict[str, Any]] = []
-        started = time.perf_counter()
-
-        def side(parts, other, own, feats, M, warm, other_warm, name):
-            ip, ix, w, tt = parts
-            # cold ids are not part of the loss: their rows of the other side must not enter c0 Y^T Y
-            other = other if other_warm.all() else np.where(other_warm[:, None], other, 0.0)
-            if not free:
-                # x = M^T a exactly: attribute regression over the rows of the loss
-                rows = np.flatnonzero(warm)
-                sub_ip = np.concatenate([[0], np.cumsum(np.diff(ip)[rows])]).astype(np.int64)
-                M, _ = attribute_regression(sub_ip, ix, w, tt, feats[rows], other, M, c0=c0, reg=lam_a)
-                return feats @ M, M
-            prior = np.zeros_like(own) if M is None else feats @ M
-            failed = prior_half_step(ip, ix, w, tt, other, own, np.ascontiguousarray(prior), c0=c0, reg=lam)
-            if failed.any():
-                raise ModelFitError(
-                    f"HybridALS: {int(failed.sum())} {name} systems were not positive definite; increase regularization"
-                )
-            if M is not None:
-                M = ridge_map(feats[warm], own[warm], lam_a / lam)
-                prior = feats @ M
-                cold = ~warm
-                own[cold] = prior[cold]  # cold ids: free part 0
-            return own, M
-
-        with threadpool_limits(limits=1, user_api="blas"):
-            for it in range(1, iterations + 1):
-                Y, E = side(i_side, X, Y, B, E, warm_i, warm_u, "item")
-                X, W = side(u_side, Y, X, A, W, warm_u, warm_i, "user")
-                loss = self._loss(u_side, X, Y, A, W, B, E, c0, lam, lam_a, free, warm_u, warm_i)
-                if not np.isfinite(loss):
-                    raise ModelFitError(
-                        f"HybridALS: the loss became non-finite at iteration {it}; increase regularization"
-                    )
-                history.append({"iteration": it, "loss": loss, "seconds": time.perf_counter() - started})
-        return self._finish_fit(s, X, Y, W, E, history)
+    def _als_plan(self, data: Any, validation: Any = None, *, user_attributes: Any = None,
+                  item_attributes: Any = None) -> _HybridPlan:
+        """The plan of a fit (:mod:`mfrec.models.training`); no validation data (it must be None)."""
+        if validation is not None:
+            raise InvalidParameterError("HybridALS takes no validation data")
+        return _HybridPlan(self, self._prepare_fit(data, user_attributes, item_attributes))
 
     def _finish_fit(self, setup: dict[str, Any], X: np.ndarray, Y: np.ndarray, W: np.ndarray | None,
                     E: np.ndarray | None, history: list[dict[str, Any]]) -> HybridALS:
@@ -489,30 +444,6 @@ class HybridALS(FactorModel):
         out[cold] = neighbor_map(feats[cold], feats[warm], F[warm], k=k, bandwidth=h)
         return out
 
-    @staticmethod
-    def _loss(u_side, X, Y, A, W, B, E, c0, lam, lam_a, free, warm_u, warm_i) -> float:
-        """The objective: weighted squared error over the pairs of the loss plus the penalties.
-
-        ``sum_{obs} [w (t - s)^2 - c0 s^2] + c0 <X_l^T X_l, Y_l^T Y_l>`` (``X_l``, ``Y_l`` the rows in the loss:
-        the warm ones) plus ``lambda ||free parts||^2 + lambda_a ||maps||^2``.
-        """
-        ip, ix, w, t = u_side
-        rows = np.repeat(np.arange(len(ip) - 1), np.diff(ip))
-        s = np.einsum("ij,ij->i", X[rows], Y[ix])
-        obs = float(np.sum(w * (t - s) ** 2 - c0 * s * s))
-        if c0:
-            Xl, Yl = X[warm_u], Y[warm_i]
-            obs += c0 * float(np.sum((Xl.T @ Xl) * (Yl.T @ Yl)))
-        pen = 0.0
-        if free:
-            P = X - (A @ W if W is not None else 0.0)
-            Q = Y - (B @ E if E is not None else 0.0)
-            pen += lam * float(np.sum(P * P) + np.sum(Q * Q))
-        for M in (W, E):
-            if M is not None:
-                pen += lam_a * float(np.sum(M * M))
-        return obs + pen
-
     # ------------------------------------------------------------------ scoring
     def _user_embeddings(self, user_idx: np.ndarray) -> np.ndarray:
         X = self.user_factors_[np.asarray(user_idx)]
@@ -605,3 +536,145 @@ class HybridALS(FactorModel):
         out = neighbor_map(feats, ref[warm].astype(np.float64), F[warm], k=k, bandwidth=h)
         return out.astype(self.user_factors_.dtype)
 
+
+# ============================================================================================ HybridALS as a plan
+def hybrid_block(block: RowBlock, fixed: tuple, small: dict, own: None, with_loss: bool) -> tuple[tuple, dict]:
+    """One HybridALS (free factors) half-step on a block: every row with entries solved with its prior.
+
+    With ``m_u = M^T a_u`` (``M`` = ``small["M"]`` (F, d) and ``a_u`` the block's attribute rows; zero without
+    attributes), ``x_u = (G0 + sum_i (w_ui - c0) y_i y_i^T)^-1 (sum_i w_ui t_ui y_i + lambda m_u)`` with ``G0 =
+    c0 Y^T Y + lambda I`` (:func:`mfrec.kernels.hybrid.prior_half_step`). Rows without entries (cold ids) are
+    not part of the loss and come back as zeros. Partial sums: ``failed`` rows, ``AtX`` = ``A_b^T X_b`` (F, d)
+    (the cold rows are 0, so over the warm rows) and, with ``with_loss``, the observed loss
+    ``sum_{(u,i) in block} [w_ui (t_ui - x_u . y_i)^2 - c0 (x_u . y_i)^2]``.
+    """
+    (Y,) = fixed
+    M, c0 = small["M"], small["c0"]
+    n_rows, d = block.stop - block.start, Y.shape[1]
+    # the prior is the buffer the solve writes into: prior_ridge_rows reads all of row u's prior before it
+    # writes row u (and leaves failed rows at m_u), so one (n_rows, d) array serves as both
+    X = np.ascontiguousarray(block.feats @ M) if M is not None else np.zeros((n_rows, d))
+    failed = prior_half_step(block.indptr, block.indices, block.values, block.pref, Y, X, X, c0=c0, reg=small["lam"])
+    X[np.diff(block.indptr) == 0] = 0.0
+    loss = implicit_observed_loss(block.indptr, block.indices, block.values, block.pref, X, Y, c0) if with_loss else 0.0
+    AtX = None if M is None else block.feats.T @ X
+    return (X,), {"failed": int(failed.sum()), "AtX": AtX, "loss": float(loss)}
+
+
+def hybrid_map_block(block: RowBlock, fixed: tuple, small: dict, own: None, with_loss: bool) -> tuple[tuple, dict]:
+    """HybridALS without free factors: the side's map ``M = argmin sum w (t - a_u^T M y_i)^2 + lambda_a ||M||^2``
+    by conjugate gradient over the whole side (one block: the regression couples every row), then ``x_u = M^T a_u``
+    for every row. Partial results: the new ``M`` and, with ``with_loss``, the observed loss."""
+    (Y,) = fixed
+    ip, warm = block.indptr, np.diff(block.indptr) > 0
+    rows = np.flatnonzero(warm)
+    sub_ip = np.concatenate([[0], np.cumsum(np.diff(ip)[rows])]).astype(np.int64)
+    M, _ = attribute_regression(sub_ip, block.indices, block.values, block.pref, block.feats[rows], Y, small["M"],
+                                c0=small["c0"], reg=small["lam_a"])
+    X = block.feats @ M
+    loss = implicit_observed_loss(ip, block.indices, block.values, block.pref, X, Y, small["c0"]) if with_loss else 0.0
+    return (X,), {"M": M, "loss": float(loss)}
+
+
+class _HybridPlan(ALSPlan):
+    """HybridALS: items then users, each side followed by its attribute map, in float64.
+
+    State: the factors with the rows of cold ids (no interactions) at 0 during the fit, so they stay out of
+    ``c0 Y^T Y`` and of the loss (without free factors they are ``M^T a``, and the fixed side zeroes them). The map
+    of a side with free factors is ``M = (A_w^T A_w + lambda_a / lambda I)^-1 A_w^T X_w`` from the summed
+    ``A_b^T X_b`` (``A_w^T A_w`` over the warm rows is formed once). At the end cold ids get ``M^T a`` and then the
+    model's cold map.
+    """
+
+    name = "HybridALS"
+    order = ("item", "user")
+    loss_side = "user"
+    warm_start = False
+    nonfinite_hint = "increase regularization"
+
+    def __init__(self, model: HybridALS, setup: dict[str, Any]) -> None:
+        self.model, self.s, self.iterations = model, setup, setup["iterations"]
+        d, dt, self.free = setup["d"], setup["dt"], setup["free"]
+        self.lam, self.lam_a, self.c0 = setup["lam"], setup["lam_a"], setup["c0"]
+        self.feats = {"user": setup["A"], "item": setup["B"]}
+        self.parts = {"user": setup["u_side"], "item": setup["i_side"]}
+        self.warm = {name: np.diff(self.parts[name][0]) > 0 for name in ("user", "item")}
+        n = {name: len(self.warm[name]) for name in ("user", "item")}
+        gen = rng(model.seed)
+        # ImplicitALS's start (its draws in the factor dtype: users, then items), solved in float64
+        self.F = {name: normal_matrix(gen, n[name], d, 0.01, dt).astype(np.float64) for name in ("user", "item")}
+        self.maps: dict[str, np.ndarray | None] = {}
+        self.grams: dict[str, tuple[np.ndarray, float] | None] = {}
+        ratio = self.lam_a / self.lam
+        for name in ("user", "item"):
+            self.F[name][~self.warm[name]] = 0.0
+            A = self.feats[name]
+            self.maps[name] = None if A is None else np.zeros((A.shape[1], d))
+            if A is None or not self.free:
+                self.grams[name] = None
+                continue
+            self.grams[name] = map_system(A[self.warm[name]], ratio)
+        if not self.free:
+            self.not_distributable = ("HybridALS(free_factors=False) is not distributed yet (its attribute "
+                                      "regression is one global conjugate-gradient solve); fit it without client=, "
+                                      "or use free_factors=True")
+        self.theoretical_bytes = (n["user"] + n["item"]) * d * 8
+        self._observed = 0.0
+
+    @property
+    def kernel(self):  # type: ignore[override]
+        return hybrid_block if self.free else hybrid_map_block
+
+    def side(self, name: str) -> RowBlock:
+        ip, ix, w, t = self.parts[name]
+        return RowBlock(0, len(ip) - 1, ip, ix, w, t, None, self.feats[name])
+
+    def fixed(self, name: str) -> tuple[np.ndarray, ...]:
+        other = "item" if name == "user" else "user"
+        F, warm = self.F[other], self.warm[other]
+        # without free factors the cold rows hold M^T a: they must not enter c0 Y^T Y
+        return (F if self.free or warm.all() else np.where(warm[:, None], F, 0.0),)
+
+    def small(self, name: str) -> dict[str, Any]:
+        return {"M": self.maps[name], "c0": self.c0, "lam": self.lam, "lam_a": self.lam_a}
+
+    def update(self, name: str, own: tuple, partial: dict) -> None:
+        self.F[name] = own[0]
+        if not self.free:
+            self.maps[name] = partial["M"]
+        elif self.grams[name] is not None:
+            G, rcond = self.grams[name]
+            self.maps[name] = solve_psd(G, partial["AtX"], rcond=rcond)
+        if name == self.loss_side:
+            self._observed = float(partial["loss"])
+
+    def failure_message(self, name: str, n_failed: int) -> str:
+        return f"HybridALS: {n_failed} {name} systems were not positive definite; increase regularization"
+
+    def entry(self) -> dict[str, float]:
+        """``observed + c0 <X_w^T X_w, Y_w^T Y_w> + lambda ||free parts||^2 + lambda_a ||maps||^2``."""
+        Xw, Yw = self.F["user"][self.warm["user"]], self.F["item"][self.warm["item"]]
+        loss = self._observed + (self.c0 * float(np.sum((Xw.T @ Xw) * (Yw.T @ Yw))) if self.c0 else 0.0)
+        if self.free:
+            for name, Fw in (("user", Xw), ("item", Yw)):
+                M = self.maps[name]
+                P = Fw if M is None else Fw - self.feats[name][self.warm[name]] @ M
+                loss += self.lam * float(np.sum(P * P))
+        loss += self.lam_a * sum(float(np.sum(M * M)) for M in self.maps.values() if M is not None)
+        return {"loss": float(loss)}
+
+    def publish(self) -> None:
+        dt = self.s["dt"]
+        self.model.user_factors_ = self.F["user"].astype(dt)
+        self.model.item_factors_ = self.F["item"].astype(dt)
+
+    def local_context(self):
+        return threads_and_blas(None, blas_single=True)
+
+    def finish(self, history: list, best_iteration: int) -> None:
+        X, Y = self.F["user"], self.F["item"]
+        for name, F in (("user", X), ("item", Y)):
+            A, M, cold = self.feats[name], self.maps[name], ~self.warm[name]
+            if self.free and A is not None and cold.any():
+                F[cold] = A[cold] @ M  # the linear map; the model's cold map may then replace it
+        self.model._finish_fit(self.s, X, Y, self.maps["user"], self.maps["item"], history)

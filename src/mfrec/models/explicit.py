@@ -34,17 +34,15 @@ import time
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from mfrec._params import check_dtype, check_float, check_int
 from mfrec._random import rng
 from mfrec.data.interactions import Interactions
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError
-from mfrec._progress import report
 from mfrec.kernels.als_explicit import als_explicit_step, explicit_sse, predict_pairs
 from mfrec.kernels.sgd import sgd_epoch, svdpp_epoch
-from mfrec.kernels.threads import limit_threads
 from mfrec.models.base import FactorModel
+from mfrec.models.training import ALSPlan, RowBlock, Tracker, row_block, run, threads_and_blas
 from mfrec.persist import register_model
 
 __all__ = ["ExplicitALS", "SGDFactorization"]
@@ -151,37 +149,37 @@ class _ExplicitModel(FactorModel):
         """lambda_b: ``bias_regularization``, or ``regularization`` when it is None."""
         return float(self.regularization if self.bias_regularization is None else self.bias_regularization)
 
+    @staticmethod
+    def _penalty_scales(csr, frequency_weighted: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row penalty scales ``(s_u, s_i)``: ones, or each row's rating count (at least 1) when weighted."""
+        if not frequency_weighted:
+            return np.ones(csr.shape[0]), np.ones(csr.shape[1])
+        return (np.maximum(np.diff(csr.indptr), 1).astype(np.float64),
+                np.maximum(np.bincount(csr.indices, minlength=csr.shape[1]), 1).astype(np.float64))
+
+    def _loss_from_sse(self, sse: float, reg: float, scales: tuple[np.ndarray, np.ndarray], nnz: int):
+        """(L, training RMSE): the objective of the module docstring given its squared-error part ``sse``."""
+        s_u, s_i = scales
+        norms_u = np.einsum("ij,ij->i", self.user_factors_, self.user_factors_, dtype=np.float64)
+        norms_i = np.einsum("ij,ij->i", self.item_factors_, self.item_factors_, dtype=np.float64)
+        loss = float(sse + reg * (s_u @ norms_u + s_i @ norms_i))
+        if self.biases:  # lambda_b (b_u^2, b_i^2), scaled like the factor penalty
+            loss += self._bias_reg() * float(s_u @ self.user_bias_.astype(np.float64) ** 2
+                                             + s_i @ self.item_bias_.astype(np.float64) ** 2)
+        return loss, float(np.sqrt(sse / max(nnz, 1)))
+
     def _objective(self, csr, reg: float, frequency_weighted: bool) -> tuple[float, float]:
         """(L, training RMSE) for the current factors."""
         sse = explicit_sse(
             csr.indptr, csr.indices, csr.data, self.user_factors_, self.user_bias_, self.item_factors_,
             self.item_bias_, float(self.global_bias_), bool(self.biases),
         )
-        s_u = np.ones(csr.shape[0])
-        s_i = np.ones(csr.shape[1])
-        if frequency_weighted:
-            s_u = np.maximum(np.diff(csr.indptr), 1).astype(np.float64)
-            s_i = np.maximum(np.bincount(csr.indices, minlength=csr.shape[1]), 1).astype(np.float64)
-        norms_u = np.einsum("ij,ij->i", self.user_factors_, self.user_factors_, dtype=np.float64)
-        norms_i = np.einsum("ij,ij->i", self.item_factors_, self.item_factors_, dtype=np.float64)
-        loss = float(sse + reg * (s_u @ norms_u + s_i @ norms_i))
-        if self.biases:  # lambda_b (b_u^2, b_i^2), scaled like the factor penalty
-            breg = self._bias_reg()
-            loss += breg * float(s_u @ self.user_bias_.astype(np.float64) ** 2
-                                 + s_i @ self.item_bias_.astype(np.float64) ** 2)
-        return loss, float(np.sqrt(sse / max(csr.nnz, 1)))
+        return self._loss_from_sse(sse, reg, self._penalty_scales(csr, frequency_weighted), csr.nnz)
 
-    def _record(self, iteration: int, loss: float, rmse: float, val, started: float) -> float | None:
-        entry: dict[str, Any] = {"iteration": iteration, "loss": loss, "rmse": rmse}
-        val_rmse = None
-        if val is not None:
-            pred = self._predict_idx(val[0], val[1])
-            val_rmse = float(np.sqrt(np.mean((pred - val[2]) ** 2)))
-            entry["val_rmse"] = val_rmse
-        entry["seconds"] = time.perf_counter() - started
-        self.history_.append(entry)
-        report("iteration", model=type(self).__name__, total=getattr(self, self._iteration_param), **entry)
-        return val_rmse
+    def _validation_rmse(self, val) -> float:
+        """RMSE of the current model on the validation pairs (unknown ids fall back to the biases)."""
+        pred = self._predict_idx(val[0], val[1])
+        return float(np.sqrt(np.mean((pred - val[2]) ** 2)))
 
     def _check_finite(self) -> None:
         for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_"):
@@ -192,9 +190,10 @@ class _ExplicitModel(FactorModel):
                 )
 
     def _train_loop(self, step, n_iter: int, val, patience: int | None, objective) -> None:
-        """Run ``step()`` up to ``n_iter`` times, recording history; early-stop on validation RMSE."""
+        """Run ``step()`` (one SGD epoch) up to ``n_iter`` times with the bookkeeping of every fit
+        (:class:`mfrec.models.training.Tracker`: history, progress events, early stopping on validation RMSE)."""
         started = time.perf_counter()
-        best = (np.inf, 0, None)
+        tracker = Tracker(self, type(self).__name__, n_iter, self._state_names, "val_rmse", False, patience)
         for it in range(1, n_iter + 1):
             step()
             loss, rmse = objective()
@@ -204,18 +203,13 @@ class _ExplicitModel(FactorModel):
                     f"{type(self).__name__}: the training loss became non-finite at iteration {it}; increase "
                     "regularization or lower the learning rate"
                 )
-            val_rmse = self._record(it, loss, rmse, val, started)
-            self.best_iteration_ = it
-            if val_rmse is not None and patience is not None:
-                if val_rmse < best[0]:
-                    state = tuple(getattr(self, a).copy() for a in self._state_names)
-                    best = (val_rmse, it, state)
-                elif it - best[1] >= patience:
-                    break
-        if best[2] is not None and best[1] != self.best_iteration_:
-            for name, arr in zip(self._state_names, best[2]):
-                setattr(self, name, arr)
-            self.best_iteration_ = best[1]
+            entry: dict[str, Any] = {"iteration": it, "loss": loss, "rmse": rmse}
+            if val is not None:
+                entry["val_rmse"] = self._validation_rmse(val)
+            entry["seconds"] = time.perf_counter() - started
+            if tracker.record(entry):
+                break
+        tracker.restore()
         self._check_finite()
 
     _state_names = ("user_factors_", "item_factors_", "user_bias_", "item_bias_")
@@ -373,45 +367,116 @@ class ExplicitALS(_ExplicitModel):
         -------
         self
         """
-        if client is not None:  # thin delegation: the distributed driver runs the same kernels per block
+        if client is not None:  # the same plan, run by the dask executor
             if validation is not None:
                 raise InvalidParameterError("validation is not supported with client=...; fit without it")
             from mfrec.distributed import fit as distributed_fit
 
             return distributed_fit(self, interactions, client)
-        p = self._check_common()
-        threads = check_int("num_threads", self.num_threads, minimum=0)
-        interactions = self._check_data(interactions)
-        dtype = p["dtype"]
-        self._start_fit(interactions, dtype)
-        val = self._validation_pairs(validation)
-        csr = interactions.matrix
-        csc = csr.T.tocsr()  # items x users, for the item half-step
+        return run(self._als_plan(interactions, validation))
+
+    def _als_plan(self, data: Any, validation: Any = None, *, entries_on_workers: bool = False) -> _ExplicitPlan:
+        """The plan of a fit (:mod:`mfrec.models.training`); the raw ratings are the kernel's entries, so
+        ``entries_on_workers`` changes nothing."""
+        return _ExplicitPlan(self, data, validation)
+
+
+def explicit_block(block: RowBlock, fixed: tuple, small: dict, own: tuple, with_loss: bool) -> tuple[tuple, dict]:
+    """One ExplicitALS half-step on a block: rows ``own = (X, b)`` re-solved in place against ``fixed = (Y, c)``.
+
+    Each row's ``[x_u, b_u]`` is the exact ridge solution of :func:`mfrec.kernels.als_explicit.als_explicit_step`;
+    ``small``: ``mu``, ``reg``, ``fw``, ``biases``, ``breg``. Partial sums: ``failed`` rows and, with
+    ``with_loss``, the block's squared error ``sum (r_ui - mu - b_u - c_i - x_u . y_i)^2`` after the solve.
+    """
+    (Y, c), (X, b) = fixed, own
+    mu, biases = small["mu"], small["biases"]
+    bad = als_explicit_step(block.indptr, block.indices, block.values, Y, c, mu, small["reg"], small["fw"], biases,
+                            X, b, small["breg"])
+    sse = explicit_sse(block.indptr, block.indices, block.values, X, b, Y, c, mu, biases) if with_loss else 0.0
+    return (X, b), {"failed": int(bad), "sse": float(sse)}
+
+
+class _ExplicitPlan(ALSPlan):
+    """ExplicitALS: users then items (users start at 0, items at N(0, 0.1^2)); the squared error comes from the
+    item half-step, the penalties from the factors (scaled by the row counts when frequency-weighted)."""
+
+    name = "ExplicitALS"
+    order = ("user", "item")
+    loss_side = "item"
+    kernel = staticmethod(explicit_block)
+    state_names = _ExplicitModel._state_names
+    nonfinite_hint = "increase regularization or lower the learning rate"
+
+    def __init__(self, model: ExplicitALS, data: Any, validation: Any) -> None:
+        p = model._check_common()
+        self.threads = check_int("num_threads", model.num_threads, minimum=0)
+        inter = model._check_data(data)
+        dt, d = p["dtype"], p["factors"]
+        model._start_fit(inter, dt)
+        self.model, self.inter, self.iterations = model, inter, p["iterations"]
+        self.val = model._validation_pairs(validation)
+        if self.val is not None:
+            self.val_key, self.patience = "val_rmse", p["early_stopping_rounds"]
+        csr = inter.matrix
         n_users, n_items = csr.shape
-        d = p["factors"]
-        gen = rng(self.seed)
-        self.user_factors_ = np.zeros((n_users, d), dtype=dtype)
-        self.item_factors_ = np.ascontiguousarray(gen.normal(0.0, 0.1, size=(n_items, d)).astype(dtype))
-        self.user_bias_ = np.zeros(n_users, dtype=dtype)
-        self.item_bias_ = np.zeros(n_items, dtype=dtype)
-        reg, fw, mu, biases = p["regularization"], bool(self.frequency_weighted), float(self.global_bias_), bool(self.biases)
-        breg = self._bias_reg()
+        gen = rng(model.seed)
+        model.user_factors_ = np.zeros((n_users, d), dtype=dt)
+        model.item_factors_ = np.ascontiguousarray(gen.normal(0.0, 0.1, size=(n_items, d)).astype(dt))
+        model.user_bias_ = np.zeros(n_users, dtype=dt)
+        model.item_bias_ = np.zeros(n_items, dtype=dt)
+        self.reg, self.fw = p["regularization"], bool(model.frequency_weighted)
+        self._small = {"mu": float(model.global_bias_), "reg": self.reg, "fw": self.fw,
+                       "biases": bool(model.biases), "breg": model._bias_reg()}
+        self.scales = model._penalty_scales(csr, self.fw)
+        self.theoretical_bytes = (n_users + n_items) * (d + 1) * np.dtype(dt).itemsize
+        self._sides: dict[str, RowBlock] = {}
+        self._sse = 0.0
 
-        def step() -> None:
-            bad = als_explicit_step(csr.indptr, csr.indices, csr.data, self.item_factors_, self.item_bias_, mu,
-                                    reg, fw, biases, self.user_factors_, self.user_bias_, breg)
-            bad += als_explicit_step(csc.indptr, csc.indices, csc.data, self.user_factors_, self.user_bias_, mu,
-                                     reg, fw, biases, self.item_factors_, self.item_bias_, breg)
-            if bad:
-                raise ModelFitError(
-                    f"ExplicitALS: {bad} ridge systems were not positive definite (non-finite factors?); "
-                    "increase regularization or use dtype='float64'"
-                )
+    def side(self, name: str) -> RowBlock:
+        if name not in self._sides:
+            m = self.inter.matrix if name == "user" else self.inter.matrix.T.tocsr()
+            self._sides[name] = row_block(m.indptr, m.indices, m.data, None, 0, m.shape[0])
+        return self._sides[name]
 
-        with limit_threads(threads or None), threadpool_limits(limits=1, user_api="blas"):
-            self._train_loop(step, p["iterations"], val, p["early_stopping_rounds"],
-                             lambda: self._objective(csr, reg, fw))
-        return self
+    def _rows(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        m = self.model
+        return (m.user_factors_, m.user_bias_) if name == "user" else (m.item_factors_, m.item_bias_)
+
+    def fixed(self, name: str) -> tuple[np.ndarray, ...]:
+        return self._rows("item" if name == "user" else "user")
+
+    def small(self, name: str) -> dict[str, Any]:
+        return self._small
+
+    def own(self, name: str) -> tuple[np.ndarray, ...]:
+        return self._rows(name)
+
+    def update(self, name: str, own: tuple, partial: dict) -> None:
+        setattr(self.model, f"{name}_factors_", own[0])
+        setattr(self.model, f"{name}_bias_", own[1])
+        if name == self.loss_side:
+            self._sse = float(partial["sse"])
+
+    def failure_message(self, name: str, n_failed: int) -> str:
+        return (f"ExplicitALS: {n_failed} ridge systems were not positive definite (non-finite factors?); "
+                "increase regularization or use dtype='float64'")
+
+    def entry(self) -> dict[str, float]:
+        """The objective of the module docstring and the training RMSE."""
+        loss, rmse = self.model._loss_from_sse(self._sse, self.reg, self.scales, self.inter.nnz)
+        return {"loss": loss, "rmse": rmse}
+
+    def validate(self) -> float:
+        return self.model._validation_rmse(self.val)
+
+    def check_finite(self, iteration: int) -> None:
+        self.model._check_finite()
+
+    def local_context(self):
+        return threads_and_blas(self.threads, blas_single=True)
+
+    def finish(self, history: list, best_iteration: int) -> None:
+        self.model._check_finite()
 
 
 @register_model

@@ -21,7 +21,7 @@ loss is a convex quadratic in each block, so every step provably lowers it): a c
 
 from __future__ import annotations
 
-import time
+import functools
 import warnings
 from collections.abc import Hashable, Iterable
 from typing import Any
@@ -32,16 +32,23 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from mfrec._params import check_choice, check_dtype, check_float, check_int
-from mfrec._progress import report
 from mfrec._random import normal_matrix, rng
 from mfrec.data.feedback import entry_confidence
 from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError, UnknownIdError
 from mfrec.evaluation.metrics import ndcg_at_k  # pure array math, no model imports
-from mfrec.kernels.als_implicit import factor_gram, gd_half_step, half_step, implicit_loss, row_order
+from mfrec.kernels.als_implicit import (
+    factor_gram,
+    gd_half_step,
+    half_step,
+    implicit_loss,
+    implicit_observed_loss,
+    row_order,
+)
 from mfrec.kernels.dense import rank_tolerance, solve_psd
-from mfrec.kernels.threads import get_num_threads, limit_threads
+from mfrec.kernels.threads import get_num_threads
 from mfrec.models.base import FactorModel
+from mfrec.models.training import ALSPlan, RowBlock, row_block, run, threads_and_blas
 from mfrec.persist import register_model
 
 __all__ = ["ImplicitALS"]
@@ -217,8 +224,8 @@ class ImplicitALS(FactorModel):
             Held-out interactions (any id maps; unknown ids are ignored). Adds ``val_ndcg`` (ndcg@validation_k,
             training items excluded) to ``history_`` and enables ``early_stopping_rounds``.
         client : distributed.Client, optional
-            Fit on this dask cluster with :func:`mfrec.distributed.fit` (the same kernels on row blocks held by
-            the workers; ``interactions`` may then also be a ``mfrec.distributed.DaskInteractions``). Not
+            Fit on this dask cluster with :func:`mfrec.distributed.fit` (the same plan and kernels on row blocks
+            held by the workers; ``interactions`` may then also be a ``mfrec.distributed.DaskInteractions``). Not
             combinable with ``validation``.
 
         Returns
@@ -232,100 +239,18 @@ class ImplicitALS(FactorModel):
         ModelFitError
             The factors became non-finite or a system was not positive definite.
         """
-        if client is not None:  # thin delegation: the distributed driver runs the same kernels per block
+        if client is not None:  # the same plan, run by the dask executor
             if validation is not None:
                 raise InvalidParameterError("validation is not supported with client=...; fit without it")
             from mfrec.distributed import fit as distributed_fit
 
             return distributed_fit(self, interactions, client)
-        p = self._checked_params()
-        inter, conf, pref, c0, mode = self._prepare(interactions, p)
-        if inter.nnz == 0:
-            raise InvalidDataError("no interactions to fit")
-        dt, d, reg = p["dtype"], p["factors"], p["regularization"]
-        csr = inter.matrix
-        n_users, n_items = csr.shape
-        indptr, indices = csr.indptr, csr.indices
-        # items x users by scipy's O(nnz) CSR->CSC pass (no int64 permutation: keeps the peak memory low);
-        # explicitly stored zeros are kept, so the per-entry arrays stay aligned with the pattern
-        t = sp.csr_matrix((conf, indices, indptr), shape=csr.shape).T.tocsr()
-        indptr_t, indices_t, conf_t = t.indptr, t.indices.astype(np.int32, copy=False), t.data
-        if pref.strides == (0,):
-            pref_t = _all_ones(len(conf_t), conf_t.dtype)
-        else:
-            t = sp.csr_matrix((pref, indices, indptr), shape=csr.shape).T.tocsr()
-            pref_t = t.data
-        del t
-        order_u, order_i = row_order(indptr), row_order(indptr_t)
+        return run(self._als_plan(interactions, validation))
 
-        self.interactions_ = inter
-        self.unobserved_confidence_ = float(c0)
-        self.confidence_mode_ = mode
-        gen = rng(self.seed)
-        threads = p["num_threads"] or get_num_threads()
-        self.user_factors_ = normal_matrix(gen, n_users, d, 0.01, dt, threads)
-        self.item_factors_ = normal_matrix(gen, n_items, d, 0.01, dt, threads)
-        self.history_: list[dict[str, Any]] = []
-        self.best_iteration_ = 0
-        val = self._validation_truth(validation, p["validation_k"])
-        solver, steps = p["solver"], p["cg_steps"]
-
-        # the observed part of the loss is summed per user row by the user half-step itself, while each row's
-        # item factors are still in cache (a separate pass over the matrix cost ~12 % of a CG iteration)
-        user_loss = np.zeros(n_users, dtype=np.float64) if solver != "gd" else None
-
-        def half(ip, ix, cf, pr, Y, X, order, side: str, row_loss=None, YtY=None) -> None:
-            if solver == "gd":
-                gd_half_step(ip, ix, cf, pr, Y, X, c0=c0, reg=reg, YtY=YtY)
-                return
-            failed = half_step(ip, ix, cf, pr, Y, X, c0=c0, reg=reg, solver=solver, cg_steps=steps, order=order,
-                               row_loss=row_loss, YtY=YtY)
-            if failed.any():
-                raise ModelFitError(
-                    f"ImplicitALS: {int(failed.sum())} {side} systems were not positive definite (non-finite "
-                    "factors?); increase regularization or use dtype='float64'"
-                )
-
-        started = time.perf_counter()
-        best: tuple[float, int, Any] = (-np.inf, 0, None)
-        with limit_threads(p["num_threads"] or None):
-            XtX = None  # each factor Gram is computed once per iteration: for the loss and the next half's G0
-            for it in range(1, p["iterations"] + 1):
-                half(indptr_t, indices_t, conf_t, pref_t, self.user_factors_, self.item_factors_, order_i, "item",
-                     YtY=XtX)
-                with threadpool_limits(limits=1, user_api="blas"):
-                    YtY = factor_gram(self.item_factors_)
-                half(indptr, indices, conf, pref, self.item_factors_, self.user_factors_, order_u, "user", user_loss,
-                     YtY=YtY)
-                with threadpool_limits(limits=1, user_api="blas"):
-                    XtX = factor_gram(self.user_factors_)
-                    loss = implicit_loss(indptr, indices, conf, pref, self.user_factors_, self.item_factors_, c0, reg,
-                                         observed=None if user_loss is None else float(np.sum(user_loss)),
-                                         XtX=XtX, YtY=YtY)
-                entry: dict[str, Any] = {"iteration": it, "loss": loss}
-                if not np.isfinite(loss):
-                    self._check_finite(it)
-                    raise ModelFitError(
-                        f"ImplicitALS: the training loss became non-finite at iteration {it}; increase "
-                        "regularization or use dtype='float64'"
-                    )
-                if val is not None:
-                    entry["val_ndcg"] = self._validation_ndcg(val, p["validation_k"])
-                entry["seconds"] = time.perf_counter() - started
-                self.history_.append(entry)
-                report("iteration", model="ImplicitALS", total=p["iterations"], **entry)
-                self.best_iteration_ = it
-                esr = p["early_stopping_rounds"]
-                if val is not None and esr is not None:
-                    if entry["val_ndcg"] > best[0]:
-                        best = (entry["val_ndcg"], it, (self.user_factors_.copy(), self.item_factors_.copy()))
-                    elif it - best[1] >= esr:
-                        break
-        if best[2] is not None and best[1] != self.best_iteration_:
-            self.user_factors_, self.item_factors_ = best[2]
-            self.best_iteration_ = best[1]
-        self._check_finite(self.best_iteration_)
-        return self
+    def _als_plan(self, data: Any, validation: Any = None, *, entries_on_workers: bool = False) -> _ImplicitPlan:
+        """The plan of a fit (:mod:`mfrec.models.training`); ``entries_on_workers``: ``data`` holds raw values
+        and the confidences are computed block by block where the blocks live (a cluster fit of a dask log)."""
+        return _ImplicitPlan(self, data, validation, entries_on_workers)
 
     def _check_finite(self, it: int) -> None:
         for name in ("user_factors_", "item_factors_"):
@@ -489,3 +414,152 @@ class ImplicitALS(FactorModel):
         self.interactions_ = Interactions(matrix, users, items, has_values=model.has_values)
         self._invalidate_caches()
         return self
+
+
+# ============================================================================================ the fit as a plan
+def implicit_block(block: RowBlock, fixed: tuple, small: dict, own: tuple, with_loss: bool) -> tuple[tuple, dict]:
+    """One ImplicitALS half-step on a block of rows: ``own[0]`` (n_rows, d) solved in place against ``fixed[0]``.
+
+    ``small``: ``YtY`` (:func:`factor_gram` of the fixed side, float64 (d, d)), ``c0``, ``reg``, ``solver``,
+    ``cg_steps``. Partial sums: ``failed`` rows and, with ``with_loss``, the block's observed loss
+    ``sum_{(u,i) in block} [c_ui (p_ui - s_ui)^2 - c0 s_ui^2]`` (summed by the half-step while each row is in cache).
+    """
+    (Y,), (X,) = fixed, own
+    pref = block.pref if block.pref is not None else _all_ones(block.nnz, X.dtype)
+    c0, reg, YtY = small["c0"], small["reg"], small["YtY"]
+    if small["solver"] == "gd":
+        gd_half_step(block.indptr, block.indices, block.values, pref, Y, X, c0=c0, reg=reg, YtY=YtY)
+        loss = implicit_observed_loss(block.indptr, block.indices, block.values, pref, X, Y, c0) if with_loss else 0.0
+        return (X,), {"failed": 0, "loss": float(loss)}
+    row_loss = np.zeros(X.shape[0], dtype=np.float64) if with_loss else None
+    failed = half_step(block.indptr, block.indices, block.values, pref, Y, X, c0=c0, reg=reg, solver=small["solver"],
+                       cg_steps=small["cg_steps"], order=block.order, row_loss=row_loss, YtY=YtY)
+    return (X,), {"failed": int(failed.sum()), "loss": float(np.sum(row_loss)) if with_loss else 0.0}
+
+
+def confidence_block(block: RowBlock, side: int, users: pd.Index, items: pd.Index, *, mode: str, alpha: float,
+                     eps: float, dtype: str) -> RowBlock:
+    """A raw block (values r_ui) with its confidences c_ui in ``dtype`` and its row schedule; errors name the pair."""
+    rows = np.repeat(np.arange(block.start, block.stop), np.diff(block.indptr))
+
+    def who(pos: int) -> str:
+        r, c = rows[pos], block.indices[pos]
+        u, i = (users[r], items[c]) if side == 0 else (users[c], items[r])
+        return f"user {show_id(u)}, item {show_id(i)}"
+
+    conf = entry_confidence(block.values, mode, alpha, eps, who).astype(dtype)
+    return RowBlock(block.start, block.stop, block.indptr, block.indices, conf, None, row_order(block.indptr))
+
+
+class _ImplicitPlan(ALSPlan):
+    """ImplicitALS: items then users, warm-started rows, the loss from the user half-step's sums and the Grams.
+
+    Each factor Gram ``X^T X`` / ``Y^T Y`` is computed once per iteration (float64 (d, d)): for the loss and for
+    the next half-step's ``G0 = c0 Y^T Y + lambda I``, which every block then forms in O(d^2).
+    """
+
+    name = "ImplicitALS"
+    order = ("item", "user")
+    loss_side = "user"
+    row_order = True
+    kernel = staticmethod(implicit_block)
+    state_names = ("user_factors_", "item_factors_")
+    nonfinite_hint = "increase regularization or use dtype='float64'"
+    maximize = True
+
+    def __init__(self, model: ImplicitALS, data: Any, validation: Any, entries_on_workers: bool) -> None:
+        p = model._checked_params()
+        if entries_on_workers:
+            inter, conf, pref = data, None, None
+            c0, mode = p["unobserved_confidence"], p["confidence"]
+        else:
+            inter, conf, pref, c0, mode = model._prepare(data, p)
+        if inter.nnz == 0:
+            raise InvalidDataError("no interactions to fit")
+        self.model, self.p, self.inter, self.c0, self.mode = model, p, inter, float(c0), mode
+        self._conf, self._pref = conf, pref
+        self.iterations = p["iterations"]
+        dt, d = p["dtype"], p["factors"]
+        n_users, n_items = inter.matrix.shape
+        model.interactions_ = inter
+        model.unobserved_confidence_ = float(c0)
+        model.confidence_mode_ = mode
+        gen = rng(model.seed)
+        threads = p["num_threads"] or get_num_threads()
+        model.user_factors_ = normal_matrix(gen, n_users, d, 0.01, dt, threads)
+        model.item_factors_ = normal_matrix(gen, n_items, d, 0.01, dt, threads)
+        self.val = model._validation_truth(validation, p["validation_k"])
+        if self.val is not None:
+            self.val_key, self.patience = "val_ndcg", p["early_stopping_rounds"]
+        self.theoretical_bytes = (n_users + n_items) * d * np.dtype(dt).itemsize
+        self._small = {"c0": self.c0, "reg": p["regularization"], "solver": p["solver"], "cg_steps": p["cg_steps"]}
+        self._sides: dict[str, RowBlock] = {}
+        self._grams: dict[str, np.ndarray] = {}
+        self._observed = 0.0
+
+    def side(self, name: str) -> RowBlock:
+        if name not in self._sides:
+            csr = self.inter.matrix
+            if name == "user":
+                indptr, indices, conf, pref = csr.indptr, csr.indices, self._conf, self._pref
+            else:
+                # items x users by scipy's O(nnz) CSR->CSC pass (no int64 permutation: keeps the peak memory
+                # low); explicitly stored zeros are kept, so the per-entry arrays stay aligned with the pattern
+                t = sp.csr_matrix((self._conf, csr.indices, csr.indptr), shape=csr.shape).T.tocsr()
+                indptr, indices, conf = t.indptr, t.indices, t.data
+                if self._pref.strides == (0,):
+                    pref = self._pref
+                else:
+                    pref = sp.csr_matrix((self._pref, csr.indices, csr.indptr), shape=csr.shape).T.tocsr().data
+            self._sides[name] = row_block(indptr, indices, conf, pref, 0, len(indptr) - 1, with_order=True)
+        return self._sides[name]
+
+    def entry_transform(self):
+        return functools.partial(confidence_block, mode=self.mode, alpha=float(self.model.alpha),
+                                 eps=float(self.model.eps), dtype=self.p["dtype"])
+
+    def _factors(self, name: str) -> np.ndarray:
+        return self.model.user_factors_ if name == "user" else self.model.item_factors_
+
+    def _gram(self, name: str) -> np.ndarray:
+        if name not in self._grams:
+            with threadpool_limits(limits=1, user_api="blas"):
+                self._grams[name] = factor_gram(self._factors(name))
+        return self._grams[name]
+
+    def fixed(self, name: str) -> tuple[np.ndarray, ...]:
+        return (self._factors(_OTHER[name]),)
+
+    def small(self, name: str) -> dict[str, Any]:
+        return {**self._small, "YtY": self._gram(_OTHER[name])}
+
+    def own(self, name: str) -> tuple[np.ndarray, ...]:
+        return (self._factors(name),)
+
+    def update(self, name: str, own: tuple, partial: dict) -> None:
+        setattr(self.model, f"{name}_factors_", own[0])
+        self._grams.pop(name, None)
+        if name == self.loss_side:
+            self._observed = float(partial["loss"])
+
+    def entry(self) -> dict[str, float]:
+        m = self.model
+        loss = implicit_loss(None, None, None, None, m.user_factors_, m.item_factors_, self.c0,
+                             self.p["regularization"], observed=self._observed, XtX=self._gram("user"),
+                             YtY=self._gram("item"))
+        return {"loss": loss}
+
+    def validate(self) -> float:
+        return self.model._validation_ndcg(self.val, self.p["validation_k"])
+
+    def check_finite(self, iteration: int) -> None:
+        self.model._check_finite(iteration)
+
+    def local_context(self):
+        return threads_and_blas(self.p["num_threads"], blas_single=False)
+
+    def finish(self, history: list, best_iteration: int) -> None:
+        self.model._check_finite(best_iteration)
+
+
+_OTHER = {"user": "item", "item": "user"}

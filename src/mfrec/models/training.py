@@ -1,0 +1,322 @@
+"""The one training loop: every ALS model describes a fit as a plan, one driver runs it here or on a cluster.
+
+A model's fit is a sequence of iterations; each iteration is a half-step per side (users, items) followed by the
+loss. A half-step solves every row of one side with the other side fixed, and rows are independent, so a side
+can be cut into row blocks and solved anywhere. An :class:`ALSPlan` says, for one model:
+
+* the sides as CSR row blocks (:class:`RowBlock`) and the order of the half-steps;
+* the *kernel*, a module-level function that solves one block of rows
+  ``kernel(block, fixed, small, own, with_loss) -> (own, partial)``: ``fixed`` are the large arrays of the other
+  side (what a cluster broadcasts), ``small`` the O(d^2) inputs (Gram matrices, attribute maps, scalars), ``own``
+  the block's current rows (solved in place; None when the kernel does not warm-start), ``partial`` a dict of
+  per-block sums (``failed`` rows, the ``loss`` part, ``A_b^T X_b``...) that the executor adds up over blocks;
+* how the gathered rows and sums update the state (:meth:`ALSPlan.update`), the loss of an iteration
+  (:meth:`ALSPlan.entry`) and the end of the fit (:meth:`ALSPlan.finish`).
+
+:func:`run` is the driver: history, progress events, the non-finite and failed-row checks, validation and early
+stopping live here once. An executor runs the half-steps: :class:`LocalExecutor` passes each side whole to the
+kernel (the kernels parallelise over rows on the thread pool); ``mfrec.distributed.dask`` has the executor that
+runs one task per block on dask workers. Both execute the same kernel on the same inputs, so a distributed fit
+equals the local one to rounding.
+
+:class:`Tracker` (history, events, early stopping) is also what the SGD models use for their epochs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mfrec._progress import report
+from mfrec.exceptions import ModelFitError
+
+__all__ = ["RowBlock", "row_block", "ALSPlan", "LocalExecutor", "Tracker", "run", "add_partials"]
+
+Kernel = Callable[..., tuple[tuple, dict]]
+
+
+# ============================================================================================ row blocks
+@dataclass
+class RowBlock:
+    """Rows ``start:stop`` of one side as CSR with per-entry arrays (a whole side is the block ``0:n_rows``).
+
+    Attributes
+    ----------
+    start, stop : int
+        The rows of the side this block holds.
+    indptr : int32 or int64 (stop - start + 1,)
+        Local row pointers (from 0).
+    indices : int32 (nnz,)
+        Global column indices (rows of the other side).
+    values : (nnz,)
+        The per-entry numbers the kernel consumes: confidences (implicit), ratings (explicit), weights (hybrid).
+    pref : (nnz,) or None
+        Second per-entry array: implicit preferences, hybrid targets (None: not used / all ones).
+    order : int64 (stop - start,) or None
+        Rows longest first (the implicit kernels' schedule).
+    feats : float64 (stop - start, F) or None
+        Attribute rows of the block's rows (HybridALS).
+    """
+
+    start: int
+    stop: int
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+    pref: np.ndarray | None = None
+    order: np.ndarray | None = None
+    feats: np.ndarray | None = None
+
+    @property
+    def nnz(self) -> int:
+        return int(len(self.indices))
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.indptr, self.indices, self.values, self.pref, self.order, self.feats)
+        return int(sum(a.nbytes for a in arrays if a is not None and a.strides != (0,)))
+
+    def rows(self, start: int, stop: int, with_order: bool = False) -> RowBlock:
+        """The sub-block of rows ``start:stop`` (side coordinates), with copies of its entries."""
+        return row_block(self.indptr, self.indices, self.values, self.pref, start - self.start,
+                         stop - self.start, with_order, self.feats, offset=self.start)
+
+
+def row_block(indptr, indices, values, pref, start: int, stop: int, with_order: bool = False,
+              feats: np.ndarray | None = None, offset: int = 0) -> RowBlock:
+    """Rows ``start:stop`` of a CSR ``(indptr, indices, values, pref)`` as a :class:`RowBlock` of copies.
+
+    A stride-0 ``pref`` (all ones, no memory) stays stride 0. ``offset`` is added to the block's row numbers.
+    """
+    from mfrec.kernels.als_implicit import row_order
+
+    s, e = int(indptr[start]), int(indptr[stop])
+    ip_dt = np.int32 if e - s < np.iinfo(np.int32).max else np.int64  # the local fit's dtype when it fits
+    ip = (np.asarray(indptr[start:stop + 1], dtype=np.int64) - s).astype(ip_dt)
+    if pref is not None and pref.strides == (0,):
+        p = np.broadcast_to(pref[:1], (e - s,))
+    else:
+        p = None if pref is None else np.ascontiguousarray(pref[s:e])
+    return RowBlock(start + offset, stop + offset, ip, np.ascontiguousarray(indices[s:e], dtype=np.int32),
+                    np.ascontiguousarray(values[s:e]), p, row_order(ip) if with_order else None,
+                    None if feats is None else np.ascontiguousarray(feats[start:stop], dtype=np.float64))
+
+
+def add_partials(parts: list[dict]) -> dict:
+    """Sum per-block partial results key by key (numbers and arrays alike; None stays None)."""
+    out: dict = {}
+    for part in parts:
+        for key, value in part.items():
+            if value is None:
+                out.setdefault(key, None)
+            elif out.get(key) is None:
+                out[key] = value.copy() if isinstance(value, np.ndarray) else value
+            else:
+                out[key] = out[key] + value
+    return out
+
+
+# ============================================================================================ the plan
+class ALSPlan:
+    """One model's fit, step by step (subclasses live beside their models; see the module docstring).
+
+    Class attributes a subclass sets: ``name`` (the model, for messages), ``order`` (the sides in half-step
+    order), ``loss_side`` (the half-step whose blocks also return the observed loss), ``warm_start`` (blocks
+    solve into their previous rows), ``row_order`` (blocks carry a longest-first schedule), ``kernel`` (the
+    block function), ``state_names`` (model attributes that early stopping snapshots) and ``nonfinite_hint``.
+    Instance attributes: ``model``, ``iterations``, ``val_key`` / ``maximize`` / ``patience`` (validation and
+    early stopping; ``val_key`` None without validation data) and ``theoretical_bytes`` (one copy of both
+    factor matrices, for the distributed statistics).
+    """
+
+    name = "ALS"
+    order: tuple[str, str] = ("item", "user")
+    loss_side = "user"
+    warm_start = True
+    row_order = False
+    kernel: Kernel
+    state_names: tuple[str, ...] = ()
+    nonfinite_hint = "increase regularization"
+    #: why this configuration cannot run on a cluster (None: it can)
+    not_distributable: str | None = None
+
+    model: Any
+    iterations: int
+    val_key: str | None = None
+    maximize = False
+    patience: int | None = None
+    theoretical_bytes = 0
+
+    # -- data
+    def side(self, name: str) -> RowBlock:
+        """The whole side ``name`` ("user" or "item") as one block."""
+        raise NotImplementedError
+
+    def entry_transform(self):
+        """For raw blocks built on a cluster: a picklable ``f(block, side, users, items) -> block`` that turns raw
+        values into the kernel's per-entry arrays (and checks them), or None when the raw values are those."""
+        return None
+
+    # -- one half-step
+    def fixed(self, name: str) -> tuple[np.ndarray, ...]:
+        """The other side's arrays the kernel reads (what a cluster broadcasts)."""
+        raise NotImplementedError
+
+    def small(self, name: str) -> dict[str, Any]:
+        """The kernel's small inputs for a half-step of ``name``."""
+        return {}
+
+    def own(self, name: str) -> tuple[np.ndarray, ...] | None:
+        """The current rows of side ``name`` (solved in place locally), or None (no warm start)."""
+        return None
+
+    def update(self, name: str, own: tuple[np.ndarray, ...], partial: dict[str, Any]) -> None:
+        """Take a half-step's result: the side's new rows and the summed partials (``failed`` removed)."""
+        raise NotImplementedError
+
+    def failure_message(self, name: str, n_failed: int) -> str:
+        return (f"{self.name}: {n_failed} {name} systems were not positive definite (non-finite factors?); "
+                "increase regularization or use dtype='float64'")
+
+    # -- one iteration
+    def entry(self) -> dict[str, float]:
+        """``{"loss": L, ...}`` after both half-steps of an iteration."""
+        raise NotImplementedError
+
+    def publish(self) -> None:
+        """Make the model hold the current factors (before validation and ``on_iteration``)."""
+
+    def validate(self) -> float:
+        """The validation metric of the published model (called when ``val_key`` is set)."""
+        raise NotImplementedError
+
+    def check_finite(self, iteration: int) -> None:
+        """Raise the model's own error naming the factor matrix that holds non-finite values, if one does."""
+
+    def local_context(self) -> contextlib.AbstractContextManager:
+        """Thread limits of a local fit."""
+        return contextlib.nullcontext()
+
+    def finish(self, history: list[dict[str, Any]], best_iteration: int) -> None:
+        """Set the fitted attributes (after early stopping restored the best state, if it did)."""
+
+
+# ============================================================================================ executors
+class LocalExecutor:
+    """Runs each half-step in this process, the whole side as one block (the kernels thread over rows)."""
+
+    def session(self, plan: ALSPlan) -> contextlib.AbstractContextManager:
+        return plan.local_context()
+
+    def half_step(self, plan: ALSPlan, name: str, with_loss: bool) -> tuple[tuple, dict]:
+        return plan.kernel(plan.side(name), plan.fixed(name), plan.small(name), plan.own(name), with_loss)
+
+    def end_iteration(self, started: float) -> None:
+        pass
+
+
+# ============================================================================================ bookkeeping
+class Tracker:
+    """History, progress events and early stopping of a fit, one entry per iteration (or epoch).
+
+    ``record(entry)`` appends ``entry`` to ``model.history_``, reports it as an ``"iteration"`` progress event and,
+    with ``patience`` and a validation value under ``val_key``, keeps a copy of the model's ``state_names``
+    attributes at the best value; it returns True when ``patience`` iterations passed without improvement.
+    ``restore()`` puts the best state back and sets ``model.best_iteration_``.
+    """
+
+    def __init__(self, model: Any, name: str, total: int, state_names: tuple[str, ...] = (),
+                 val_key: str | None = None, maximize: bool = False, patience: int | None = None) -> None:
+        self.model, self.name, self.total = model, name, total
+        self.state_names, self.val_key, self.maximize, self.patience = state_names, val_key, maximize, patience
+        self.best: tuple[float, int, tuple | None] = (-np.inf, 0, None)
+        self.last = 0
+        model.history_ = []
+
+    def record(self, entry: dict[str, Any]) -> bool:
+        self.model.history_.append(entry)
+        report("iteration", model=self.name, total=self.total, **entry)
+        it = int(entry["iteration"])
+        self.last = self.model.best_iteration_ = it
+        value = entry.get(self.val_key) if self.val_key else None
+        if value is None or self.patience is None:
+            return False
+        score = value if self.maximize else -value
+        if score > self.best[0]:
+            self.best = (score, it, tuple(getattr(self.model, a).copy() for a in self.state_names))
+            return False
+        return it - self.best[1] >= self.patience
+
+    def restore(self) -> int:
+        """Put back the best state when early stopping kept an earlier iteration; the kept iteration."""
+        if self.best[2] is not None and self.best[1] != self.last:
+            for name, arr in zip(self.state_names, self.best[2]):
+                setattr(self.model, name, arr)
+            self.model.best_iteration_ = self.best[1]
+        return int(self.model.best_iteration_)
+
+
+# ============================================================================================ the driver
+def run(plan: ALSPlan, executor: Any = None, on_iteration: Callable[[int, Any], None] | None = None) -> Any:
+    """Fit by ``plan`` with ``executor`` (default :class:`LocalExecutor`); returns the fitted model.
+
+    Every iteration runs the half-steps in ``plan.order``, refuses failed rows (``ModelFitError`` naming the side),
+    computes the loss (a non-finite loss is a ``ModelFitError`` that names the iteration), adds the validation
+    metric and the cumulative ``seconds``, records the entry (:class:`Tracker`) and calls
+    ``on_iteration(iteration, model)``. Early stopping ends the loop and restores the best state.
+    """
+    executor = LocalExecutor() if executor is None else executor
+    model = plan.model
+    model.best_iteration_ = 0
+    tracker = Tracker(model, plan.name, plan.iterations, plan.state_names, plan.val_key, plan.maximize,
+                      plan.patience)
+    started = time.perf_counter()
+    with executor.session(plan):
+        for it in range(1, plan.iterations + 1):
+            t0 = time.perf_counter()
+            for name in plan.order:
+                own, partial = executor.half_step(plan, name, name == plan.loss_side)
+                failed = int(partial.pop("failed", 0) or 0)
+                if failed:
+                    raise ModelFitError(plan.failure_message(name, failed))
+                plan.update(name, own, partial)
+            executor.end_iteration(t0)
+            entry: dict[str, Any] = {"iteration": it, **plan.entry()}
+            if not np.isfinite(entry["loss"]):
+                plan.publish()
+                plan.check_finite(it)
+                raise ModelFitError(f"{plan.name}: the training loss became non-finite at iteration {it}; "
+                                    f"{plan.nonfinite_hint}")
+            if plan.val_key is not None or on_iteration is not None:
+                plan.publish()
+            if plan.val_key is not None:
+                entry[plan.val_key] = plan.validate()
+            entry["seconds"] = time.perf_counter() - started
+            stop = tracker.record(entry)
+            if on_iteration is not None:
+                on_iteration(it, model)
+            if stop:
+                break
+    best = tracker.restore()
+    plan.finish(model.history_, best)
+    return model
+
+
+@contextlib.contextmanager
+def threads_and_blas(num_threads: int | None, blas_single: bool) -> Iterator[None]:
+    """The kernels on ``num_threads`` pool threads (None: the pool's), BLAS on one thread when ``blas_single``."""
+    from threadpoolctl import threadpool_limits
+
+    from mfrec.kernels.threads import limit_threads
+
+    with limit_threads(num_threads or None):
+        if blas_single:
+            with threadpool_limits(limits=1, user_api="blas"):
+                yield
+        else:
+            yield
