@@ -50,7 +50,7 @@ NAMES = ["user", "item", "rating", "timestamp"]
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 
 #: The searched spaces (CLI model, NAME=VALUE tokens of ``mfrec tune``), chosen from the inner-holdout curves of
-#: u1.base recorded in docs/benchmarks.md ("Explicit feedback"; the test folds were not used): SVD++ (implicit
+#: u1.base recorded in docs/benchmarks-history.md ("Explicit feedback"; the test folds were not used): SVD++ (implicit
 #: feedback), a small factor init, a separate small bias penalty and a decaying step are what moved SGD; the grids
 #: vary the factor penalty and the epoch count around them.
 PRESETS: dict[str, tuple[str, list[str]]] = {

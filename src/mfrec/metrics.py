@@ -1,4 +1,8 @@
-"""``mfrec.metrics``: rating and ranking metrics (see :mod:`mfrec.evaluation.metrics`)."""
+"""``mfrec.metrics``: rating and ranking metrics.
+
+The public import path (README, user code). The implementation is :mod:`mfrec.evaluation.metrics`, the path the
+package's own modules use; both name the same objects (docs/architecture.md, "Import paths").
+"""
 
 from mfrec.evaluation.metrics import (
     auc,

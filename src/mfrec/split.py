@@ -1,4 +1,8 @@
-"""``mfrec.split``: train/test splits that share one id space (see :mod:`mfrec.data.split`)."""
+"""``mfrec.split``: train/test splits that share one id space.
+
+The public import path (README, user code). The implementation is :mod:`mfrec.data.split`, the path the
+package's own modules use; both name the same objects (docs/architecture.md, "Import paths").
+"""
 
 from mfrec.data.split import (
     Split,

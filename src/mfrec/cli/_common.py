@@ -97,7 +97,7 @@ def load_data(args: argparse.Namespace, positional: str = "data") -> tuple[Any, 
             names=names,
         )
         return data, None
-    from mfrec import datasets
+    from mfrec.data import datasets
 
     if spec == "synthetic":
         dataset = datasets.synthetic(n_users=args.synthetic_users, n_items=args.synthetic_items)

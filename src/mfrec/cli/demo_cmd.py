@@ -48,7 +48,7 @@ def _title(dataset: Any, item: Any) -> str:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from mfrec import datasets
+    from mfrec.data import datasets
     from mfrec.data.split import per_user_split
     from mfrec.evaluation.evaluator import evaluate
     from mfrec.models.baselines import Biases, Popularity

@@ -14,73 +14,22 @@ import csv
 import io
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mfrec.data.dataset import Dataset
 from mfrec.data.download import Archive, cache_dir, install_archive
 from mfrec.data.interactions import Interactions, _Origin
+from mfrec.data.synthetic import synthetic
 from mfrec.exceptions import DatasetError, InvalidDataError, InvalidParameterError
 
 __all__ = ["Dataset", "load", "available", "DATASETS"]
 
 _GROUPLENS = "https://files.grouplens.org/datasets"
-
-
-@dataclass(eq=False)
-class Dataset:
-    """A loaded dataset.
-
-    Attributes
-    ----------
-    name : str
-        Registry name (``"ml-100k"``, ``"lastfm-2k"``, ``"synthetic"``...).
-    kind : {"explicit", "implicit"}
-        Explicit ratings or implicit feedback (play counts, events).
-    interactions : Interactions
-        Users x items; ratings (explicit) or counts (implicit), with timestamps where the source has them.
-    user_attributes, item_attributes : pandas.DataFrame or None
-        One row per user / item, indexed by the external id (the same ids as ``interactions``; the tables
-        may also hold ids without interactions).
-    user_attribute_spec, item_attribute_spec : dict
-        How to encode the attribute columns: ``{"categorical": [...], "multilabel": {col: sep},
-        "numeric": [...], "text": [...]}``; columns not named in the spec (URLs, zip codes) are kept
-        for display only.
-    item_titles : pandas.Series or None
-        External item id -> human-readable title.
-    events : pandas.DataFrame or None
-        A raw event log (``user, item, timestamp, event, fraction``), for the synthetic dataset.
-    true_user_factors, true_item_factors : numpy.ndarray or None
-        The planted factors of the synthetic dataset, rows aligned with ``interactions.user_ids`` /
-        ``interactions.item_ids``.
-    path : Path or None
-        The folder the files were read from.
-    """
-
-    name: str
-    kind: str
-    interactions: Interactions
-    user_attributes: pd.DataFrame | None = None
-    item_attributes: pd.DataFrame | None = None
-    user_attribute_spec: dict[str, Any] = field(default_factory=dict)
-    item_attribute_spec: dict[str, Any] = field(default_factory=dict)
-    item_titles: pd.Series | None = None
-    events: pd.DataFrame | None = None
-    true_user_factors: np.ndarray | None = None
-    true_item_factors: np.ndarray | None = None
-    path: Path | None = None
-    description: str = ""
-
-    def __repr__(self) -> str:
-        parts = [f"name={self.name!r}", f"kind={self.kind!r}", repr(self.interactions)]
-        if self.user_attributes is not None:
-            parts.append(f"user_attributes={list(self.user_attributes.columns)}")
-        if self.item_attributes is not None:
-            parts.append(f"item_attributes={list(self.item_attributes.columns)}")
-        return f"Dataset({', '.join(parts)})"
 
 
 @dataclass(frozen=True)
@@ -89,7 +38,7 @@ class _Source:
 
     archive: Archive | None
     marker: str
-    reader: Callable[[Path, str], Dataset]
+    reader: Callable[[Path, str], Dataset] | None  # None: generated, not read (synthetic)
     folders: tuple[str, ...] = ()
     description: str = ""
 
@@ -375,12 +324,6 @@ def _lastfm_tags(folder: Path, top: int = 10) -> pd.Series | None:
 
 
 # ----------------------------------------------------------------------------- registry
-def _read_synthetic(folder: Path, name: str) -> Dataset:  # pragma: no cover - dispatched in load()
-    from mfrec.data.synthetic import synthetic
-
-    return synthetic()
-
-
 DATASETS: dict[str, _Source] = {
     # SHA-256 and sizes: tensorflow_datasets' url_checksums/movielens.txt.
     "ml-100k": _Source(
@@ -426,7 +369,7 @@ DATASETS: dict[str, _Source] = {
         "user_artists.dat", _read_lastfm, ("lastfm-2k", "hetrec2011-lastfm-2k"),
         "HetRec 2011 Last.fm (1892 users, 17632 artists, 92,834 play counts)",
     ),
-    "synthetic": _Source(None, "", _read_synthetic, (), "planted low-rank preferences, generated offline"),
+    "synthetic": _Source(None, "", None, (), "planted low-rank preferences, generated offline"),
 }
 
 
@@ -480,8 +423,6 @@ def load(
     if not isinstance(name, str) or name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; available: {', '.join(available())}")
     if name == "synthetic":
-        from mfrec.data.synthetic import synthetic
-
         return synthetic(**kwargs)
     if kwargs:
         raise InvalidParameterError(f"load({name!r}) takes no options {', '.join(sorted(kwargs))}")

@@ -78,7 +78,6 @@ from mfrec.data.interactions import (
     Interactions,
     _index_dtype,
     _Origin,
-    show_id,
 )
 from mfrec.exceptions import InvalidDataError, InvalidParameterError
 
@@ -147,8 +146,7 @@ class ImplicitFeedback:
         object.__setattr__(self, "unobserved_confidence", unobs)
 
     def _raise_at(self, position: int, what: str) -> None:
-        u, i = _pair_ids(self.interactions, position)
-        raise InvalidDataError(f"user {show_id(u)}, item {show_id(i)}: {what}")
+        raise InvalidDataError(f"{self.interactions.entry_name(position)}: {what}")
 
     # ------------------------------------------------------------------ views
     @property
@@ -278,12 +276,6 @@ class ImplicitFeedback:
             (C[rows, cols].astype(np.float32), cols.astype(np.int32), indptr), shape=P.shape
         )
         return cls(Interactions(matrix, user_ids, item_ids), P[rows, cols], unobs)
-
-
-def _pair_ids(interactions: Interactions, position: int) -> tuple[Any, Any]:
-    m = interactions.matrix
-    u = int(np.searchsorted(m.indptr, position, side="right") - 1)
-    return interactions.user_index_map[u], interactions.item_index_map[int(m.indices[position])]
 
 
 # ---------------------------------------------------------------------- confidence
@@ -439,9 +431,8 @@ def explicit_to_implicit(
     neg = r < 0
     if neg.any():
         pos = int(np.flatnonzero(neg)[0])
-        u, i = _pair_ids(kept, pos)
         raise InvalidDataError(
-            f"user {show_id(u)}, item {show_id(i)}: rating {r[pos]:g} is negative and cannot give a confidence; "
+            f"{kept.entry_name(pos)}: rating {r[pos]:g} is negative and cannot give a confidence; "
             "shift the ratings or drop them with a threshold (below_threshold='drop')"
         )
     conf = _confidence_unchecked(r, kind, alpha, eps)

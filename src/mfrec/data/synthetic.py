@@ -24,7 +24,7 @@ import pandas as pd
 
 from mfrec._params import check_float, check_int
 from mfrec._random import SeedLike, rng
-from mfrec.data.datasets import Dataset
+from mfrec.data.dataset import Dataset
 from mfrec.data.interactions import Interactions
 
 __all__ = ["synthetic", "GENRES", "AGE_GROUPS"]

@@ -403,6 +403,9 @@ class DaskExecutor:
         self._received = 0
 
     # ------------------------------------------------------------------ driver interface
+    def prepare(self, plan) -> None:
+        """Nothing to do: the blocks were placed on the workers when the executor was made."""
+
     def session(self, plan) -> contextlib.AbstractContextManager:
         link = getattr(self.client, "dashboard_link", None)
         if link:

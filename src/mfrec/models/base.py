@@ -132,6 +132,13 @@ class Recommender:
     Subclasses define ``__init__`` with keyword hyperparameters stored under the same names, and ``fit``
     which sets ``interactions_`` and returns ``self`` (see the module docstring for the hooks).
 
+    Every ``fit`` a subclass defines is wrapped once, when the class is created (``__init_subclass__``): the
+    wrapper clears the model's derived caches (item norms, Grams of the factors, transposed patterns; see
+    :meth:`_cached`) before and after the call, so that nothing computed from a previous fit survives a refit,
+    and otherwise calls the subclass's ``fit`` unchanged (same arguments, result and exceptions;
+    ``functools.wraps`` keeps its name, docstring and signature). A model that fits by other means
+    (:func:`mfrec.distributed.fit`) clears the caches itself.
+
     Attributes
     ----------
     interactions_ : Interactions

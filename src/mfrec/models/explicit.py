@@ -328,7 +328,7 @@ class ExplicitALS(_ExplicitModel):
         With ``validation`` given to :meth:`fit`: stop after this many iterations without a better validation
         RMSE and keep the best iteration's factors.
 
-    Defaults were chosen on an inner holdout of MovieLens-100K ``u1.base`` only (see docs/benchmarks.md).
+    Defaults were chosen on an inner holdout of MovieLens-100K ``u1.base`` only (docs/benchmarks-history.md, "Explicit feedback").
     """
 
     def __init__(
@@ -521,7 +521,7 @@ class SGDFactorization(_ExplicitModel):
         With ``validation`` given to :meth:`fit`: stop after this many epochs without a better validation RMSE
         and keep the best epoch's factors.
 
-    Defaults were chosen on an inner holdout of MovieLens-100K ``u1.base`` only (see docs/benchmarks.md).
+    Defaults were chosen on an inner holdout of MovieLens-100K ``u1.base`` only (docs/benchmarks-history.md, "Explicit feedback").
     """
 
     _iteration_param = "epochs"

@@ -14,10 +14,12 @@ can be cut into row blocks and solved anywhere. An :class:`ALSPlan` says, for on
   (:meth:`ALSPlan.entry`) and the end of the fit (:meth:`ALSPlan.finish`).
 
 :func:`run` is the driver: history, progress events, the non-finite and failed-row checks, validation and early
-stopping live here once. An executor runs the half-steps: :class:`LocalExecutor` passes each side whole to the
-kernel (the kernels parallelise over rows on the thread pool); ``mfrec.distributed.dask`` has the executor that
-runs one task per block on dask workers. Both execute the same kernel on the same inputs, so a distributed fit
-equals the local one to rounding.
+stopping live here once. An executor runs the half-steps; it has four methods: ``prepare(plan)`` (before the
+clock starts), ``session(plan)`` (a context around the iterations), ``half_step(plan, side, with_loss) -> (rows,
+summed partials)`` and ``end_iteration(started)``. :class:`LocalExecutor` passes each side whole to the kernel
+(the kernels parallelise over rows on the thread pool); ``mfrec.distributed.dask.DaskExecutor`` runs one task
+per block on dask workers. Both execute the same kernel on the same inputs, so a distributed fit equals the
+local one to rounding.
 
 :class:`Tracker` (history, events, early stopping) is also what the SGD models use for their epochs.
 """
@@ -210,6 +212,11 @@ class ALSPlan:
 class LocalExecutor:
     """Runs each half-step in this process, the whole side as one block (the kernels thread over rows)."""
 
+    def prepare(self, plan: ALSPlan) -> None:
+        """Build both sides (transpose, schedules) before the clock of the first iteration starts."""
+        for name in plan.order:
+            plan.side(name)
+
     def session(self, plan: ALSPlan) -> contextlib.AbstractContextManager:
         return plan.local_context()
 
@@ -275,6 +282,7 @@ def run(plan: ALSPlan, executor: Any = None, on_iteration: Callable[[int, Any], 
     model.best_iteration_ = 0
     tracker = Tracker(model, plan.name, plan.iterations, plan.state_names, plan.val_key, plan.maximize,
                       plan.patience)
+    executor.prepare(plan)
     started = time.perf_counter()
     with executor.session(plan):
         for it in range(1, plan.iterations + 1):
