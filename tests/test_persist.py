@@ -83,12 +83,18 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["m.mfrec"]  # no temporary file left behind
 
 
-def _rewrite(path, mutate):
-    """Copy the archive entry by entry, letting ``mutate(name, data, manifest)`` change things."""
+def _rewrite(path, mutate, recompute_checksum=True):
+    """Copy the archive entry by entry, letting ``mutate(name, data, manifest)`` change things.
+
+    The manifest checksum is recomputed afterwards (as a deliberate forger would), so that the checks behind it
+    are what a test meets; ``recompute_checksum=False`` leaves it stale.
+    """
     with zipfile.ZipFile(path) as zf:
         items = {n: zf.read(n) for n in zf.namelist()}
     manifest = json.loads(items.pop("manifest.json"))
     out = mutate(items, manifest) or items
+    if recompute_checksum and "checksum" in manifest:
+        manifest["checksum"] = persist.manifest_checksum(manifest)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
         zf.writestr("manifest.json", json.dumps(manifest))
         for name, data in out.items():
@@ -171,6 +177,15 @@ def test_path_traversal_names_are_refused(saved):
         items["../outside.txt"] = b"x"
 
     _rewrite(saved, traverse)
+    with pytest.raises(ModelFileError, match="entry for array 'user_factors_' is malformed"):
+        persist.load(saved)
+
+
+def test_entries_the_manifest_does_not_name_are_refused(saved):
+    def extra(items, manifest):
+        items["../outside.txt"] = b"x"
+
+    _rewrite(saved, extra)
     with pytest.raises(ModelFileError, match="unexpected archive entries"):
         persist.load(saved)
 

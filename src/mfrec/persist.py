@@ -14,10 +14,17 @@ Loading is safe by construction:
 * the shape, dtype and size an entry declares are checked against the manifest *before* its bytes are read, and
   the archive's entries must be stored (no compression) so a small file cannot expand into gigabytes;
 * entry names are matched exactly against the manifest (``../`` tricks have nothing to match);
-* the SHA-256 of every array's bytes must match the manifest.
+* the SHA-256 of every array's bytes must match the manifest, and (format 2) the manifest's own ``checksum``
+  covers the hyperparameters, the JSON state and those digests;
+* the manifest is read in a bounded way (at most 16 MiB, whatever the archive declares) and validated against
+  its schema (types, required keys, nesting depth, attribute names): a file can only set fitted attributes
+  (lower-case names ending in ``_``) that are not methods or properties of the class;
+* the fitted arrays must agree with each other and with the id maps, and be finite (also checked at save).
 
 Writes are atomic: the archive is written to a temporary file in the destination folder, flushed and fsynced,
-then renamed over the destination, so a crash or a full disk leaves the previous model intact.
+then renamed over the destination, so a crash or a full disk leaves the previous model intact. Arrays are
+streamed into the archive (memory stays near one chunk, not the model's size); the file gets the usual mode
+under the umask; temporary files that a killed save left behind are removed by the next save of that name.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -44,9 +52,18 @@ from mfrec.exceptions import ModelFileError
 __all__ = ["save", "load", "FORMAT", "FORMAT_VERSION", "MODEL_REGISTRY", "register_model"]
 
 FORMAT = "mfrec-model"
-FORMAT_VERSION = 1
+#: 2 adds ``checksum``: SHA-256 over the rest of the manifest (hyperparameters and state included). Version 1
+#: files (no checksum) still load.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+#: deepest nesting of JSON containers a manifest may have (mfrec writes at most 5)
+MAX_MANIFEST_DEPTH = 32
+#: a fitted attribute: lower-case name ending in "_" (``user_factors_``), never private
+_ATTRIBUTE = re.compile(r"[a-z][a-z0-9_]{0,62}_")
+_ARRAY_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}_(\.[a-z_]{1,16})?")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _ALLOWED_KINDS = "biuf"  # bool, int, uint, float; plus unicode strings for id maps ("U")
 
 #: Model classes that :func:`load` may build, by class name. Models register themselves on import.
@@ -159,6 +176,142 @@ def _fitted_state(model: Any) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------- checks shared by save and load
+#: fitted arrays whose rows follow the user / item id map (``user_factors_``, ``item_bias_``, ...)
+_ROW_SUFFIXES = ("factors_", "bias_", "features_", "popularity_", "activity_", "offset_", "score_")
+
+
+def _check_state(model: Any, where: str) -> None:
+    """Refuse fitted arrays that contradict each other or hold NaN/inf: ``ModelFileError`` naming the attribute.
+
+    Checked: every float array is finite; an array named ``user_<suffix>`` / ``item_<suffix>`` for the suffixes in
+    :data:`_ROW_SUFFIXES` has one row per user / item of ``interactions_``; factor matrices are 2-D with the same
+    number of columns; an attribute map has one row per attribute column and one column per factor.
+    """
+    arrays = {k: v for k, v in _fitted_state(model).items() if isinstance(v, np.ndarray)}
+    for name, arr in arrays.items():
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ModelFileError(f"{where}: {name} holds NaN or infinite values")
+    inter = getattr(model, "interactions_", None)
+    if isinstance(inter, Interactions):
+        for side, n in (("user", inter.n_users), ("item", inter.n_items)):
+            for suffix in _ROW_SUFFIXES:
+                arr = arrays.get(f"{side}_{suffix}")
+                if arr is not None and (arr.ndim == 0 or arr.shape[0] != n):
+                    raise ModelFileError(f"{where}: {side}_{suffix} has shape {arr.shape} but the model has {n} "
+                                         f"{side}s")
+    factors = [arrays.get(f"{side}_factors_") for side in ("user", "item")]
+    if any(f is not None for f in factors):
+        if any(f is None or f.ndim != 2 for f in factors):
+            raise ModelFileError(f"{where}: user_factors_ and item_factors_ must both be 2-D matrices")
+        if factors[0].shape[1] != factors[1].shape[1]:
+            raise ModelFileError(f"{where}: user_factors_ has {factors[0].shape[1]} columns, item_factors_ "
+                                 f"{factors[1].shape[1]}")
+    for side in ("user", "item"):
+        W, A = arrays.get(f"{side}_attribute_map_"), arrays.get(f"{side}_features_")
+        if W is not None and (W.ndim != 2 or A is None or A.ndim != 2 or W.shape[0] != A.shape[1]
+                              or (factors[0] is not None and W.shape[1] != factors[0].shape[1])):
+            raise ModelFileError(f"{where}: {side}_attribute_map_ of shape {W.shape} does not fit the features "
+                                 "and the factors")
+    check = getattr(model, "_check_loaded_state", None)
+    if callable(check):
+        try:
+            check()
+        except (ValueError, IndexError) as exc:
+            raise ModelFileError(f"{where}: inconsistent fitted state ({exc})") from None
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether JSON ``value`` nests containers deeper than ``limit`` (iterative: no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def manifest_checksum(manifest: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``manifest`` without its ``checksum`` key.
+
+    It covers the hyperparameters, the JSON state and, through their own SHA-256, every array: changing any
+    value of the file changes it. It detects corruption and edits, it is not a signature (docs/security.md).
+    """
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+_MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
+    "format": (str,), "format_version": (int,), "model_class": (str,), "params": (dict,), "state": (dict,),
+    "structured": (dict,), "arrays": (dict,),
+}
+_MANIFEST_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "mfrec_version": (str,), "created": (str,), "training_data": (dict, type(None)), "metrics": (dict,),
+    "extra": (dict,), "checksum": (str,),
+}
+_ID_KINDS = ("int", "float", "str")
+
+
+def _validate_manifest(m: Any, source: str) -> None:
+    """The manifest's schema: required keys and their types, attribute names, array entries (ModelFileError)."""
+
+    def bad(what: str) -> ModelFileError:
+        return ModelFileError(f"{source}: manifest {what}")
+
+    if not isinstance(m, dict):
+        raise bad("is not a JSON object")
+    if m.get("format") != FORMAT:
+        raise ModelFileError(f"{source}: not an mfrec model file (format is {str(m.get('format'))[:40]!r})")
+    if _depth_exceeds(m, MAX_MANIFEST_DEPTH):
+        raise bad(f"nests deeper than {MAX_MANIFEST_DEPTH} levels")
+    for key, types in {**_MANIFEST_TYPES, **_MANIFEST_OPTIONAL}.items():
+        if key not in m:
+            if key in _MANIFEST_TYPES:
+                raise bad(f"has no {key!r}")
+            continue
+        if not isinstance(m[key], types) or isinstance(m[key], bool):
+            raise bad(f"{key!r} has the wrong type ({type(m[key]).__name__})")
+    unknown = sorted(set(m) - set(_MANIFEST_TYPES) - set(_MANIFEST_OPTIONAL))
+    if unknown:
+        raise bad(f"has unknown keys {[k[:40] for k in unknown[:3]]}")
+    if not all(isinstance(k, str) and k.isidentifier() for k in m["params"]):
+        raise bad("'params' has a key that is not a parameter name")
+    for key in m["state"]:
+        if not _ATTRIBUTE.fullmatch(key) or key == "manifest_":
+            raise bad(f"'state' has a key that is not a fitted attribute name: {key[:40]!r}")
+    for key, meta in m["structured"].items():
+        if not _ATTRIBUTE.fullmatch(key) or not isinstance(meta, dict):
+            raise bad(f"'structured' entry {key[:40]!r} is malformed")
+        kind = meta.get("type")
+        if kind == "interactions":
+            shape = meta.get("shape")
+            if not (isinstance(shape, list) and len(shape) == 2
+                    and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape)):
+                raise bad(f"interactions {key!r} have a malformed shape")
+            if meta.get("user_id_kind") not in _ID_KINDS or meta.get("item_id_kind") not in _ID_KINDS:
+                raise bad(f"interactions {key!r} have an unknown id kind")
+            if not isinstance(meta.get("has_values", True), bool):
+                raise bad(f"interactions {key!r}: has_values is not true/false")
+        elif kind == "index":
+            if meta.get("kind") not in _ID_KINDS:
+                raise bad(f"index {key!r} has an unknown id kind")
+        else:
+            raise bad(f"'structured' entry {key!r} has an unknown type {str(kind)[:40]!r}")
+    for name, meta in m["arrays"].items():
+        if not _ARRAY_NAME.fullmatch(name) or not isinstance(meta, dict):
+            raise bad(f"array {name[:40]!r} is malformed")
+        shape, nbytes, digest = meta.get("shape"), meta.get("nbytes"), meta.get("sha256")
+        if (meta.get("entry") != f"arrays/{name}.npy" or not isinstance(meta.get("dtype"), str)
+                or len(meta["dtype"]) > 16 or not isinstance(shape, list) or len(shape) > 8
+                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape)
+                or not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0
+                or not isinstance(digest, str) or not _HEX64.fullmatch(digest)):
+            raise bad(f"entry for array {name!r} is malformed")
+
+
 # ---------------------------------------------------------------------- save
 def save(model: Any, path: str | os.PathLike, *, metrics: dict[str, float] | None = None,
          extra: dict[str, Any] | None = None) -> Path:
@@ -200,22 +353,7 @@ def save(model: Any, path: str | os.PathLike, *, metrics: dict[str, float] | Non
     if not ok:
         raise ModelFileError(f"{cls.__name__}'s hyperparameters are not JSON-serializable")
     training = state.get("interactions_")
-    entries = {}
-    payloads: dict[str, bytes] = {}
-    for key, arr in arrays.items():
-        arr = np.ascontiguousarray(arr)
-        buf = io.BytesIO()
-        np.lib.format.write_array(buf, arr, allow_pickle=False)
-        raw = buf.getvalue()
-        entry = f"arrays/{key}.npy"
-        payloads[entry] = raw
-        entries[key] = {
-            "entry": entry,
-            "shape": list(arr.shape),
-            "dtype": arr.dtype.str,
-            "nbytes": int(arr.nbytes),
-            "sha256": hashlib.sha256(raw).hexdigest(),
-        }
+    _check_state(model, f"{cls.__name__} cannot be saved")
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -230,20 +368,30 @@ def save(model: Any, path: str | os.PathLike, *, metrics: dict[str, float] | Non
         "extra": extra or {},
         "state": json_state,
         "structured": structured,
-        "arrays": entries,
+        "arrays": {},
     }
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    _remove_stale_temporaries(folder, path.name)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
             with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+                # each array is streamed into its entry (numpy writes it in chunks), hashed on the way: no copy of
+                # the model is held in memory; the manifest, which needs the hashes, is written last
+                for key, arr in arrays.items():
+                    entry = f"arrays/{key}.npy"
+                    with zf.open(entry, "w", force_zip64=True) as raw:
+                        sink = _HashingWriter(raw)
+                        np.lib.format.write_array(sink, np.ascontiguousarray(arr), allow_pickle=False)
+                    manifest["arrays"][key] = {"entry": entry, "shape": list(arr.shape), "dtype": arr.dtype.str,
+                                               "nbytes": int(arr.nbytes), "sha256": sink.hexdigest()}
+                manifest["checksum"] = manifest_checksum(manifest)
                 zf.writestr(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
-                for entry, raw in payloads.items():
-                    zf.writestr(entry, raw)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())  # the usual mode of a new file (mkstemp makes it 0600)
         os.replace(tmp_name, path)
     except BaseException:
         try:
@@ -254,8 +402,80 @@ def save(model: Any, path: str | os.PathLike, *, metrics: dict[str, float] | Non
     return path
 
 
+class _HashingWriter:
+    """A write-only file object that hashes what passes through it (SHA-256) on its way to ``raw``."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw, self._hash = raw, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        return self.raw.write(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale_temporaries(folder: Path, name: str) -> None:
+    """Delete the temporary files of earlier saves of ``name`` whose writing process no longer exists.
+
+    A save writes ``.NAME.PID.XXXX.tmp`` and renames it; a process killed mid-save (``kill -9``, power loss) leaves
+    it behind. Files of a live process (a concurrent save) are left alone; files without a process id (written by
+    mfrec before 0.2) are removed once they are a day old.
+    """
+    try:
+        candidates = list(folder.glob(f".{glob_escape(name)}.*.tmp"))
+    except OSError:
+        return
+    for tmp in candidates:
+        middle = tmp.name[len(name) + 2:-4]
+        pid = middle.split(".", 1)[0]
+        try:
+            if pid.isdigit():
+                if _process_alive(int(pid)):
+                    continue
+            elif tmp.stat().st_mtime > _dt.datetime.now().timestamp() - 86400:
+                continue
+            tmp.unlink()
+        except OSError:
+            continue
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob wildcards escaped (a model named ``[a].mfrec`` must not match other files)."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or cannot tell: leave it
+    return True
+
+
 # ---------------------------------------------------------------------- load
 def _read_manifest(zf: zipfile.ZipFile, source: str) -> dict[str, Any]:
+    """The manifest, read in a bounded way (at most :data:`MAX_MANIFEST_BYTES`, whatever the archive declares),
+    parsed, validated against its schema and, from format 2 on, against its checksum."""
     try:
         info = zf.getinfo(MANIFEST)
     except KeyError:
@@ -263,18 +483,32 @@ def _read_manifest(zf: zipfile.ZipFile, source: str) -> dict[str, Any]:
     if info.file_size > MAX_MANIFEST_BYTES:
         raise ModelFileError(f"{source}: manifest is implausibly large ({info.file_size} bytes)")
     try:
-        manifest = json.loads(zf.read(info).decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, zipfile.BadZipFile, OSError) as exc:
-        raise ModelFileError(f"{source}: manifest is unreadable ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ModelFileError(f"{source}: not an mfrec model file (format is {manifest.get('format')!r})"
-                             if isinstance(manifest, dict) else f"{source}: manifest is not a JSON object")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+        with zf.open(info) as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise ModelFileError(f"{source}: manifest is unreadable ({exc})") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ModelFileError(f"{source}: manifest is implausibly large (over {MAX_MANIFEST_BYTES} bytes)")
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{source}: manifest is unreadable ({str(exc)[:80]})") from None
+    except RecursionError:
+        raise ModelFileError(f"{source}: manifest nests deeper than {MAX_MANIFEST_DEPTH} levels") from None
+    _validate_manifest(manifest, source)
+    version = manifest["format_version"]
+    if version not in READABLE_VERSIONS:
         raise ModelFileError(
             f"{source}: model file format version {version!r} is not supported by mfrec {__version__} "
-            f"(this version reads format {FORMAT_VERSION}); re-save the model with a matching mfrec"
+            f"(this version reads formats {', '.join(map(str, READABLE_VERSIONS))}); re-save the model with a "
+            "matching mfrec"
         )
+    if version >= 2:
+        if "checksum" not in manifest:
+            raise ModelFileError(f"{source}: manifest has no checksum")
+        if manifest["checksum"] != manifest_checksum(manifest):
+            raise ModelFileError(f"{source}: checksum mismatch in the manifest (hyperparameters or state): the file "
+                                 "was modified or corrupted")
     return manifest
 
 
@@ -342,29 +576,38 @@ def load(path: str | os.PathLike, *, on_manifest: Callable[[dict[str, Any]], Non
         unexpected = [n for n in zf.namelist() if n != MANIFEST and n not in expected_names]
         if unexpected:
             raise ModelFileError(f"{source}: unexpected archive entries {unexpected[:3]} (tampered file?)")
-        declared = sum(int(m.get("nbytes", 0)) for m in manifest["arrays"].values())
+        declared = sum(m["nbytes"] for m in manifest["arrays"].values())
         if declared > path.stat().st_size:
             raise ModelFileError(f"{source}: manifest declares {declared} bytes of arrays but the file is smaller")
         arrays = {name: _read_array(zf, name, meta, source) for name, meta in manifest["arrays"].items()}
-    params = manifest.get("params", {})
+    params = manifest["params"]
     try:
         model = cls(**params)
     except TypeError as exc:
         raise ModelFileError(f"{source}: hyperparameters do not fit {class_name} ({exc})") from exc
-    structured = manifest.get("structured", {})
+    structured = manifest["structured"]
+    restored = list(structured) + list(manifest["state"]) + [k for k in arrays if "." not in k]
+    for key in restored:
+        if hasattr(cls, key):  # a method, property or class attribute: a file never replaces those
+            raise ModelFileError(f"{source}: {key!r} is not a fitted attribute of {class_name}")
     used: set[str] = set()
     for key, meta in structured.items():
-        if meta.get("type") == "interactions":
+        if meta["type"] == "interactions":
             setattr(model, key, _decode_interactions(key, meta, arrays))
             used.update(k for k in arrays if k.startswith(f"{key}."))
-        elif meta.get("type") == "index":
+        else:
+            if key not in arrays:
+                raise ModelFileError(f"{source}: index {key!r} has no array")
             setattr(model, key, pd.Index(arrays[key].tolist()))
             used.add(key)
     for key, arr in arrays.items():
         if key not in used:
+            if "." in key:
+                raise ModelFileError(f"{source}: array {key!r} belongs to nothing in the manifest")
             setattr(model, key, arr)
-    for key, value in manifest.get("state", {}).items():
+    for key, value in manifest["state"].items():
         setattr(model, key, value)
+    _check_state(model, source)
     model.manifest_ = manifest
     after = getattr(model, "_after_load", None)
     if callable(after):
