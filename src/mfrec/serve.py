@@ -37,6 +37,7 @@ import functools
 import json
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,12 @@ class ModelHolder:
     def _prepare(model: Any, manifest: dict[str, Any]) -> tuple[Any, dict[str, Any], dict[Any, str]]:
         titles_meta = (manifest.get("extra") or {}).get("item_titles") or {}
         titles = dict(zip(titles_meta.get("ids", []), titles_meta.get("titles", [])))
-        warm_up(model)
+        try:
+            warm_up(model)
+        except MfrecError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a model that cannot answer a query is not swapped in
+            raise MfrecError(f"the model fails its warm-up queries ({type(exc).__name__}: {str(exc)[:120]})") from exc
         return model, manifest, titles
 
     def reload(self) -> dict[str, Any]:
@@ -115,8 +121,8 @@ class ModelHolder:
             return False
         try:
             self.reload()
-        except MfrecError as exc:
-            _log.error("mfrec: the model file changed but cannot be loaded, old model kept: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - any failed swap: log one line, keep serving and watching
+            _log.error("mfrec: the model file changed but cannot be served, old model kept: %s", _reason(exc))
             with self._lock:
                 self.loaded_signature = signature
             return False
@@ -146,18 +152,24 @@ def warm_up(model: Any) -> None:
             pass
 
 
+_INT_ID = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_FLOAT_ID = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+
+
 def parse_id(raw: str, index: pd.Index) -> Any:
-    """Turn a path/body id into the model's id type (ints stay ints when the model's ids are ints)."""
+    """Turn a path/body id into the model's id type (ints stay ints when the model's ids are ints).
+
+    Numeric ids are parsed strictly: the exact ASCII decimal form (``42``, ``-7``; floats also ``2.5``, ``1e3``),
+    so ``1_0``, ``+1``, `` 1 ``, ``01`` and non-ASCII digits are unknown ids, not other users' ids.
+    """
     if isinstance(raw, str) and index.dtype.kind in "iu":
-        try:
-            return int(raw)
-        except ValueError:
-            raise UnknownIdError(f"unknown id {raw!r}") from None
+        if not _INT_ID.fullmatch(raw):
+            raise UnknownIdError(f"unknown id {_clip(raw)}")
+        return int(raw)
     if isinstance(raw, str) and index.dtype.kind == "f":
-        try:
-            return float(raw)
-        except ValueError:
-            raise UnknownIdError(f"unknown id {raw!r}") from None
+        if not _FLOAT_ID.fullmatch(raw):
+            raise UnknownIdError(f"unknown id {_clip(raw)}")
+        return float(raw)
     if not isinstance(raw, str) and index.dtype == object:
         return str(raw) if str(raw) in index else raw
     return raw
@@ -182,7 +194,18 @@ def _rows(frame: pd.DataFrame, key: str, titles: dict[Any, str] | None = None) -
     return _rows_of(frame[key].to_numpy(), frame["score"].to_numpy(), key, titles)
 
 
+#: largest magnitude of a fold-in value the API takes (a rating, count or weight; 1e300 made scores infinite)
+MAX_FOLD_IN_VALUE = 1e6
+
+
+class NonFiniteScores(MfrecError):
+    """The model produced NaN or infinite scores for a query: answered 500, never serialised as JSON."""
+
+
 def _rows_of(ids: np.ndarray, scores: np.ndarray, key: str, titles: dict[Any, str] | None = None) -> list[dict[str, Any]]:
+    if not np.isfinite(scores).all():
+        raise NonFiniteScores("the model produced non-finite scores for this query; its factors or the fold-in "
+                              "values are out of range")
     out = []
     for ident, score in zip(ids.tolist(), scores.tolist()):
         row = {key: _json_id(ident), "score": float(score)}
@@ -355,7 +378,7 @@ def create_app(
     fastapi = require_extra("fastapi", "serve")
     from fastapi import Body, FastAPI, Path as PathParam, Query, Request
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, Field, field_validator
 
     holder = ModelHolder(model_path, model)
 
@@ -392,7 +415,8 @@ def create_app(
 
     @app.exception_handler(MfrecError)
     async def _invalid(_: Request, exc: MfrecError):
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
+        status = 500 if isinstance(exc, NonFiniteScores) else 422
+        return JSONResponse(status_code=status, content={"detail": str(exc)})
 
     K = Query(10, ge=1, le=max_k, description=f"number of results (1..{max_k})")
 
@@ -410,7 +434,16 @@ def create_app(
 
     class NewUser(BaseModel):
         items: list[str | int] = Field(..., min_length=1, max_length=10000, description="item ids the user interacted with")
-        values: list[float] | None = Field(None, description="one value per item (rating, count...); default 1")
+        values: list[float] | None = Field(
+            None, description=f"one value per item (rating, count...), |value| <= {MAX_FOLD_IN_VALUE:g}; default 1")
+
+        @field_validator("values")
+        @classmethod
+        def _bounded(cls, values: list[float] | None) -> list[float] | None:
+            for v in values or ():
+                if not (abs(v) <= MAX_FOLD_IN_VALUE):  # also refuses NaN
+                    raise ValueError(f"each value must be finite with |value| <= {MAX_FOLD_IN_VALUE:g}, got {v!r}")
+            return values
         k: int = Field(10, ge=1, le=max_k)
 
     @app.get("/health")
@@ -422,9 +455,10 @@ def create_app(
     @app.get("/model")
     def model_manifest() -> dict[str, Any]:
         _, manifest, _ = holder.state
-        return {k: v for k, v in manifest.items() if k != "extra"} | {
-            "extra": {k: v for k, v in (manifest.get("extra") or {}).items() if k != "item_titles"}
-        }
+        extra = {k: v for k, v in (manifest.get("extra") or {}).items() if k != "item_titles"}
+        if isinstance(extra.get("dataset"), str):  # files saved before 0.2 may hold the training file's full path
+            extra["dataset"] = Path(extra["dataset"]).name
+        return {k: v for k, v in manifest.items() if k != "extra"} | {"extra": extra}
 
     def recommendations_body(user: str, k: int = 10, exclude_seen: bool = True) -> bytes:
         model, _, titles = holder.state
@@ -487,8 +521,8 @@ def create_app(
     def reload() -> dict[str, Any]:
         try:
             manifest = holder.reload()
-        except MfrecError as exc:
-            return JSONResponse(status_code=500, content={"detail": f"reload failed, old model kept: {exc}"})
+        except Exception as exc:  # noqa: BLE001 - the old model keeps serving whatever went wrong
+            return JSONResponse(status_code=500, content={"detail": f"reload failed, old model kept: {_reason(exc)}"})
         return {"status": "reloaded", "created": manifest.get("created")}
 
     del fastapi
@@ -507,13 +541,35 @@ def create_app(
 
 
 async def _watch(holder: ModelHolder, interval: float) -> None:
-    """Background task: every ``interval`` seconds, swap in the model file if it changed (load in a thread)."""
+    """Background task: every ``interval`` seconds, swap in the model file if it changed (load in a thread).
+
+    It never ends on an error: a failed swap is logged (one line) by ``reload_if_changed``, anything else here too.
+    """
     import anyio.to_thread
 
     while True:
         await asyncio.sleep(interval)
-        if holder.file_signature() != holder.loaded_signature:
-            await anyio.to_thread.run_sync(holder.reload_if_changed)
+        try:
+            if holder.file_signature() != holder.loaded_signature:
+                await anyio.to_thread.run_sync(holder.reload_if_changed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - keep watching
+            _log.error("mfrec: watching the model file failed, still watching: %s", _reason(exc))
+
+
+def _clip(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters (an id or value echoed in an error)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why, for logs and HTTP bodies: absolute paths cut to the file name, at most 200 chars."""
+    text = str(exc) if isinstance(exc, MfrecError) else f"{type(exc).__name__}: {exc}"
+    text = re.sub(r"(?<![\w.])/(?:[^/\s:'\"]+/)+([^/\s:'\"]+)", r"\1", text)
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 _THREAD_LIMITS: list[Any] = []  # held for the process's lifetime
@@ -589,8 +645,8 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, *, 
         def _on_hup(signum: int, frame: Any) -> None:
             try:
                 app.state.holder.reload()
-            except MfrecError as exc:  # keep serving the old model
-                print(f"mfrec: reload failed, old model kept: {exc}", flush=True)
+            except Exception as exc:  # noqa: BLE001 - keep serving the old model
+                print(f"mfrec: reload failed, old model kept: {_reason(exc)}", flush=True)
 
         signal.signal(signal.SIGHUP, _on_hup)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1, access_log=access_log)

@@ -239,7 +239,7 @@ def train_command(args: argparse.Namespace) -> int:
         with _progress(args, "iteration", f"training {args.model}"):
             model.fit(data, **_attributes(args, dataset, data))
     seconds = time.perf_counter() - start
-    path = save(model, args.out, extra={"dataset": args.data} | _titles_extra(dataset))
+    path = save(model, args.out, extra={"dataset": _dataset_label(args.data)} | _titles_extra(dataset))
     result = {
         "model": args.model,
         "params": model.get_params(),
@@ -350,7 +350,7 @@ def tune_command(args: argparse.Namespace) -> int:
     if args.out:
         from mfrec.persist import save
 
-        save(search.best_estimator_, args.out, extra={"dataset": args.data} | _titles_extra(dataset),
+        save(search.best_estimator_, args.out, extra={"dataset": _dataset_label(args.data)} | _titles_extra(dataset),
              metrics={f"cv_{metric}": float(search.best_score_)})
     result = {
         "model": args.model,
@@ -437,3 +437,11 @@ def serve_command(args: argparse.Namespace) -> int:
     serve(args.model, host=args.host, port=args.port, max_k=args.max_k, max_body_bytes=args.max_body_bytes,
           workers=args.workers, watch_interval=args.watch, access_log=not args.no_access_log)
     return 0
+
+
+def _dataset_label(spec: str) -> str:
+    """What a model file records about its training data: a dataset's name, or a data file's name without its
+    folders (a model file travels; the folders it was trained in are nobody else's business)."""
+    from pathlib import Path
+
+    return Path(spec).name if ("/" in spec or "\\" in spec) else spec
