@@ -189,8 +189,13 @@ def test_kfold_checks_arguments_eagerly():
     data = make_data(seed=7)
     with pytest.raises(InvalidParameterError, match="n_splits must be >= 2"):
         S.kfold(data, 1)
+    small = make_data(n_users=5, n_items=5, density=0.3, seed=7)
+    assert small.nnz < S.MAX_FOLDS
     with pytest.raises(InvalidParameterError, match="n_splits must be <= the number of interactions"):
-        S.kfold(data, data.nnz + 1)
+        S.kfold(small, small.nnz + 1)
+    # one fold per interaction of a large log used to build 100,000 copies of it (23.5 GB before the kernel's kill)
+    with pytest.raises(InvalidParameterError, match="n_splits must be <= 100, got 100000"):
+        S.kfold(data, 100_000)
 
 
 @pytest.mark.parametrize("holdout", ["users", "items"])

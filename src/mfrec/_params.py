@@ -61,3 +61,46 @@ def check_dtype(name: str, value: Any) -> np.dtype:
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise InvalidParameterError(f"{name} must be 'float32' or 'float64', got {value!r}")
     return dt
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process may still allocate: the system's available memory (Linux ``MemAvailable``),
+    lowered by a cgroup limit when there is one; None where neither can be read."""
+    avail = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file, encoding="ascii") as fh:
+                raw = fh.read().strip()
+            if raw == "max":
+                continue
+            with open(usage_file, encoding="ascii") as fh:
+                free = int(raw) - int(fh.read().strip())
+            avail = free if avail is None else min(avail, free)
+            break
+        except (OSError, ValueError):
+            continue
+    return avail
+
+
+def check_memory(what: str, nbytes: float, hint: str) -> None:
+    """Refuse, before allocating, work whose memory estimate ``nbytes`` exceeds what the machine has available.
+
+    One line naming ``what`` (the option and the sizes behind the estimate), the estimate and ``hint``
+    (what to lower); nothing is checked where the available memory cannot be read.
+    """
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        raise InvalidParameterError(
+            f"{what} needs about {nbytes / 2**30:.1f} GiB, more than the {avail / 2**30:.1f} GiB this machine has "
+            f"available; {hint}"
+        )

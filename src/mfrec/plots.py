@@ -80,7 +80,11 @@ def cv_heatmap(results: pd.DataFrame, x: str = "factors", y: str = "regularizati
     for p in (x, y):
         if p not in results.columns:
             raise InvalidParameterError(f"results have no parameter column {p!r}")
-    table = results.pivot_table(index=y, columns=x, values=col, aggfunc="mean").sort_index().sort_index(axis=1)
+    if x == y:  # one searched parameter: a single row of cells
+        table = results.groupby(x)[col].mean().sort_index().to_frame().T
+        table.index = [metric]
+    else:
+        table = results.pivot_table(index=y, columns=x, values=col, aggfunc="mean").sort_index().sort_index(axis=1)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.3 * table.shape[1] + 2.5, 0.9 * table.shape[0] + 1.8))
     lower_better = metric.lower() in ("rmse", "mae") or metric.lower().startswith(("rmse", "mae"))
@@ -88,7 +92,7 @@ def cv_heatmap(results: pd.DataFrame, x: str = "factors", y: str = "regularizati
     ax.set_xticks(range(table.shape[1]), [f"{v:g}" if isinstance(v, float) else str(v) for v in table.columns])
     ax.set_yticks(range(table.shape[0]), [f"{v:g}" if isinstance(v, float) else str(v) for v in table.index])
     ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_ylabel("" if x == y else y)
     values = table.values
     best = np.nanargmin(values) if lower_better else np.nanargmax(values)
     bi, bj = np.unravel_index(best, values.shape)

@@ -558,6 +558,28 @@ async def _watch(holder: ModelHolder, interval: float) -> None:
             _log.error("mfrec: watching the model file failed, still watching: %s", _reason(exc))
 
 
+def check_listen_address(host: str, port: int) -> None:
+    """Refuse, before starting, a port outside 1..65535, a host that does not resolve, or an address this process
+    cannot listen on (in use, not local, no permission): one :class:`MfrecError` line instead of uvicorn's log."""
+    import socket
+
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise MfrecError(f"port must be an integer in 1..65535, got {_clip(port)}")
+    if not isinstance(host, str) or not host or len(host) > 253:
+        raise MfrecError(f"host must be a name or an IP address, got {_clip(host)}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise MfrecError(f"host {_clip(host)} does not resolve ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise MfrecError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+
+
 def _clip(value: Any, limit: int = 80) -> str:
     """``repr(value)`` cut to about ``limit`` characters (an id or value echoed in an error)."""
     text = repr(value)
@@ -628,6 +650,7 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, *, 
         raise MfrecError(f"workers must be an integer >= 1, got {workers!r}")
     if watch_interval is not None and not watch_interval > 0:
         raise MfrecError(f"watch_interval must be > 0 seconds, got {watch_interval!r}")
+    check_listen_address(host, port)
     if workers > 1:
         from mfrec.persist import load
 

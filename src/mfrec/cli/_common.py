@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mfrec.exceptions import InvalidParameterError as MfrecInvalidParameter
 from mfrec.exceptions import MfrecError
 
 EXIT_OK = 0
@@ -36,8 +37,11 @@ def run_guarded(func: Callable[[argparse.Namespace], int | None], args: argparse
         return EXIT_OK if code is None else int(code)
     except MfrecError as exc:
         return fail(str(exc))
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        return fail(f"{exc.filename or ''}: {exc.strerror or exc}")
+    except OSError as exc:  # a missing or unwritable file, a full disk: one line, the file and the reason
+        where = f"{exc.filename}: " if exc.filename else ""
+        return fail(f"{where}{exc.strerror or exc}")
+    except MemoryError:
+        return fail("out of memory; use smaller sizes (factors, k, folds) or a machine with more memory")
     except KeyboardInterrupt:
         print("mfrec: interrupted", file=sys.stderr)
         return 130
@@ -47,6 +51,72 @@ def run_guarded(func: Callable[[argparse.Namespace], int | None], args: argparse
         except Exception:
             pass
         return EXIT_OK
+
+
+def _clip(text: Any, limit: int = 80) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse ``type`` for an integer option in ``lo..hi``: anything else is a one-line usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {_clip(text)}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def bounded_float(lo: float, hi: float, *, open_low: bool = False, open_high: bool = False) -> Callable[[str], float]:
+    """An argparse ``type`` for a finite float option in the range (bounds open or closed)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {_clip(text)}") from None
+        low_ok = value > lo if open_low else value >= lo
+        high_ok = value < hi if open_high else value <= hi
+        if not (np.isfinite(value) and low_ok and high_ok):
+            left, right = "(" if open_low else "[", ")" if open_high else "]"
+            raise argparse.ArgumentTypeError(f"must be in {left}{lo:g}, {hi:g}{right}, got {_clip(text)}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+#: bounds of the size-like options: each is what one machine can hold, far above any sensible use
+MAX_K = 10_000
+MAX_CV = 100
+MAX_CANDIDATES = 10_000
+MAX_SYNTHETIC = 1_000_000
+
+
+def check_output_path(path: str | None, option: str) -> None:
+    """Refuse, before any work, an output path that cannot be written: empty, a folder, or below a file or an
+    unwritable folder (``InvalidParameterError`` naming the option)."""
+    if path is None:
+        return
+    if not path.strip():
+        raise MfrecInvalidParameter(f"{option}: the path is empty")
+    target = Path(path)
+    if target.is_dir():
+        raise MfrecInvalidParameter(f"{option} {path}: is a folder; give a file name")
+    ancestor = target.parent if str(target.parent) else Path(".")
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise MfrecInvalidParameter(f"{option} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise MfrecInvalidParameter(f"{option} {path}: cannot write into {ancestor}")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, positional: str = "data") -> None:
@@ -72,8 +142,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, positional: str = "data"
         choices=("sum", "mean", "max", "last", "error"),
         help="how repeated (user, item) rows merge (default: sum)",
     )
-    g.add_argument("--synthetic-users", type=int, default=1000, help=argparse.SUPPRESS)
-    g.add_argument("--synthetic-items", type=int, default=500, help=argparse.SUPPRESS)
+    g.add_argument("--synthetic-users", type=bounded_int(2, MAX_SYNTHETIC), default=1000, help=argparse.SUPPRESS)
+    g.add_argument("--synthetic-items", type=bounded_int(2, MAX_SYNTHETIC), default=500, help=argparse.SUPPRESS)
 
 
 def load_data(args: argparse.Namespace, positional: str = "data") -> tuple[Any, Any]:

@@ -9,7 +9,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mfrec.cli._common import add_data_arguments, load_data, print_json
+from mfrec.cli._common import (
+    MAX_CANDIDATES,
+    MAX_CV,
+    MAX_K,
+    add_data_arguments,
+    check_output_path,
+    bounded_float,
+    bounded_int,
+    load_data,
+    print_json,
+)
 from mfrec.exceptions import InvalidParameterError
 
 #: CLI model names -> (module, class name). Imported lazily so `mfrec --help` stays fast.
@@ -142,12 +152,12 @@ def _add_split_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation split")
     g.add_argument("--split", default="per-user", choices=("per-user", "random", "temporal", "leave-one-out"),
                    help="how to hold out test data (default: per-user)")
-    g.add_argument("--test-fraction", type=float, default=0.2)
+    g.add_argument("--test-fraction", type=bounded_float(0.0, 1.0, open_low=True, open_high=True), default=0.2)
     g.add_argument("--test", help="a separate test file (same columns as DATA) instead of a split")
-    g.add_argument("-k", type=int, default=10, help="cut-off of the ranking metrics (default 10)")
+    g.add_argument("-k", type=bounded_int(1, MAX_K), default=10, help="cut-off of the ranking metrics (default 10)")
     g.add_argument("--relevance-threshold", type=float, default=None,
                    help="only test entries with value >= this count as relevant for ranking metrics")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=bounded_int(0, 2**32 - 1), default=0)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -158,7 +168,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--out", required=True, help="model file to write (e.g. model.mfrec)")
     dist = train.add_argument_group("distributed training (implicit-als, explicit-als; needs the 'distributed' extra)")
     dist.add_argument("--scheduler", metavar="ADDRESS", help="a dask scheduler, e.g. tcp://HOST:8786")
-    dist.add_argument("--workers", type=int, metavar="N", help="fit on a local dask cluster of N worker processes")
+    dist.add_argument("--workers", type=bounded_int(1, 1024), metavar="N",
+                      help="fit on a local dask cluster of N worker processes")
     train.set_defaults(func=train_command)
 
     ev = sub.add_parser("evaluate", help="train on a split of DATA and report metrics on the held-out part")
@@ -166,7 +177,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_model_arguments(ev)
     _add_attribute_arguments(ev)
     _add_split_arguments(ev)
-    ev.add_argument("--cv", type=int, default=None, help="k-fold cross-validation instead of one split")
+    ev.add_argument("--cv", type=bounded_int(2, MAX_CV), default=None,
+                    help=f"k-fold cross-validation instead of one split (2..{MAX_CV} folds)")
     ev.add_argument("--plot", help="write the learning curve PNG to this path")
     ev.set_defaults(func=evaluate_command)
 
@@ -175,10 +187,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_model_arguments(tune, grid=True)
     _add_attribute_arguments(tune)
     tune.add_argument("--metric", default=None, help="metric to select on (default: rmse for explicit models, ndcg@k otherwise)")
-    tune.add_argument("--cv", type=int, default=3, help="folds (default 3)")
-    tune.add_argument("--random", type=int, default=None, metavar="N", help="random search with N candidates")
-    tune.add_argument("-k", type=int, default=10)
-    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--cv", type=bounded_int(2, MAX_CV), default=3, help=f"folds (default 3, at most {MAX_CV})")
+    tune.add_argument("--random", type=bounded_int(1, MAX_CANDIDATES), default=None, metavar="N",
+                      help="random search with N candidates")
+    tune.add_argument("-k", type=bounded_int(1, MAX_K), default=10)
+    tune.add_argument("--seed", type=bounded_int(0, 2**32 - 1), default=0)
     tune.add_argument("--plot", help="write the CV heatmap PNG to this path")
     tune.add_argument("--out", help="refit the best configuration on all data and save it here")
     tune.set_defaults(func=tune_command)
@@ -187,7 +200,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("model", metavar="MODEL", help="a model file written by `mfrec train`")
         p.add_argument(f"--{key}", required=True, help=f"the {key} id")
-        p.add_argument("-k", type=int, default=10)
+        p.add_argument("-k", type=bounded_int(1, MAX_K), default=10)
         if name == "recommend":
             p.add_argument("--include-seen", action="store_true", help="also rank items the user already has")
         p.add_argument("--json", action="store_true")
@@ -196,12 +209,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     srv = sub.add_parser("serve", help="serve a model over HTTP (needs the 'serve' extra)")
     srv.add_argument("model", metavar="MODEL")
     srv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--max-k", type=int, default=1000)
-    srv.add_argument("--max-body-bytes", type=int, default=1 << 20)
-    srv.add_argument("--workers", type=int, default=1,
+    srv.add_argument("--port", type=bounded_int(1, 65535), default=8000)
+    srv.add_argument("--max-k", type=bounded_int(1, 100_000), default=1000)
+    srv.add_argument("--max-body-bytes", type=bounded_int(1024, 1 << 30), default=1 << 20)
+    srv.add_argument("--workers", type=bounded_int(1, 256), default=1,
                      help="worker processes sharing the port (default 1; as many as cores for throughput)")
-    srv.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+    srv.add_argument("--watch", type=bounded_float(0.0, 86400.0, open_low=True), default=None, metavar="SECONDS",
                      help="swap in a changed model file, checking every SECONDS (default: 1 with --workers > 1)")
     srv.add_argument("--no-access-log", action="store_true", help="no log line per request")
     srv.set_defaults(func=serve_command)
@@ -219,6 +232,7 @@ def _titles_extra(dataset: Any) -> dict[str, Any]:
 def train_command(args: argparse.Namespace) -> int:
     from mfrec.persist import save
 
+    check_output_path(args.out, "--out")
     data, dataset = load_data(args)
     model = build_model(args.model, parse_params(args.params))
     start = time.perf_counter()
@@ -277,6 +291,7 @@ def _split(data: Any, args: argparse.Namespace) -> tuple[Any, Any]:
 def evaluate_command(args: argparse.Namespace) -> int:
     from mfrec.evaluation.evaluator import evaluate
 
+    check_output_path(args.plot, "--plot")
     data, dataset = load_data(args)
     params = parse_params(args.params)
     if args.cv:
@@ -325,10 +340,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
 def tune_command(args: argparse.Namespace) -> int:
     from mfrec.evaluation.search import GridSearch, RandomSearch
 
-    data, dataset = load_data(args)
+    check_output_path(args.out, "--out")
+    check_output_path(args.plot, "--plot")
     grid = parse_params(args.params, grid=True)
     if not grid:
         raise InvalidParameterError("give at least one hyperparameter grid, e.g. factors=16,32,64")
+    data, dataset = load_data(args)
     estimator = build_model(args.model, {})
     explicit = args.model in ("explicit-als", "sgd", "biases")
     metric = args.metric or ("rmse" if explicit else f"ndcg@{args.k}")

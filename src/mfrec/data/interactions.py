@@ -17,6 +17,11 @@ Dense indices are int32; the CSR ``indptr`` is int64 when the number of entries 
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
+import zipfile
+import zlib
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +79,16 @@ def _check_ids(column: pd.Series, name: str, origin: _Origin) -> None:
             raise InvalidDataError(f"column {name!r}: ids must be hashable (str, int, ...)")
 
 
-def _numeric_column(column: pd.Series, name: str, origin: _Origin, allow_negative: bool) -> np.ndarray:
-    """Values as float64, with a precise error for non-numbers, NaN, inf and (optionally) negatives."""
+#: the largest magnitude a stored value may have: interactions are stored as float32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: numeric timestamps are seconds since 1970; these are the bounds pandas' nanosecond timestamps can hold
+TIMESTAMP_RANGE = (-9_223_372_036, 9_223_372_036)
+
+
+def _numeric_column(column: pd.Series, name: str, origin: _Origin, allow_negative: bool,
+                    bound: float = FLOAT32_MAX) -> np.ndarray:
+    """Values as float64, with a precise error for non-numbers, NaN, inf, magnitudes over ``bound`` (values are
+    stored as float32) and (optionally) negatives."""
     if column.dtype == bool:
         column = column.astype(np.float64)
     numeric = pd.to_numeric(column, errors="coerce")
@@ -83,7 +96,7 @@ def _numeric_column(column: pd.Series, name: str, origin: _Origin, allow_negativ
     if bad_text.any():
         pos = int(np.flatnonzero(bad_text)[0])
         raise InvalidDataError(
-            f"{origin.where(pos)}, column {name!r}: value {column.iloc[pos]!r} is not a number"
+            f"{origin.where(pos)}, column {name!r}: value {clip(column.iloc[pos])} is not a number"
         )
     values = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
     nan = np.isnan(values)
@@ -94,6 +107,11 @@ def _numeric_column(column: pd.Series, name: str, origin: _Origin, allow_negativ
     if inf.any():
         pos = int(np.flatnonzero(inf)[0])
         raise InvalidDataError(f"{origin.where(pos)}, column {name!r}: value is infinite")
+    huge = np.abs(values) > bound
+    if huge.any():
+        pos = int(np.flatnonzero(huge)[0])
+        raise InvalidDataError(f"{origin.where(pos)}, column {name!r}: value {values[pos]:g} is out of range "
+                               f"(|value| <= {bound:.4g})")
     if not allow_negative:
         neg = values < 0
         if neg.any():
@@ -110,7 +128,13 @@ def _timestamp_column(column: pd.Series, name: str, origin: _Origin) -> np.ndarr
     if pd.api.types.is_datetime64_any_dtype(column):
         ts = column
     elif pd.api.types.is_numeric_dtype(column):
-        values = _numeric_column(column, name, origin, allow_negative=True)
+        lo, hi = TIMESTAMP_RANGE
+        values = _numeric_column(column, name, origin, allow_negative=True, bound=np.inf)
+        out = (values < lo) | (values > hi)
+        if out.any():
+            pos = int(np.flatnonzero(out)[0])
+            raise InvalidDataError(f"{origin.where(pos)}, column {name!r}: timestamp {values[pos]:g} is out of "
+                                   "range (seconds since 1970, years 1677 to 2262)")
         return values.astype(np.int64)
     else:
         ts = pd.to_datetime(column, errors="coerce", utc=True)
@@ -118,7 +142,7 @@ def _timestamp_column(column: pd.Series, name: str, origin: _Origin) -> np.ndarr
         if bad.any():
             pos = int(np.flatnonzero(bad)[0])
             raise InvalidDataError(
-                f"{origin.where(pos)}, column {name!r}: {column.iloc[pos]!r} is not a timestamp"
+                f"{origin.where(pos)}, column {name!r}: {clip(column.iloc[pos])} is not a timestamp"
             )
     if getattr(ts.dt, "tz", None) is not None:
         ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
@@ -130,8 +154,15 @@ def _timestamp_column(column: pd.Series, name: str, origin: _Origin) -> np.ndarr
 
 
 def show_id(x: Any) -> str:
-    """repr() of an external id, without numpy's ``np.int64(...)`` wrapping."""
-    return repr(x.item() if isinstance(x, np.generic) else x)
+    """repr() of an external id, without numpy's ``np.int64(...)`` wrapping, cut to about 80 characters."""
+    return clip(x.item() if isinstance(x, np.generic) else x)
+
+
+def clip(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters: what an error message quotes of a value from the input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 12]}... ({len(text)} chars)"
+
 
 
 def _index_dtype(n: int) -> type:
@@ -610,6 +641,81 @@ def _pick(columns: Sequence[str], given: str | None, candidates: Sequence[str]) 
     return None
 
 
+#: longest first line (header or first record) read_interactions accepts, and most columns
+MAX_LINE_BYTES = 1 << 20
+MAX_COLUMNS = 1000
+#: what a corrupt gzip / bz2 / xz / zip stream raises while it is read
+_CORRUPT = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, NotImplementedError)
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_sep(sep: Any) -> str:
+    """A one-character field separator; the two-character spelling ``\\t`` (typed in a shell) means tab."""
+    if not isinstance(sep, str):
+        raise InvalidParameterError(f"the separator must be a string, got {type(sep).__name__}")
+    sep = {"\\t": "\t", "tab": "\t", "\\s": " "}.get(sep, sep)
+    if len(sep) != 1 or sep in "\r\n\"":
+        raise InvalidParameterError(
+            f"the separator (--sep / sep=) must be one character such as ',' ';' '|' or tab ('\\t'), got {clip(sep)}")
+    return sep
+
+
+def _check_names(names: Sequence[str]) -> list[str]:
+    names = [str(n).strip() for n in names]
+    if not names or any(not n for n in names):
+        raise InvalidParameterError(f"column names (--names / names=) must be non-empty, got {clip(names)}")
+    seen = {n for n in names if names.count(n) > 1}
+    if seen:
+        raise InvalidParameterError(f"column name {clip(sorted(seen)[0])} is given twice in --names / names=")
+    if len(names) > MAX_COLUMNS:
+        raise InvalidParameterError(f"{len(names)} column names: at most {MAX_COLUMNS}")
+    return names
+
+
+def _open_text_bytes(path: Path, last_suffix: str):
+    """A binary stream of the file's text, decompressed by its suffix (as pandas does)."""
+    if last_suffix == ".gz":
+        return gzip.open(path, "rb")
+    if last_suffix == ".bz2":
+        return bz2.open(path, "rb")
+    if last_suffix == ".xz":
+        return lzma.open(path, "rb")
+    if last_suffix == ".zip":
+        zf = zipfile.ZipFile(path)
+        members = [n for n in zf.namelist() if not n.endswith("/")]
+        if len(members) != 1:
+            zf.close()
+            raise InvalidDataError(f"{path}: a zip of interactions must hold exactly one file, it holds "
+                                   f"{len(members)}")
+        return zf.open(members[0])
+    return open(path, "rb")
+
+
+def _check_first_line(path: Path, last_suffix: str, sep: str, source: str) -> None:
+    """Read at most :data:`MAX_LINE_BYTES` of the file: refuse a corrupt compressed file, a first line longer than
+    that, and more than :data:`MAX_COLUMNS` columns, before pandas reads (and copies) anything."""
+    try:
+        with _open_text_bytes(path, last_suffix) as fh:
+            head = fh.read(MAX_LINE_BYTES + 1)
+    except InvalidDataError:
+        raise
+    except _CORRUPT as exc:
+        raise InvalidDataError(f"{source}: the compressed file is corrupt or truncated ({_one_line(exc)})") from None
+    end = head.find(b"\n")
+    if end < 0 and len(head) > MAX_LINE_BYTES:
+        raise InvalidDataError(f"{source}: line 1 is longer than {MAX_LINE_BYTES >> 20} MiB; this is not a "
+                               "CSV/TSV of interactions (or the file has no line breaks)")
+    first = head if end < 0 else head[:end]
+    n_cols = first.count(sep.encode("utf-8", "replace")) + 1
+    if n_cols > MAX_COLUMNS:
+        raise InvalidDataError(f"{source}: line 1 has {n_cols} columns (at most {MAX_COLUMNS}); is the separator "
+                               f"right? (--sep / sep=, now {sep!r})")
+
+
 def read_interactions(
     path: str | Path,
     user: str | None = None,
@@ -659,8 +765,10 @@ def read_interactions(
             raise InvalidDataError(f"{source}: cannot read Parquet ({exc.__class__.__name__}: {exc})") from exc
         origin = _Origin(source=source)
     else:
-        if sep is None:
-            sep = "," if base == ".csv" else "\t"
+        sep = _check_sep(sep if sep is not None else ("," if base == ".csv" else "\t"))
+        if names is not None:
+            names = _check_names(names)
+        _check_first_line(path, suffixes[-1] if suffixes else "", sep, source)
         hdr = 0 if header and names is None else None
         if names is not None and header:
             hdr = 0  # replace the file's header by the given names
@@ -678,9 +786,12 @@ def read_interactions(
         except pd.errors.EmptyDataError as exc:
             raise InvalidDataError(f"{source}: the file is empty") from exc
         except pd.errors.ParserError as exc:
-            raise InvalidDataError(f"{source}: cannot parse ({exc})".replace("\n", " ")) from exc
+            raise InvalidDataError(f"{source}: cannot parse ({_one_line(exc)}); is the separator right? "
+                                   f"(--sep / sep=, now {sep!r})") from exc
         except UnicodeDecodeError as exc:
             raise InvalidDataError(f"{source}: not {encoding} text ({exc.reason} at byte {exc.start})") from exc
+        except _CORRUPT as exc:
+            raise InvalidDataError(f"{source}: the compressed file is corrupt or truncated ({_one_line(exc)})") from exc
         df.columns = [str(c).strip() for c in df.columns]
         # Blank lines at the end are not data; blank lines in the middle are reported by line.
         all_nan = df.isna().all(axis=1).to_numpy()

@@ -341,6 +341,10 @@ def temporal_leave_k_out(data: Interactions, k: int = 1) -> Split:
     return _make(data, mask, "temporal_leave_k_out", {"k": k})
 
 
+#: most folds :func:`kfold` cuts: every fold's split holds a copy of the data, and cross-validation keeps them all
+MAX_FOLDS = 100
+
+
 def kfold(data: Interactions, n_splits: int = 5, seed: SeedLike = 0) -> Iterator[Split]:
     """K-fold cross-validation over entries: yields ``n_splits`` Splits, each entry tested exactly once.
 
@@ -351,7 +355,7 @@ def kfold(data: Interactions, n_splits: int = 5, seed: SeedLike = 0) -> Iterator
     Parameters
     ----------
     data : Interactions
-    n_splits : int, 2 <= n_splits <= nnz
+    n_splits : int, 2 <= n_splits <= min(nnz, MAX_FOLDS = 100)
     seed : int, SeedSequence, Generator or None
 
     Returns
@@ -359,7 +363,7 @@ def kfold(data: Interactions, n_splits: int = 5, seed: SeedLike = 0) -> Iterator
     iterator of Split
     """
     data = _check_data(data)
-    n_splits = check_int("n_splits", n_splits, minimum=2)
+    n_splits = check_int("n_splits", n_splits, minimum=2, maximum=MAX_FOLDS)
     if n_splits > data.nnz:
         raise InvalidParameterError(f"n_splits must be <= the number of interactions ({data.nnz}), got {n_splits}")
     perm = rng(seed).permutation(data.nnz)

@@ -42,7 +42,16 @@ from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitEr
 from mfrec.kernels.als_explicit import als_explicit_step, explicit_sse, predict_pairs
 from mfrec.kernels.sgd import sgd_epoch, svdpp_epoch
 from mfrec.models.base import FactorModel
-from mfrec.models.training import ALSPlan, RowBlock, Tracker, row_block, run, threads_and_blas
+from mfrec.kernels.threads import get_num_threads
+from mfrec.models.training import (
+    ALSPlan,
+    RowBlock,
+    Tracker,
+    check_factor_memory,
+    row_block,
+    run,
+    threads_and_blas,
+)
 from mfrec.persist import register_model
 
 __all__ = ["ExplicitALS", "SGDFactorization"]
@@ -419,6 +428,9 @@ class _ExplicitPlan(ALSPlan):
             self.val_key, self.patience = "val_rmse", p["early_stopping_rounds"]
         csr = inter.matrix
         n_users, n_items = csr.shape
+        itemsize = np.dtype(dt).itemsize
+        check_factor_memory("ExplicitALS", d, n_users, n_items, itemsize, get_num_threads(),
+                            extra=(n_users + n_items) * itemsize + (2 * d + 3) * 8.0 * get_num_threads())
         gen = rng(model.seed)
         model.user_factors_ = np.zeros((n_users, d), dtype=dt)
         model.item_factors_ = np.ascontiguousarray(gen.normal(0.0, 0.1, size=(n_items, d)).astype(dt))

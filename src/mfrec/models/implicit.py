@@ -48,7 +48,7 @@ from mfrec.kernels.als_implicit import (
 from mfrec.kernels.dense import rank_tolerance, solve_psd
 from mfrec.kernels.threads import get_num_threads
 from mfrec.models.base import FactorModel
-from mfrec.models.training import ALSPlan, RowBlock, row_block, run, threads_and_blas
+from mfrec.models.training import ALSPlan, RowBlock, check_factor_memory, row_block, run, threads_and_blas
 from mfrec.persist import register_model
 
 __all__ = ["ImplicitALS"]
@@ -484,8 +484,9 @@ class _ImplicitPlan(ALSPlan):
         model.interactions_ = inter
         model.unobserved_confidence_ = float(c0)
         model.confidence_mode_ = mode
-        gen = rng(model.seed)
         threads = p["num_threads"] or get_num_threads()
+        check_factor_memory("ImplicitALS", d, n_users, n_items, np.dtype(dt).itemsize, threads)
+        gen = rng(model.seed)
         model.user_factors_ = normal_matrix(gen, n_users, d, 0.01, dt, threads)
         model.item_factors_ = normal_matrix(gen, n_items, d, 0.01, dt, threads)
         self.val = model._validation_truth(validation, p["validation_k"])

@@ -37,7 +37,7 @@ import numpy as np
 from mfrec._progress import report
 from mfrec.exceptions import ModelFitError
 
-__all__ = ["RowBlock", "row_block", "ALSPlan", "LocalExecutor", "Tracker", "run", "add_partials"]
+__all__ = ["RowBlock", "row_block", "ALSPlan", "LocalExecutor", "Tracker", "run", "add_partials", "check_factor_memory"]
 
 Kernel = Callable[..., tuple[tuple, dict]]
 
@@ -328,3 +328,17 @@ def threads_and_blas(num_threads: int | None, blas_single: bool) -> Iterator[Non
                 yield
         else:
             yield
+
+
+def check_factor_memory(name: str, d: int, n_users: int, n_items: int, itemsize: int, threads: int = 1,
+                        extra: float = 0.0) -> None:
+    """Refuse a fit whose factors and per-thread d x d systems would not fit in the available memory.
+
+    The estimate: both factor matrices ``(m + n) d itemsize``, the Grams and ``G0`` (3 d^2 float64) and one d x d
+    float64 system per thread (the exact solvers' scratch), plus ``extra``. ``factors=100000`` on MovieLens-100K
+    asks for ~80 GiB of d x d scratch alone: refused in one line instead of a MemoryError after minutes.
+    """
+    from mfrec._params import check_memory
+
+    nbytes = (n_users + n_items) * d * itemsize + (3 + max(threads, 1)) * d * d * 8.0 + extra
+    check_memory(f"{name} with factors={d} ({n_users} users, {n_items} items)", nbytes, "lower factors")
