@@ -238,7 +238,8 @@ def test_a_rating_beyond_float32_names_file_line_and_column(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------- generated malformed text
 @settings(max_examples=60, deadline=3000, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.binary(max_size=400), suffix=st.sampled_from([".csv", ".tsv", ".csv.gz", ".csv.bz2", ".csv.xz"]))
+@given(body=st.binary(max_size=400),
+       suffix=st.sampled_from([".csv", ".tsv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zip", ".parquet"]))
 def test_any_bytes_are_read_or_refused_with_one_mfrec_error(tmp_path, body, suffix):
     path = tmp_path / f"fuzz{suffix}"
     path.write_bytes(body)
@@ -260,3 +261,11 @@ def test_any_table_is_read_or_refused_with_one_mfrec_error(tmp_path, rows, sep):
         read_interactions(path, sep=sep)
     except (InvalidDataError, InvalidParameterError, MfrecError):
         pass
+
+
+def test_the_first_line_of_a_file_that_is_not_interactions_is_not_echoed(tmp_path, capsys):
+    secret = "root:$6$Zq0ab8sLongSaltedHashOfAPasswordThatMustNotBeEchoed:19000:0:99999:7:::"
+    path = tmp_path / "shadow.csv"
+    path.write_text(secret + "\ndaemon:*:19000:0:99999:7:::\n")
+    line = _one_line_error(capsys, ["data", "info", path], "no user column")
+    assert "PasswordThatMustNotBeEchoed" not in line

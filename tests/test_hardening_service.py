@@ -229,3 +229,51 @@ def test_the_watch_task_keeps_running_when_a_check_raises(tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="mfrec.serve"):
         assert asyncio.run(run())
     assert calls["n"] >= 2 and "still watching" in caplog.text
+
+
+# ------------------------------------------------------------------------------------- generated requests
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_segment = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="/?#%"), min_size=1,
+                   max_size=20)
+
+
+@settings(max_examples=80, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["users/{}/recommendations", "items/{}/users", "items/{}/similar", "users/{}/similar"]),
+       ident=_segment, k=st.one_of(st.none(), st.integers(-5, 10**6), st.text(max_size=6)))
+def test_any_scoring_request_gets_a_client_status_and_strict_json(server, kind, ident, k):
+    client, _, _ = server
+    params = {} if k is None else {"k": k}
+    from urllib.parse import quote
+
+    r = client.get("/" + kind.format(quote(ident, safe="")), params=params)
+    assert r.status_code in (200, 404, 422), (r.status_code, r.text)
+    _strict_json(r.text)
+
+
+@settings(max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+                         lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(
+                             ["items", "values", "k", "x"]), c, max_size=4), max_leaves=12))
+def test_any_fold_in_body_gets_a_client_status_and_strict_json(server, body):
+    client, _, _ = server
+    try:
+        payload = json.dumps(body)
+    except ValueError:
+        return
+    r = client.post("/recommendations", content=payload, headers={"content-type": "application/json"})
+    assert r.status_code in (200, 404, 422), (r.status_code, r.text)
+    _strict_json(r.text)
+
+
+def test_a_body_that_never_arrives_is_cut_off(server, monkeypatch):
+    client, _, _ = server
+    monkeypatch.setattr(mserve, "BODY_TIMEOUT", 0.5)
+    port = client.base_url.port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /recommendations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{")
+        started = time.time()
+        reply = sock.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 408") and time.time() - started < 5

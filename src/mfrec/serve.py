@@ -328,10 +328,20 @@ class _BodyLimit:
             await self._reject(send)
             return
         seen = 0
+        timed_out = False
+
+        async def guarded_send(message: dict) -> None:
+            if not timed_out:  # after a 408 the app's own answer (to a disconnect) is dropped
+                await send(message)
 
         async def limited_receive() -> dict:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, timed_out
+            try:  # a client that stops sending its body holds a worker: answer 408 after BODY_TIMEOUT seconds
+                message = await asyncio.wait_for(receive(), BODY_TIMEOUT)
+            except asyncio.TimeoutError:
+                await self._reject(send, 408, b'{"detail":"request body not received in time"}')
+                timed_out = True
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
@@ -339,19 +349,25 @@ class _BodyLimit:
             return message
 
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
             await self._reject(send)
+        except Exception:
+            if not timed_out:
+                raise
 
-    async def _reject(self, send: Any) -> None:
-        body = b'{"detail":"request body too large"}'
-        await send({"type": "http.response.start", "status": 413,
+    async def _reject(self, send: Any, status: int = 413, body: bytes = b'{"detail":"request body too large"}') -> None:
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
 
 class _TooLarge(Exception):
     pass
+
+
+#: seconds a request body may take to arrive (each chunk); headers are bounded by uvicorn's own limits
+BODY_TIMEOUT = 15.0
 
 
 def create_app(

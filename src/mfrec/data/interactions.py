@@ -806,8 +806,13 @@ def read_interactions(
     timestamp = _pick(cols, timestamp, _TIME_COLUMNS) if timestamp is not False else None
     if user is None or item is None:
         role = "user" if user is None else "item"
+        shown = ", ".join(c if len(c) <= 24 else c[:21] + "..." for c in map(str, cols[:8]))
+        shown += f" and {len(cols) - 8} more" if len(cols) > 8 else ""
+        hint = ""
+        if len(cols) == 1 and any(ch in str(cols[0]) for ch in ";,|\t "):
+            hint = "; the whole line is one column: is the separator right? (--sep / sep=)"
         raise InvalidDataError(
-            f"{source}: no {role} column found among {', '.join(cols)}; name it with --{role} / {role}=..."
+            f"{source}: no {role} column found among {shown}; name it with --{role} / {role}=...{hint}"
         )
     return Interactions.from_frame(
         df,
