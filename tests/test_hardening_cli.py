@@ -269,3 +269,17 @@ def test_the_first_line_of_a_file_that_is_not_interactions_is_not_echoed(tmp_pat
     path.write_text(secret + "\ndaemon:*:19000:0:99999:7:::\n")
     line = _one_line_error(capsys, ["data", "info", path], "no user column")
     assert "PasswordThatMustNotBeEchoed" not in line
+
+
+def test_repeated_ratings_are_re_ratings_for_rating_models_and_amounts_otherwise(tmp_path, capsys):
+    """4 + 5 + 3 used to train an explicit model on a rating of 12; the latest rating now counts."""
+    path = tmp_path / "r.csv"
+    rows = ["user,item,rating,timestamp", "1,2,4,10", "1,2,5,30", "1,2,3,20", "2,2,1,10", "2,3,2,10", "1,3,2,10"]
+    path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "m.mfrec"
+    assert main(["train", str(path), "--model", "biases", "--out", str(out), "--json"]) == 0
+    model = __import__("mfrec").load(out)
+    assert model.interactions_.matrix.max() == 5.0  # the latest (t=30), not 12
+    capsys.readouterr()
+    assert main(["data", "info", str(path), "--json"]) == 0  # counts and plays add up
+    assert '"max": 12' in capsys.readouterr().out.replace(".0", "")

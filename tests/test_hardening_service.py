@@ -93,6 +93,7 @@ def test_fold_in_values_are_bounded(server, value):
     _strict_json(r.text)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_non_finite_scores_are_an_error_not_invalid_json(tmp_path):
     model = ImplicitALS(factors=4, iterations=2, seed=0).fit(_data())
     model.item_factors_ = np.full_like(model.item_factors_, 1e30)  # finite, but its products overflow float32

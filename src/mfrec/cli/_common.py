@@ -138,12 +138,23 @@ def add_data_arguments(parser: argparse.ArgumentParser, positional: str = "data"
     g.add_argument("--names", help="comma-separated column names for a file without a header")
     g.add_argument(
         "--duplicates",
-        default="sum",
+        default=None,
         choices=("sum", "mean", "max", "last", "error"),
-        help="how repeated (user, item) rows merge (default: sum)",
+        help="how repeated (user, item) rows merge (default: last for the rating models explicit-als, sgd and "
+             "biases, whose ratings are not additive: a re-rating replaces the earlier one, by timestamp where "
+             "there is one; sum otherwise, where repeats are more plays or clicks)",
     )
     g.add_argument("--synthetic-users", type=bounded_int(2, MAX_SYNTHETIC), default=1000, help=argparse.SUPPRESS)
     g.add_argument("--synthetic-items", type=bounded_int(2, MAX_SYNTHETIC), default=500, help=argparse.SUPPRESS)
+
+
+#: CLI models that predict ratings: repeated ratings of one pair are re-ratings, not amounts to add up
+RATING_MODELS = ("explicit-als", "sgd", "biases")
+
+
+def default_duplicates(model: str | None) -> str:
+    """``"last"`` for the rating models (4 + 5 + 3 is not a rating of 12), ``"sum"`` for implicit feedback."""
+    return "last" if model in RATING_MODELS else "sum"
 
 
 def load_data(args: argparse.Namespace, positional: str = "data") -> tuple[Any, Any]:
@@ -161,7 +172,7 @@ def load_data(args: argparse.Namespace, positional: str = "data") -> tuple[Any, 
             value=args.value,
             timestamp=args.timestamp,
             event=args.event,
-            duplicates=args.duplicates,
+            duplicates=args.duplicates or default_duplicates(getattr(args, "model", None)),
             sep=args.sep,
             header=not args.no_header,
             names=names,

@@ -15,6 +15,7 @@ from mfrec.cli._common import (
     MAX_K,
     add_data_arguments,
     check_output_path,
+    default_duplicates,
     bounded_float,
     bounded_int,
     load_data,
@@ -311,7 +312,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
         train = data
         test = read_interactions(args.test, user=args.user, item=args.item, value=args.value,
                                  timestamp=args.timestamp, sep=args.sep, header=not args.no_header,
-                                 names=[n.strip() for n in args.names.split(",")] if args.names else None)
+                                 names=[n.strip() for n in args.names.split(",")] if args.names else None,
+                                 duplicates=args.duplicates or default_duplicates(args.model))
     else:
         train, test = _split(data, args)
     model = build_model(args.model, params)
