@@ -429,6 +429,16 @@ def create_app(
     async def _unknown(_: Request, exc: UnknownIdError):
         return JSONResponse(status_code=404, content={"detail": str(exc)})
 
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def _malformed(_: Request, exc: RequestValidationError):
+        # FastAPI's own answer echoes the input, which may hold NaN/Infinity (not JSON: it then failed with a 500)
+        # or megabytes; the location, message and type say what is wrong
+        errors = [{"loc": [str(x)[:80] for x in e.get("loc", ())], "msg": str(e.get("msg", ""))[:200],
+                   "type": str(e.get("type", ""))[:80]} for e in exc.errors()[:20]]
+        return JSONResponse(status_code=422, content={"detail": errors})
+
     @app.exception_handler(MfrecError)
     async def _invalid(_: Request, exc: MfrecError):
         status = 500 if isinstance(exc, NonFiniteScores) else 422
