@@ -125,7 +125,11 @@ def download_file(
                 request = urllib.request.Request(url, headers={"User-Agent": "mfrec"})
                 response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s) only, checked below
             except (urllib.error.URLError, OSError, ValueError) as exc:
-                raise DatasetError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from exc
+                raise DatasetError(
+                    f"cannot download {url}: {getattr(exc, 'reason', exc)}; without network, unzip it yourself and "
+                    f"pass its folder with --data-dir DIR (data_dir= in Python), or put it into the cache folder "
+                    f"{dest.parent} ($MFREC_DATA chooses that folder)"
+                ) from exc
             with response:
                 length = response.headers.get("Content-Length")
                 announced = int(length) if length and length.isdigit() else None
