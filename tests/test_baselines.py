@@ -85,8 +85,9 @@ def test_popularity_new_user_and_bad_parameters(small):
     assert frame["item"].tolist() == ["c", "b"]
     with pytest.raises(InvalidParameterError, match="by"):
         Popularity(by="median").fit(small)
+    assert Popularity().fit(pd.DataFrame({"user": [1], "item": [2]})).interactions_.nnz == 1  # a frame is data
     with pytest.raises(InvalidDataError, match="Interactions"):
-        Popularity().fit(pd.DataFrame({"user": [1], "item": [2]}))
+        Popularity().fit([(1, 2)])
 
 
 # ---------------------------------------------------------------------------------------------- Biases

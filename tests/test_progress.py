@@ -19,6 +19,8 @@ def test_models_report_every_iteration():
         events = []
         with listen(events.append):
             model.fit(data)
+        assert events[0] == {"kind": "start", "model": type(model).__name__, "total": 4}  # the bar starts at once
+        events = events[1:]
         assert [e["iteration"] for e in events] == [1, 2, 3, 4]
         assert all(e["kind"] == "iteration" and e["total"] == 4 and "loss" in e for e in events)
 

@@ -626,10 +626,14 @@ class Interactions:
 
 
 # ---------------------------------------------------------------------- files
-_USER_COLUMNS = ("user", "user_id", "userId", "userID", "UserId", "uid")
-_ITEM_COLUMNS = ("item", "item_id", "itemId", "itemID", "movieId", "movie_id", "artistID", "artist_id", "iid")
-_VALUE_COLUMNS = ("value", "rating", "weight", "count", "plays", "score", "confidence")
-_TIME_COLUMNS = ("timestamp", "time", "ts", "datetime", "date")
+_USER_COLUMNS = ("user", "user_id", "userId", "userID", "UserId", "uid", "customer", "customer_id", "customerId",
+                 "CustomerID", "client_id", "visitor_id", "member_id")
+_ITEM_COLUMNS = ("item", "item_id", "itemId", "itemID", "movieId", "movie_id", "artistID", "artist_id", "iid",
+                 "product", "product_id", "productId", "ProductID", "sku", "SKU", "article", "article_id", "track",
+                 "track_id", "artist", "song_id", "book_id", "isbn", "ISBN", "StockCode")
+_VALUE_COLUMNS = ("value", "rating", "weight", "count", "plays", "play_count", "score", "confidence", "quantity",
+                  "qty", "Quantity", "clicks", "views")
+_TIME_COLUMNS = ("timestamp", "time", "ts", "datetime", "date", "event_time", "InvoiceDate", "created_at")
 
 
 def _pick(columns: Sequence[str], given: str | None, candidates: Sequence[str]) -> str | None:
@@ -825,3 +829,29 @@ def read_interactions(
         allow_negative=allow_negative,
         _origin=origin,
     )
+
+
+def as_interactions(data: Any, user: str | None = None, item: str | None = None, value: str | None = None) -> Any:
+    """What every model's ``fit`` accepts as data, as :class:`Interactions` (anything else is passed through).
+
+    * a pandas DataFrame: one row per interaction; the user, item and value columns are ``user=`` / ``item=`` /
+      ``value=`` or found by name as in :func:`read_interactions` (``user``/``customer_id``/..., ``item``/
+      ``product_id``/``sku``/..., ``rating``/``quantity``/...; no value column: every row counts 1);
+    * a scipy.sparse matrix: rows are users, columns items, the ids are the positions (a dense array is not
+      taken: its zeros would silently become "no interaction"; wrap it with ``Interactions.from_matrix``);
+    * an :class:`Interactions` (or an ``ImplicitFeedback``, a dask input...): returned as it is.
+    """
+    if isinstance(data, pd.DataFrame):
+        cols = [str(c) for c in data.columns]
+        u, i = _pick(cols, user, _USER_COLUMNS), _pick(cols, item, _ITEM_COLUMNS)
+        if u is None or i is None:
+            role = "user" if u is None else "item"
+            raise InvalidDataError(f"no {role} column found among {', '.join(cols[:8])}; name it with {role}=...")
+        v = _pick(cols, value, _VALUE_COLUMNS)
+        t = _pick(cols, None, _TIME_COLUMNS)
+        return Interactions.from_frame(data, user=u, item=i, value=v, timestamp=t)
+    if user is not None or item is not None or value is not None:
+        raise InvalidParameterError("user= / item= / value= name DataFrame columns; the data is not a DataFrame")
+    if sp.issparse(data):
+        return Interactions.from_matrix(data)
+    return data

@@ -23,7 +23,7 @@ from mfrec._params import check_int
 from mfrec._random import SeedLike, int_seed
 from mfrec.data.interactions import Interactions
 from mfrec.data.split import Split, kfold
-from mfrec._progress import report
+from mfrec._progress import quiet, report
 from mfrec.evaluation.evaluator import LOWER_IS_BETTER, _base_name, evaluate, metric_key
 from mfrec.exceptions import InvalidParameterError, ModelFitError
 
@@ -111,7 +111,8 @@ def _run_fold(
     model = _clone(estimator, params)
     t0 = time.perf_counter()
     try:
-        model.fit(train, **fit_params)
+        with quiet():  # the search shows its own progress, not one bar per fold
+            model.fit(train, **fit_params)
     except Exception as exc:
         raise ModelFitError(
             f"fold {fold}: fitting {type(estimator).__name__}({_describe(model.get_params())}) failed: "
@@ -335,7 +336,8 @@ class _BaseSearch:
         if self.refit:
             model = _clone(self.estimator, self.best_params_)
             try:
-                model.fit(data, **fit_params)
+                with quiet():
+                    model.fit(data, **fit_params)
             except Exception as exc:
                 raise ModelFitError(
                     f"refitting the best candidate ({_describe(self.best_params_)}) on all data failed: "

@@ -47,7 +47,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from mfrec._params import check_int
-from mfrec.data.interactions import Interactions, show_id
+from mfrec._progress import fit_progress
+from mfrec.data.interactions import Interactions, as_interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, NotFittedError, UnknownIdError
 from mfrec.kernels.topk import DEFAULT_BLOCK_BYTES, select_topk, topk_dot
 
@@ -132,12 +133,19 @@ class Recommender:
     Subclasses define ``__init__`` with keyword hyperparameters stored under the same names, and ``fit``
     which sets ``interactions_`` and returns ``self`` (see the module docstring for the hooks).
 
-    Every ``fit`` a subclass defines is wrapped once, when the class is created (``__init_subclass__``): the
-    wrapper clears the model's derived caches (item norms, Grams of the factors, transposed patterns; see
-    :meth:`_cached`) before and after the call, so that nothing computed from a previous fit survives a refit,
-    and otherwise calls the subclass's ``fit`` unchanged (same arguments, result and exceptions;
-    ``functools.wraps`` keeps its name, docstring and signature). A model that fits by other means
-    (:func:`mfrec.distributed.fit`) clears the caches itself.
+    Every ``fit`` a subclass defines is wrapped once, when the class is created (``__init_subclass__``). The
+    wrapper gives every model the same front door and then calls the subclass's ``fit`` (same result and
+    exceptions; ``functools.wraps`` keeps its name and docstring):
+
+    * the data may be an :class:`Interactions`, a pandas DataFrame (columns found by name, or named with
+      ``user=`` / ``item=`` / ``value=``) or a scipy.sparse users x items matrix
+      (:func:`mfrec.data.interactions.as_interactions`);
+    * ``show_progress=None`` draws a ``tqdm.auto`` bar when a person is watching (terminal or notebook);
+      ``callback(iteration, seconds, entry)`` is called after every iteration of the iterative models, ``entry``
+      being that iteration's ``history_`` dict (:func:`mfrec._progress.fit_progress`);
+    * the model's derived caches (item norms, Grams of the factors, transposed patterns; see :meth:`_cached`) are
+      cleared before and after, so that nothing computed from a previous fit survives a refit. A model that fits
+      by other means (:func:`mfrec.distributed.fit`) clears them itself.
 
     Attributes
     ----------
@@ -155,10 +163,15 @@ class Recommender:
         if fit is not None and not getattr(fit, "_mfrec_wrapped", False):
 
             @functools.wraps(fit)
-            def wrapped(self, *args, **kw):
+            def wrapped(self, *args, show_progress=None, callback=None, user=None, item=None, value=None, **kw):
+                if args:  # a DataFrame or a sparse matrix becomes Interactions; anything else passes as it is
+                    args = (as_interactions(args[0], user=user, item=item, value=value), *args[1:])
+                elif "interactions" in kw:
+                    kw["interactions"] = as_interactions(kw["interactions"], user=user, item=item, value=value)
                 self._invalidate_caches()  # norms etc. of a previous fit must never survive a refit
                 try:
-                    return fit(self, *args, **kw)
+                    with fit_progress(callback, show_progress):
+                        return fit(self, *args, **kw)
                 finally:
                     self._invalidate_caches()
 

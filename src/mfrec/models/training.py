@@ -244,6 +244,7 @@ class Tracker:
         self.best: tuple[float, int, tuple | None] = (-np.inf, 0, None)
         self.last = 0
         model.history_ = []
+        report("start", model=name, total=total)
 
     def record(self, entry: dict[str, Any]) -> bool:
         self.model.history_.append(entry)

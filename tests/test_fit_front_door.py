@@ -1,0 +1,96 @@
+"""Every model's fit takes a DataFrame or a sparse matrix, reports progress to a callback, and draws a bar on
+request (issue "a newcomer's first hour")."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import mfrec
+from model_conformance import planted_interactions
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    data = planted_interactions()
+    f = data.to_frame()
+    return f.rename(columns={"user": "customer_id", "item": "sku", "value": "quantity"})
+
+
+@pytest.mark.parametrize("make", [
+    lambda: mfrec.ImplicitALS(factors=4, iterations=2),
+    lambda: mfrec.ExplicitALS(factors=3, iterations=2),
+    lambda: mfrec.SGDFactorization(factors=3, epochs=2),
+    lambda: mfrec.Popularity(),
+    lambda: mfrec.PureSVD(factors=3),
+])
+def test_fit_takes_a_dataframe_with_common_column_names(frame, make):
+    model = make().fit(frame)
+    assert model.interactions_.nnz == len(frame)
+    assert set(model.interactions_.user_ids) == set(frame["customer_id"])
+    assert model.interactions_.matrix.max() == frame["quantity"].max()
+
+
+def test_fit_takes_named_columns_and_a_sparse_matrix(frame):
+    odd = frame.rename(columns={"customer_id": "who", "sku": "what", "quantity": "how_much"})
+    model = mfrec.ImplicitALS(factors=4, iterations=2).fit(odd, user="who", item="what", value="how_much")
+    assert model.interactions_.nnz == len(frame)
+    m = sp.random(20, 15, density=0.3, format="csr", random_state=0)
+    model = mfrec.ImplicitALS(factors=4, iterations=2).fit(m)
+    assert model.interactions_.shape == (20, 15) and list(model.interactions_.user_ids) == list(range(20))
+    with pytest.raises(mfrec.InvalidDataError, match="no user column"):
+        mfrec.ImplicitALS().fit(pd.DataFrame({"a": [1], "b": [2]}))
+    with pytest.raises(mfrec.InvalidParameterError, match="name DataFrame columns"):
+        mfrec.ImplicitALS().fit(m, user="x")
+
+
+@pytest.mark.parametrize("make, key", [
+    (lambda: mfrec.ImplicitALS(factors=4, iterations=3), "loss"),
+    (lambda: mfrec.ExplicitALS(factors=3, iterations=3), "rmse"),
+    (lambda: mfrec.SGDFactorization(factors=3, epochs=3), "rmse"),
+    (lambda: mfrec.HybridALS(factors=3, iterations=3), "loss"),
+])
+def test_callback_gets_every_iteration_with_its_history_entry(make, key):
+    calls = []
+    model = make().fit(planted_interactions(), callback=lambda it, seconds, entry: calls.append((it, seconds, entry)))
+    assert [c[0] for c in calls] == [1, 2, 3]
+    assert all(c[2] == h for c, h in zip(calls, model.history_))
+    assert all(key in c[2] for c in calls)
+    assert calls[0][1] <= calls[1][1] <= calls[2][1]
+
+
+def test_show_progress_draws_a_bar_and_a_search_draws_none_per_fold(monkeypatch):
+    import tqdm.auto
+
+    bars = []
+    real = tqdm.auto.tqdm
+
+    def recording(*args, **kwargs):
+        kwargs["file"] = io.StringIO()
+        bar = real(*args, **kwargs)
+        bars.append(bar)
+        return bar
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", recording)
+    mfrec.ImplicitALS(factors=4, iterations=3).fit(planted_interactions(), show_progress=True)
+    assert len(bars) == 1 and bars[0].n == 3 and bars[0].total == 3
+    mfrec.ImplicitALS(factors=4, iterations=3).fit(planted_interactions(), show_progress=False)
+    assert len(bars) == 1
+    monkeypatch.setattr("mfrec._progress._interactive", lambda: True)
+    mfrec.GridSearch(mfrec.ImplicitALS(iterations=2), {"factors": [2, 3]}, metric="ndcg@10", cv=2).fit(
+        planted_interactions())
+    assert len(bars) == 1  # the inner fits stay quiet
+
+
+def test_the_cli_bar_exists_before_the_first_iteration_ends():
+    from mfrec._progress import listen
+
+    events = []
+    with listen(events.append):
+        mfrec.ImplicitALS(factors=2, iterations=2).fit(planted_interactions())
+    assert events[0]["kind"] == "start" and events[0]["total"] == 2
+    assert [e["kind"] for e in events[1:]] == ["iteration", "iteration"]
