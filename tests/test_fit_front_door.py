@@ -94,3 +94,24 @@ def test_the_cli_bar_exists_before_the_first_iteration_ends():
         mfrec.ImplicitALS(factors=2, iterations=2).fit(planted_interactions())
     assert events[0]["kind"] == "start" and events[0]["total"] == 2
     assert [e["kind"] for e in events[1:]] == ["iteration", "iteration"]
+
+
+def test_a_fit_with_validation_gives_a_learning_curve_figure_with_the_held_out_metric(tmp_path):
+    from matplotlib.figure import Figure
+
+    from mfrec.data.split import per_user_split
+
+    train, test = per_user_split(planted_interactions(), test_fraction=0.2, seed=0)
+    model = mfrec.ExplicitALS(factors=3, iterations=4).fit(train, validation=test)
+    fig = mfrec.plots.learning_curve(model.history_)
+    assert isinstance(fig, Figure)
+    assert "val_rmse (held out)" in [line.get_label() for line in fig.axes[-1].lines]
+
+
+def test_evaluate_plot_draws_the_held_out_metric(tmp_path, capsys):
+    from mfrec.cli import main
+
+    out = tmp_path / "lc.png"
+    assert main(["evaluate", "synthetic", "--model", "explicit-als", "iterations=3", "--plot", str(out),
+                 "--synthetic-users", "60", "--synthetic-items", "40", "--json"]) == 0
+    assert out.stat().st_size > 5000

@@ -92,3 +92,12 @@ __all__ = [
     "DatasetError",
     "MissingExtraError",
 ]
+
+
+def __getattr__(name: str):
+    """``mfrec.plots`` on first use: matplotlib is imported only by those who draw."""
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module("mfrec.plots")
+    raise AttributeError(f"module 'mfrec' has no attribute {name!r}")

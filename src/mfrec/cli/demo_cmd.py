@@ -113,19 +113,19 @@ def demo_command(args: argparse.Namespace) -> int:
         from mfrec.evaluation.search import GridSearch
 
         out = Path(args.out)
-        figures["explicit_loss"] = str(plots.learning_curve(explicit.history_, path=out / "explicit-als-loss.png",
-                                                            title="ExplicitALS training loss"))
-        figures["implicit_loss"] = str(plots.learning_curve(implicit.history_, path=out / "implicit-als-loss.png",
-                                                            title="ImplicitALS training loss"))
+        figures["explicit_loss"] = str(out / "explicit-als-loss.png")
+        plots.learning_curve(explicit.history_, path=figures["explicit_loss"], title="ExplicitALS training loss")
+        figures["implicit_loss"] = str(out / "implicit-als-loss.png")
+        plots.learning_curve(implicit.history_, path=figures["implicit_loss"], title="ImplicitALS training loss")
         search = GridSearch(ExplicitALS(iterations=10, seed=args.seed),
                             {"factors": [2, 5, 10], "regularization": [1.0, 5.0, 10.0, 20.0]}, metric="rmse", cv=2)
         search.fit(train)
-        figures["cv_heatmap"] = str(plots.cv_heatmap(search.results_, x="factors", y="regularization", metric="rmse",
-                                                     path=out / "cv-heatmap.png"))
+        figures["cv_heatmap"] = str(out / "cv-heatmap.png")
+        plots.cv_heatmap(search.results_, x="factors", y="regularization", metric="rmse", path=figures["cv_heatmap"])
         labels = _genre_labels(dataset, train.item_ids)
-        figures["item_map"] = str(plots.item_factor_map(implicit.item_factors_, labels=labels,
-                                                        path=out / "item-factors.png",
-                                                        title="ImplicitALS item factors (PCA), coloured by genre"))
+        figures["item_map"] = str(out / "item-factors.png")
+        plots.item_factor_map(implicit.item_factors_, labels=labels, path=figures["item_map"],
+                              title="ImplicitALS item factors (PCA), coloured by genre")
         say(f"\ntuning on the training part (2-fold CV): best {search.best_params_}, rmse {search.best_score_:.4f}")
         say("figures: " + ", ".join(figures.values()))
     seconds = time.perf_counter() - t0

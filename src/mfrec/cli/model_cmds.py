@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import ast
 import sys
 import time
@@ -318,8 +319,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
         train, test = _split(data, args)
     model = build_model(args.model, params)
     start = time.perf_counter()
+    fit_kwargs = _attributes(args, dataset, train)
+    if args.plot and "validation" in inspect.signature(model.fit).parameters:
+        fit_kwargs["validation"] = test  # the learning curve then shows the held-out metric per iteration
     with _progress(args, "iteration", f"training {args.model}"):
-        model.fit(train, **_attributes(args, dataset, train))
+        model.fit(train, **fit_kwargs)
     seconds = time.perf_counter() - start
     kwargs = {"k": args.k}
     if args.relevance_threshold is not None:
