@@ -115,3 +115,53 @@ def test_evaluate_plot_draws_the_held_out_metric(tmp_path, capsys):
     assert main(["evaluate", "synthetic", "--model", "explicit-als", "iterations=3", "--plot", str(out),
                  "--synthetic-users", "60", "--synthetic-items", "40", "--json"]) == 0
     assert out.stat().st_size > 5000
+
+
+# ------------------------------------------------------------------------------------- implicit's conveniences
+@pytest.fixture(scope="module")
+def implicit_model():
+    return mfrec.ImplicitALS(factors=5, iterations=6, solver="cholesky", dtype="float64", seed=1).fit(
+        planted_interactions())
+
+
+def test_similar_items_and_users_batch_equal_the_single_queries(implicit_model):
+    m = implicit_model
+    items, users = list(m.interactions_.item_ids[:4]), list(m.interactions_.user_ids[:3])
+    batch = m.similar_items_batch(items, k=5)
+    assert list(batch.columns) == ["item", "similar_item", "score", "rank"]
+    for it in items:
+        one = m.similar_items(it, k=5)
+        rows = batch[batch["item"] == it]
+        assert rows["similar_item"].tolist() == one["item"].tolist()
+        np.testing.assert_allclose(rows["score"], one["score"], rtol=1e-6)
+        assert rows["rank"].tolist() == list(range(1, len(one) + 1))
+    ub = m.similar_users_batch(users, k=3)
+    assert ub[ub["user"] == users[1]]["similar_user"].tolist() == m.similar_users(users[1], k=3)["user"].tolist()
+    with pytest.raises(mfrec.UnknownIdError):
+        m.similar_items_batch([items[0], "no-such-item"])
+
+
+def test_recommend_new_users_equals_one_fold_in_per_user(implicit_model):
+    m = implicit_model
+    items = list(m.interactions_.item_ids)
+    histories = {"anna": items[:3], "ben": (items[5:8], [1.0, 4.0, 2.0])}
+    batch = m.recommend_new_users(histories, k=4)
+    assert list(batch.columns) == ["user", "item", "score", "rank"]
+    for key, history in histories.items():
+        its, vals = history if isinstance(history, tuple) else (history, None)
+        one = m.recommend_new_user(its, values=vals, k=4)
+        assert batch[batch["user"] == key]["item"].tolist() == one["item"].tolist()
+
+
+def test_explain_splits_the_score_over_the_users_items(implicit_model):
+    m = implicit_model
+    user = m.interactions_.user_ids[0]
+    top = m.recommend(user, k=1)
+    item, score = top["item"].iloc[0], top["score"].iloc[0]
+    why = m.explain(user, item)
+    assert list(why.columns) == ["item", "contribution", "similarity", "confidence"]
+    seen = set(m.interactions_.item_ids[m.interactions_.matrix[0].indices])
+    assert set(why["item"]) == seen
+    # the Cholesky fit's last half-step solved x_u exactly against the final items: the parts add up to the score
+    assert why["contribution"].sum() == pytest.approx(score, rel=1e-6, abs=1e-9)
+    assert why["contribution"].is_monotonic_decreasing and len(m.explain(user, item, k=2)) == 2

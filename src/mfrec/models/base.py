@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -579,6 +579,40 @@ class Recommender:
         """
         return self._similar_frame("user", user, k)
 
+    def _similar_batch(self, kind: str, queries: Iterable[Hashable], k: int) -> pd.DataFrame:
+        self._check_fitted()
+        k = check_int("k", k, minimum=1)
+        ids = _as_id_list(queries, f"{kind}s")
+        index_map = self.interactions_.item_index_map if kind == "item" else self.interactions_.user_index_map
+        if not ids:
+            return pd.DataFrame({kind: [], f"similar_{kind}": [], "score": [], "rank": []})
+        idx = np.asarray(self._items_idx(ids, f"{kind}s") if kind == "item" else
+                         self.interactions_.user_index(ids), dtype=np.int64)
+        top, sims = self._similar(kind, idx, k)
+        counts = (top >= 0).sum(axis=1)
+        mask = top >= 0
+        return pd.DataFrame({
+            kind: np.repeat(np.asarray(ids, dtype=object), counts),
+            f"similar_{kind}": index_map.take(top[mask]).to_numpy(),
+            "score": sims[mask].astype(np.float64),
+            "rank": np.concatenate([np.arange(1, c + 1) for c in counts]) if len(counts) else [],
+        })
+
+    def similar_items_batch(self, items: Iterable[Hashable], k: int = 10) -> pd.DataFrame:
+        """:meth:`similar_items` for many items at once (one blocked product, not one query each).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``item`` (the query), ``similar_item``, ``score`` (cosine) and ``rank`` (1-based), grouped by
+            query in the order given, best first.
+        """
+        return self._similar_batch("item", items, k)
+
+    def similar_users_batch(self, users: Iterable[Hashable], k: int = 10) -> pd.DataFrame:
+        """:meth:`similar_users` for many users at once: columns ``user``, ``similar_user``, ``score``, ``rank``."""
+        return self._similar_batch("user", users, k)
+
     def _fold_in_inputs(self, items: Any, values: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Validated (dense item indices int32, values float32) of a new user's interactions.
 
@@ -645,6 +679,34 @@ class Recommender:
         return pd.DataFrame(
             {"item": self.interactions_.item_index_map.take(top[0, :c]).to_numpy(), "score": sc[0, :c].astype(np.float64)}
         )
+
+    def recommend_new_users(self, histories: Any, k: int = 10) -> pd.DataFrame:
+        """:meth:`recommend_new_user` for many users unseen in training (batch fold-in, no refit).
+
+        Parameters
+        ----------
+        histories : mapping ``key -> items`` or ``key -> (items, values)``
+            Each new user's interactions; the keys are yours (they label the rows of the result).
+        k : int
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``user`` (your key), ``item``, ``score`` and ``rank``, grouped by user in the order given.
+        """
+        if not isinstance(histories, Mapping):
+            raise InvalidParameterError(
+                f"histories must be a mapping of user key -> items (or (items, values)), got {type(histories).__name__}")
+        frames = []
+        for key, history in histories.items():
+            items, values = history if isinstance(history, tuple) and len(history) == 2 else (history, None)
+            frame = self.recommend_new_user(items, values=values, k=k)
+            frame.insert(0, "user", [key] * len(frame))
+            frame["rank"] = np.arange(1, len(frame) + 1)
+            frames.append(frame)
+        if not frames:
+            return pd.DataFrame({"user": [], "item": [], "score": [], "rank": []})
+        return pd.concat(frames, ignore_index=True)
 
     def _pairs(self, user_ids: Any, item_ids: Any, unknown: str = "raise") -> tuple[np.ndarray, np.ndarray]:
         """Dense (user, item) indices of paired id lists; ``-1`` for unknown ids when ``unknown='ignore'``."""
