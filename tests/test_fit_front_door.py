@@ -165,3 +165,25 @@ def test_explain_splits_the_score_over_the_users_items(implicit_model):
     # the Cholesky fit's last half-step solved x_u exactly against the final items: the parts add up to the score
     assert why["contribution"].sum() == pytest.approx(score, rel=1e-6, abs=1e-9)
     assert why["contribution"].is_monotonic_decreasing and len(m.explain(user, item, k=2)) == 2
+
+
+# ------------------------------------------------------------------------------------- tuning hints, short tables
+def test_a_search_says_when_the_best_value_sits_on_the_edge_of_the_grid():
+    search = mfrec.GridSearch(mfrec.ExplicitALS(factors=2, iterations=3), {"regularization": [0.5, 1.0, 2.0]},
+                              metric="rmse", cv=2)
+    with pytest.warns(UserWarning, match="extend the grid"):
+        search.fit(planted_interactions())
+    assert len(search.edge_warnings_) == 1 and "regularization" in search.edge_warnings_[0]
+
+
+def test_tune_prints_the_metrics_and_an_edge_note(capsys):
+    from mfrec.cli import main
+
+    assert main(["tune", "synthetic", "--model", "explicit-als", "factors=2", "iterations=2",
+                 "regularization=50,100,200", "--cv", "2", "--synthetic-users", "60", "--synthetic-items", "40",
+                 "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    header = out.splitlines()[0].split()
+    assert "rmse" in header and "rank" in header and not any(h.endswith(("_std", "_mean")) for h in header)
+    assert "n_users" not in header and "fit_time" not in header
+    assert "mfrec: note: the best regularization=" in err

@@ -182,6 +182,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--cv", type=bounded_int(2, MAX_CV), default=None,
                     help=f"k-fold cross-validation instead of one split (2..{MAX_CV} folds)")
     ev.add_argument("--plot", help="write the learning curve PNG to this path")
+    ev.add_argument("--verbose", action="store_true", help="with --cv: every column (counts, times)")
     ev.set_defaults(func=evaluate_command)
 
     tune = sub.add_parser("tune", help="grid or random search over hyperparameters by cross-validation")
@@ -196,6 +197,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tune.add_argument("--seed", type=bounded_int(0, 2**32 - 1), default=0)
     tune.add_argument("--plot", help="write the CV heatmap PNG to this path")
     tune.add_argument("--out", help="refit the best configuration on all data and save it here")
+    tune.add_argument("--verbose", action="store_true", help="every column of the results (stds, counts, times)")
     tune.set_defaults(func=tune_command)
 
     for name, (key, helptext) in _QUERIES.items():
@@ -305,7 +307,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
         if args.json:
             print_json({"model": args.model, "params": params, "folds": table.reset_index().to_dict(orient="records")})
         else:
-            print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+            shown = table if args.verbose else table[[c for c in table.columns if str(c).startswith(_TABLE_METRICS)]]
+            print(shown.to_string(float_format=lambda v: f"{v:.4f}"))
         return 0
     if args.test:
         from mfrec.data.interactions import read_interactions
@@ -381,14 +384,30 @@ def tune_command(args: argparse.Namespace) -> int:
         "best_params": search.best_params_,
         "best_score": float(search.best_score_),
         "seconds": round(seconds, 2),
+        "warnings": list(search.edge_warnings_),
         "results": search.results_.to_dict(orient="records"),
     }
     if args.json:
         print_json(result)
     else:
-        print(search.results_.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        table = search.results_ if args.verbose else _metric_table(search.results_, list(grid))
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         print(f"best {metric} = {search.best_score_:.4f} with {search.best_params_}")
+    for message in search.edge_warnings_:
+        print(f"mfrec: note: {message}", file=sys.stderr)
     return 0
+
+
+#: what a search or cross-validation table shows by default (--verbose: every column, counts and times included)
+_TABLE_METRICS = ("rmse", "mae", "precision@", "recall@", "ndcg@", "map@", "mrr", "hit_rate@", "auc")
+
+
+def _metric_table(results: Any, params: list[str]) -> Any:
+    """The hyperparameters, the mean of each metric and the rank: the columns a person compares."""
+    means = [c for c in results.columns if c.endswith("_mean") and c[:-5].startswith(_TABLE_METRICS)]
+    table = results[[*params, *means, *(["rank"] if "rank" in results.columns else [])]].copy()
+    table.columns = [c[:-5] if c in means else c for c in table.columns]
+    return table
 
 
 def _load_model(path: str) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import concurrent.futures.process
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -53,6 +54,24 @@ def _clone(estimator: Any, params: Mapping[str, Any] | None = None) -> Any:
     if params:
         new.set_params(**params)
     return new
+
+
+def _edge_warnings(candidates: list[dict[str, Any]], best: dict[str, Any]) -> list[str]:
+    """One line per numeric hyperparameter whose best value is the smallest or largest searched (3+ values):
+    the optimum may lie beyond the grid, and the line says which way to extend it."""
+    out = []
+    for name, value in best.items():
+        values = sorted({c[name] for c in candidates if isinstance(c.get(name), int | float)
+                         and not isinstance(c.get(name), bool)})
+        if len(values) < 3 or not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if value == values[0]:
+            out.append(f"the best {name}={value:g} is the smallest value searched ({values[0]:g}..{values[-1]:g}); "
+                       f"extend the grid below it")
+        elif value == values[-1]:
+            out.append(f"the best {name}={value:g} is the largest value searched ({values[0]:g}..{values[-1]:g}); "
+                       f"extend the grid above it")
+    return out
 
 
 def _folds(data: Interactions, cv: Any, seed: SeedLike) -> list[tuple[Interactions, Interactions]]:
@@ -333,6 +352,9 @@ class _BaseSearch:
         self.best_params_ = dict(candidates[best])
         self.best_score_ = float(means[best])
         self.scoring_key_ = key
+        self.edge_warnings_ = _edge_warnings(candidates, self.best_params_)
+        for message in self.edge_warnings_:
+            warnings.warn(message, UserWarning, stacklevel=2)
         if self.refit:
             model = _clone(self.estimator, self.best_params_)
             try:
