@@ -169,7 +169,16 @@ def test_bad_separators_and_names_are_one_line(capsys, csv, argv, needle):
 def test_a_wrong_separator_mentions_sep(tmp_path, capsys):
     path = tmp_path / "semi.csv"
     path.write_text("user;item;rating\n1;2;3\n1;3;4\n")
-    _one_line_error(capsys, ["data", "info", path], "--user")
+    _one_line_error(capsys, ["data", "info", path, "--sep", ","], "--user", "--sep")
+
+
+def test_the_separator_is_sniffed_when_none_is_given(tmp_path):
+    for sep in (";", "\t", "|"):
+        path = tmp_path / "r.csv"
+        path.write_text(sep.join(["user", "item", "rating"]) + "\n" + sep.join(["1", "2", "3"]) + "\n"
+                        + sep.join(["1", "3", "4"]) + "\n")
+        data = read_interactions(path)
+        assert data.nnz == 2 and data.matrix.max() == 4
 
 
 # ------------------------------------------------------------------------------------- defect 13: the heat map

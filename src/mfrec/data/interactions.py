@@ -718,6 +718,29 @@ def _check_first_line(path: Path, last_suffix: str, sep: str, source: str) -> No
     if n_cols > MAX_COLUMNS:
         raise InvalidDataError(f"{source}: line 1 has {n_cols} columns (at most {MAX_COLUMNS}); is the separator "
                                f"right? (--sep / sep=, now {sep!r})")
+    return head
+
+
+#: separators :func:`read_interactions` recognises when none is given
+_SNIFFED = (",", ";", "\t", "|")
+
+
+def _sniff_sep(head: bytes, default: str) -> str:
+    """The separator of a text file whose first MiB is ``head``: the default when its first lines split on it
+    into the same number (>= 2) of fields, else the first of ``, ; tab |`` that does (csv.Sniffer's rule, on
+    these candidates only); the default when none does."""
+    lines = head.decode("utf-8", "replace").splitlines()[:20]
+    lines = [line for line in lines if line.strip()][:-1] if len(lines) > 1 else lines  # the last may be cut
+    if not lines:
+        return default
+
+    def consistent(sep: str) -> bool:
+        counts = {line.count(sep) for line in lines}
+        return len(counts) == 1 and counts.pop() >= 1
+
+    if consistent(default):
+        return default
+    return next((sep for sep in _SNIFFED if consistent(sep)), default)
 
 
 def read_interactions(
@@ -769,10 +792,13 @@ def read_interactions(
             raise InvalidDataError(f"{source}: cannot read Parquet ({exc.__class__.__name__}: {exc})") from exc
         origin = _Origin(source=source)
     else:
-        sep = _check_sep(sep if sep is not None else ("," if base == ".csv" else "\t"))
+        given = sep is not None
+        sep = _check_sep(sep if given else ("," if base == ".csv" else "\t"))
         if names is not None:
             names = _check_names(names)
-        _check_first_line(path, suffixes[-1] if suffixes else "", sep, source)
+        head = _check_first_line(path, suffixes[-1] if suffixes else "", sep, source)
+        if not given:
+            sep = _sniff_sep(head, sep)
         hdr = 0 if header and names is None else None
         if names is not None and header:
             hdr = 0  # replace the file's header by the given names
