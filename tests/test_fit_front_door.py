@@ -187,3 +187,17 @@ def test_tune_prints_the_metrics_and_an_edge_note(capsys):
     assert "rmse" in header and "rank" in header and not any(h.endswith(("_std", "_mean")) for h in header)
     assert "n_users" not in header and "fit_time" not in header
     assert "mfrec: note: the best regularization=" in err
+
+
+def test_save_and_load_with_file_objects(implicit_model, tmp_path):
+    buf = io.BytesIO()
+    implicit_model.save(buf)
+    buf.seek(0)
+    back = mfrec.ImplicitALS.load(buf)
+    np.testing.assert_array_equal(back.item_factors_, implicit_model.item_factors_)
+    with open(tmp_path / "m.mfrec", "wb") as fh:
+        implicit_model.save(fh)
+    with open(tmp_path / "m.mfrec", "rb") as fh:
+        assert mfrec.load(fh).factors == implicit_model.factors
+    with pytest.raises(mfrec.ModelFileError):
+        mfrec.load(io.BytesIO(b"not a zip"))

@@ -313,14 +313,15 @@ def _validate_manifest(m: Any, source: str) -> None:
 
 
 # ---------------------------------------------------------------------- save
-def save(model: Any, path: str | os.PathLike, *, metrics: dict[str, float] | None = None,
+def save(model: Any, path: str | os.PathLike | Any, *, metrics: dict[str, float] | None = None,
          extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to ``path`` atomically (see the module docstring for the format). Returns the path.
 
     Parameters
     ----------
     model : a fitted mfrec model (its class must be registered)
-    path : destination file; conventionally ``*.mfrec``
+    path : destination file (conventionally ``*.mfrec``), or a binary file object (written in place: the atomic
+        rename and fsync are then the caller's business)
     metrics : optional evaluation results to record in the manifest
     extra : optional JSON-able metadata (e.g. item titles' source) to record
     """
@@ -370,6 +371,9 @@ def save(model: Any, path: str | os.PathLike, *, metrics: dict[str, float] | Non
         "structured": structured,
         "arrays": {},
     }
+    if hasattr(path, "write"):  # a binary file object: written in place (no atomic rename, no fsync)
+        _write_archive(path, arrays, manifest)
+        return path
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
@@ -377,18 +381,7 @@ def save(model: Any, path: str | os.PathLike, *, metrics: dict[str, float] | Non
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-                # each array is streamed into its entry (numpy writes it in chunks), hashed on the way: no copy of
-                # the model is held in memory; the manifest, which needs the hashes, is written last
-                for key, arr in arrays.items():
-                    entry = f"arrays/{key}.npy"
-                    with zf.open(entry, "w", force_zip64=True) as raw:
-                        sink = _HashingWriter(raw)
-                        np.lib.format.write_array(sink, np.ascontiguousarray(arr), allow_pickle=False)
-                    manifest["arrays"][key] = {"entry": entry, "shape": list(arr.shape), "dtype": arr.dtype.str,
-                                               "nbytes": int(arr.nbytes), "sha256": sink.hexdigest()}
-                manifest["checksum"] = manifest_checksum(manifest)
-                zf.writestr(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+            _write_archive(fh, arrays, manifest)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp_name, 0o666 & ~_umask())  # the usual mode of a new file (mkstemp makes it 0600)
@@ -400,6 +393,22 @@ def save(model: Any, path: str | os.PathLike, *, metrics: dict[str, float] | Non
             pass
         raise
     return path
+
+
+def _write_archive(fh: Any, arrays: dict[str, np.ndarray], manifest: dict[str, Any]) -> None:
+    """The ZIP archive into the binary file object ``fh``; fills ``manifest["arrays"]`` and its checksum."""
+    with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        # each array is streamed into its entry (numpy writes it in chunks), hashed on the way: no copy of the
+        # model is held in memory; the manifest, which needs the hashes, is written last
+        for key, arr in arrays.items():
+            entry = f"arrays/{key}.npy"
+            with zf.open(entry, "w", force_zip64=True) as raw:
+                sink = _HashingWriter(raw)
+                np.lib.format.write_array(sink, np.ascontiguousarray(arr), allow_pickle=False)
+            manifest["arrays"][key] = {"entry": entry, "shape": list(arr.shape), "dtype": arr.dtype.str,
+                                       "nbytes": int(arr.nbytes), "sha256": sink.hexdigest()}
+        manifest["checksum"] = manifest_checksum(manifest)
+        zf.writestr(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
 
 
 class _HashingWriter:
@@ -553,15 +562,28 @@ def _read_array(zf: zipfile.ZipFile, name: str, meta: dict[str, Any], source: st
     return np.ascontiguousarray(arr)
 
 
-def load(path: str | os.PathLike, *, on_manifest: Callable[[dict[str, Any]], None] | None = None) -> Any:
-    """Load a model saved by :func:`save` / ``model.save``. Every problem raises :class:`ModelFileError`."""
-    path = Path(path)
-    source = str(path)
-    if not path.is_file():
-        raise ModelFileError(f"{source}: no such model file")
+def load(path: str | os.PathLike | Any, *, on_manifest: Callable[[dict[str, Any]], None] | None = None) -> Any:
+    """Load a model saved by :func:`save` / ``model.save`` from a path or a binary file object.
+
+    Every problem raises :class:`ModelFileError`.
+    """
+    if hasattr(path, "read"):
+        source = os.path.basename(str(getattr(path, "name", ""))) or "<file object>"
+        try:
+            here = path.tell()
+            size = path.seek(0, os.SEEK_END) - here
+            path.seek(here)
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ModelFileError(f"{source}: a model file object must be seekable ({exc})") from None
+    else:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ModelFileError(f"{source}: no such model file")
+        size = path.stat().st_size
     try:
         zf = zipfile.ZipFile(path, "r")
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ModelFileError(f"{source}: not a readable mfrec model file ({exc}); truncated or corrupt?") from exc
     with zf:
         manifest = _read_manifest(zf, source)
@@ -577,7 +599,7 @@ def load(path: str | os.PathLike, *, on_manifest: Callable[[dict[str, Any]], Non
         if unexpected:
             raise ModelFileError(f"{source}: unexpected archive entries {unexpected[:3]} (tampered file?)")
         declared = sum(m["nbytes"] for m in manifest["arrays"].values())
-        if declared > path.stat().st_size:
+        if declared > size:
             raise ModelFileError(f"{source}: manifest declares {declared} bytes of arrays but the file is smaller")
         arrays = {name: _read_array(zf, name, meta, source) for name, meta in manifest["arrays"].items()}
     params = manifest["params"]
