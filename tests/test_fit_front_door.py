@@ -201,3 +201,24 @@ def test_save_and_load_with_file_objects(implicit_model, tmp_path):
         assert mfrec.load(fh).factors == implicit_model.factors
     with pytest.raises(mfrec.ModelFileError):
         mfrec.load(io.BytesIO(b"not a zip"))
+
+
+def test_events_to_implicit_takes_a_quantity_column():
+    log = pd.DataFrame({"customer_id": ["a", "a", "b"], "sku": [1, 1, 2], "event": ["buy", "view", "buy"],
+                        "qty": [3, 1, 2]})
+    fb = mfrec.events_to_implicit(log, user="customer_id", item="sku", weights={"buy": 1.0, "view": 0.5},
+                                  quantity="qty", confidence="identity")
+    got = dict(zip(zip(fb.interactions.to_frame()["user"], fb.interactions.to_frame()["item"]), fb.confidence))
+    assert got == {("a", 1): 3.5, ("b", 2): 2.0}
+    with pytest.raises(mfrec.InvalidDataError, match="'qty'"):
+        mfrec.events_to_implicit(log.assign(qty=[1, -2, 1]), user="customer_id", item="sku", event=None,
+                                 quantity="qty")
+
+
+def test_attribute_tables_may_carry_an_id_column():
+    data = planted_interactions()
+    items = pd.DataFrame({"item_id": data.item_ids, "genre": list("abcd") * (data.n_items // 4)})
+    with_column = mfrec.HybridALS(factors=3, iterations=2, seed=0).fit(data, item_attributes=items)
+    indexed = mfrec.HybridALS(factors=3, iterations=2, seed=0).fit(data, item_attributes=items.set_index("item_id"))
+    np.testing.assert_array_equal(with_column.item_factors_, indexed.item_factors_)
+    assert with_column.item_feature_names_ == indexed.item_feature_names_

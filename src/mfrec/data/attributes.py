@@ -901,12 +901,15 @@ def infer_spec(df: pd.DataFrame) -> dict[str, Any]:
 def encode_attributes(attributes: Any, ids: pd.Index, what: str):
     """An :class:`mfrec.Attributes` aligned to ``ids`` with extra attribute ids appended (cold ids).
 
-    ``attributes`` is an ``Attributes`` (re-aligned with :meth:`Attributes.align`) or a DataFrame indexed
-    by id (encoded with :func:`infer_spec`).
+    ``attributes`` is an ``Attributes`` (re-aligned with :meth:`Attributes.align`) or a DataFrame (encoded with
+    :func:`infer_spec`) indexed by id, or with a plain row index and an id column named as
+    :func:`mfrec.read_interactions` names them (``item`` / ``item_id`` / ``movieId`` / ``sku`` ... for items,
+    ``user`` / ``user_id`` / ``customer_id`` ... for users; ``what`` says which side).
     """
     if isinstance(attributes, Attributes):
         return attributes.align(ids, missing="zeros", extra="keep")
     if isinstance(attributes, pd.DataFrame):
+        attributes = _id_column_as_index(attributes, what)
         if not attributes.index.is_unique:
             dup = attributes.index[attributes.index.duplicated()][0]
             raise InvalidDataError(f"{what}: id {show_id(dup)} has more than one attribute row")
@@ -920,3 +923,14 @@ def encode_attributes(attributes: Any, ids: pd.Index, what: str):
     raise InvalidDataError(
         f"{what} must be an mfrec.Attributes or a pandas DataFrame indexed by id, got {type(attributes).__name__}"
     )
+
+
+def _id_column_as_index(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """``frame`` indexed by its id column when it has a plain row index and a column named like an id."""
+    from mfrec.data.interactions import _ITEM_COLUMNS, _USER_COLUMNS
+
+    if not isinstance(frame.index, pd.RangeIndex):
+        return frame
+    names = _USER_COLUMNS if "user" in what else _ITEM_COLUMNS
+    column = next((c for c in names if c in frame.columns), None)
+    return frame if column is None else frame.set_index(column)

@@ -77,6 +77,7 @@ from mfrec.data.interactions import (
     DUPLICATE_POLICIES,
     Interactions,
     _index_dtype,
+    _numeric_column,
     _Origin,
 )
 from mfrec.exceptions import InvalidDataError, InvalidParameterError
@@ -610,13 +611,14 @@ def events_to_implicit(
     *,
     fraction_unit: Literal["auto", "fraction", "percent"] = "auto",
     unobserved_confidence: float = 1.0,
+    quantity: str | None = None,
 ) -> ImplicitFeedback:
     """An interaction log (one row per event) to implicit preference + confidence.
 
     The three steps (see the module docstring for a worked example):
 
-    1. per row ``v = w[event] * f`` (``f`` = the row's fraction, 1 without one or with
-       ``fraction_scaling="none"``);
+    1. per row ``v = w[event] * f * q`` (``f`` = the row's fraction, 1 without one or with
+       ``fraction_scaling="none"``; ``q`` = the row's quantity, 1 without a ``quantity`` column);
     2. per pair ``r_ui = duplicates(v over the pair's rows)``;
     3. ``p_ui = [r_ui > 0]``, ``c_ui = confidence(r_ui)``.
 
@@ -647,6 +649,9 @@ def events_to_implicit(
         How bare fraction numbers are read.
     unobserved_confidence : float, default 1.0
         Confidence of pairs absent from the log.
+    quantity : str, optional
+        Column of per-row amounts (items bought, plays in one session): finite and >= 0, multiplying the row's
+        weight, so that 3 units of one purchase count as 3 purchases.
 
     Returns
     -------
@@ -660,7 +665,8 @@ def events_to_implicit(
     InvalidParameterError
         Bad weights, policy or confidence parameters.
     """
-    _check_frame(df, {"user": user, "item": item, "event": event, "fraction": fraction, "timestamp": timestamp})
+    _check_frame(df, {"user": user, "item": item, "event": event, "fraction": fraction, "timestamp": timestamp,
+                      "quantity": quantity})
     kind, alpha, eps = _check_confidence_params(confidence, alpha, eps)
     fraction_scaling = check_choice("fraction_scaling", fraction_scaling, ("linear", "none"))
     duplicates = check_choice("duplicates", duplicates, DUPLICATE_POLICIES)
@@ -685,6 +691,8 @@ def events_to_implicit(
         f = parse_fractions(df[fraction], fraction_unit, fraction)
         if fraction_scaling == "linear":
             w = w * np.where(np.isnan(f), 1.0, f)
+    if quantity is not None:
+        w = w * _numeric_column(df[quantity], quantity, origin, allow_negative=False)
     # 2. per pair: the duplicates policy
     merged = _build(df, w, user, item, event, timestamp, duplicates)
     # 3. preference and confidence
