@@ -222,3 +222,22 @@ def test_attribute_tables_may_carry_an_id_column():
     indexed = mfrec.HybridALS(factors=3, iterations=2, seed=0).fit(data, item_attributes=items.set_index("item_id"))
     np.testing.assert_array_equal(with_column.item_factors_, indexed.item_factors_)
     assert with_column.item_feature_names_ == indexed.item_feature_names_
+
+
+def test_allow_and_deny_lists_on_every_scenario_and_per_user_exclusions(implicit_model):
+    m = implicit_model
+    items, users = list(m.interactions_.item_ids), list(m.interactions_.user_ids)
+    pool = items[:10]
+    assert set(m.similar_items(items[0], k=20, items=pool)["item"]) <= set(pool) - {items[0]}
+    banned = m.similar_items(items[0], k=3)["item"].tolist()
+    assert not set(m.similar_items(items[0], k=5, exclude=banned)["item"]) & set(banned)
+    assert set(m.similar_users(users[0], k=20, users=users[:6])["user"]) <= set(users[1:6])
+    assert set(m.recommend_users(items[0], k=50, users=users[:5])["user"]) <= set(users[:5])
+    batch = m.similar_items_batch(items[:2], k=20, candidates=pool)
+    assert set(batch["similar_item"]) <= set(pool)
+    # per-user exclusions in a batch: each user loses only their own
+    first = m.recommend_batch(users[:2], k=3)
+    top_a = first[first["user"] == users[0]]["item"].tolist()
+    again = m.recommend_batch(users[:2], k=3, exclude={users[0]: top_a[:2]})
+    assert not set(again[again["user"] == users[0]]["item"]) & set(top_a[:2])
+    assert again[again["user"] == users[1]]["item"].tolist() == first[first["user"] == users[1]]["item"].tolist()

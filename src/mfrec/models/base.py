@@ -301,6 +301,28 @@ class Recommender:
             mask[self._items_idx(exclude, "exclude")] = False
         return mask
 
+    def _users_mask(self, users: Any, exclude: Any) -> np.ndarray | None:
+        """Bool mask over users from an allow-list and a deny-list of external user ids (None: everyone)."""
+        if users is None and exclude is None:
+            return None
+        n = self.interactions_.n_users
+
+        def indices(ids: Any, what: str) -> np.ndarray:
+            listed = _as_id_list(ids, what)
+            if not listed:
+                return np.zeros(0, dtype=np.int64)
+            try:
+                return np.asarray(self.interactions_.user_index(listed), dtype=np.int64)
+            except UnknownIdError as exc:
+                raise UnknownIdError(f"{what}: {exc}") from None
+
+        mask = np.ones(n, dtype=bool) if users is None else np.zeros(n, dtype=bool)
+        if users is not None:
+            mask[indices(users, "users")] = True
+        if exclude is not None:
+            mask[indices(exclude, "exclude")] = False
+        return mask
+
     def _seen_pattern(self, user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """CSR pattern of the training items of ``user_idx`` (explicitly stored zeros count as seen)."""
         m = self.interactions_.matrix
@@ -394,7 +416,8 @@ class Recommender:
 
         return vectors, self._cached(f"norms_{kind}", (vectors,), build)
 
-    def _similar(self, kind: str, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _similar(self, kind: str, idx: np.ndarray, k: int, allowed: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k cosine neighbours of dense indices ``idx`` (the query itself excluded).
 
         Returns items/users ``(b, k')`` int32 (``-1`` padded) and cosines ``(b, k')`` float32.
@@ -412,7 +435,7 @@ class Recommender:
         for start in range(0, b, block):
             stop = min(b, start + block)
             sims = _cosine_rows(vectors, idx[start:stop], norms)
-            select_topk(sims, kk, indptr, indices, None, out=out, row_offset=start)
+            select_topk(sims, kk, indptr, indices, allowed, out=out, row_offset=start)
         return _trim(out[0], out[1])
 
     def _new_user_scores(self, vector: np.ndarray) -> np.ndarray:
@@ -479,7 +502,8 @@ class Recommender:
     ) -> pd.DataFrame:
         """The ``k`` best items for each of many known users, in one long DataFrame.
 
-        Parameters are those of :meth:`recommend`, with ``users`` an iterable of external user ids.
+        Parameters are those of :meth:`recommend`, with ``users`` an iterable of external user ids; ``exclude``
+        may also be a mapping ``user -> items`` of per-user exclusions (on top of the seen items).
 
         Returns
         -------
@@ -494,10 +518,37 @@ class Recommender:
         return self._recommend_idx(user_idx, k, exclude_seen, items, exclude)
 
     def _top_for_users(self, user_idx, k, exclude_seen, items, exclude) -> tuple[np.ndarray, np.ndarray]:
-        """(items, scores) of the top ``k`` per user index, -1 padded, with seen/allow/deny rules applied."""
-        allowed = self._allowed_mask(items, exclude)
+        """(items, scores) of the top ``k`` per user index, -1 padded, with seen/allow/deny rules applied.
+
+        ``exclude`` is a deny-list for every user, or a mapping ``user id -> items`` of per-user exclusions.
+        """
+        per_user = exclude if isinstance(exclude, Mapping) else None
+        allowed = self._allowed_mask(items, None if per_user is not None else exclude)
         indptr, indices = self._seen_pattern(user_idx) if exclude_seen else (None, None)
+        if per_user is not None:
+            indptr, indices = self._with_exclusions(user_idx, indptr, indices, per_user)
         return self._topk_pattern(user_idx, k, indptr, indices, allowed)
+
+    def _with_exclusions(self, user_idx: np.ndarray, indptr, indices, per_user: Mapping) -> tuple[np.ndarray, np.ndarray]:
+        """The CSR exclusion pattern of ``user_idx`` (the seen items, or none) plus each user's own exclusions."""
+        n_rows, n_items = len(user_idx), self.interactions_.n_items
+        known = {int(u): r for r, u in enumerate(user_idx)}
+        rows, cols = [], []
+        for user, listed in per_user.items():
+            r = known.get(self._user_idx(user))
+            if r is None:
+                continue  # exclusions of a user not asked for
+            idx = self._items_idx(listed, f"exclude[{show_id(user)}]")
+            rows.append(np.full(len(idx), r, dtype=np.int64))
+            cols.append(idx.astype(np.int64))
+        extra = sp.csr_matrix((np.ones(sum(map(len, cols)), np.int8),
+                               (np.concatenate(rows) if rows else np.zeros(0, np.int64),
+                                np.concatenate(cols) if cols else np.zeros(0, np.int64))), shape=(n_rows, n_items))
+        if indptr is not None:
+            seen = sp.csr_matrix((np.ones(len(indices), np.int8), indices, indptr), shape=(n_rows, n_items))
+            extra = extra + seen
+        extra.sum_duplicates()
+        return extra.indptr.astype(np.int64), extra.indices.astype(np.int32)
 
     def _recommend_idx(self, user_idx, k, exclude_seen, items, exclude) -> pd.DataFrame:
         """Long frame (user, item, score, rank) for dense user indices."""
@@ -515,7 +566,9 @@ class Recommender:
             }
         )
 
-    def recommend_users(self, item: Hashable, k: int = 10, exclude_seen: bool = False) -> pd.DataFrame:
+    def recommend_users(self, item: Hashable, k: int = 10, exclude_seen: bool = False,
+                        users: Iterable[Hashable] | None = None,
+                        exclude: Iterable[Hashable] | None = None) -> pd.DataFrame:
         """The ``k`` users who score highest for one item ("who would want this?").
 
         Parameters
@@ -527,6 +580,8 @@ class Recommender:
         exclude_seen : bool, default False
             Leave out the users who already interacted with the item. Off by default: the question is
             usually "who likes this", and for campaign targeting pass ``exclude_seen=True``.
+        users, exclude : iterables of user ids, optional
+            Rank only these users (allow-list) / never these users (deny-list).
 
         Returns
         -------
@@ -539,7 +594,7 @@ class Recommender:
         scores = self._item_scores(idx)
         indptr, indices = self._seen_by_pattern(idx) if exclude_seen else (None, None)
         kk = max(1, min(k, scores.shape[1]))
-        top_users, top_scores, counts = select_topk(scores, kk, indptr, indices)
+        top_users, top_scores, counts = select_topk(scores, kk, indptr, indices, self._users_mask(users, exclude))
         n = int(counts[0])
         return pd.DataFrame(
             {
@@ -548,38 +603,47 @@ class Recommender:
             }
         )
 
-    def _similar_frame(self, kind: str, query: Hashable, k: int) -> pd.DataFrame:
+    def _candidates(self, kind: str, allow: Any, exclude: Any) -> np.ndarray | None:
+        return self._allowed_mask(allow, exclude) if kind == "item" else self._users_mask(allow, exclude)
+
+    def _similar_frame(self, kind: str, query: Hashable, k: int, allow: Any = None, exclude: Any = None
+                       ) -> pd.DataFrame:
         self._check_fitted()
         k = check_int("k", k, minimum=1)
         if kind == "item":
             idx, ids = self._item_idx(query), self.interactions_.item_index_map
         else:
             idx, ids = self._user_idx(query), self.interactions_.user_index_map
-        top, sims = self._similar(kind, np.asarray([idx]), k)
+        top, sims = self._similar(kind, np.asarray([idx]), k, self._candidates(kind, allow, exclude))
         n = int((top[0] >= 0).sum()) if top.size else 0
         return pd.DataFrame({kind: ids.take(top[0, :n]).to_numpy(), "score": sims[0, :n].astype(np.float64)})
 
-    def similar_items(self, item: Hashable, k: int = 10) -> pd.DataFrame:
-        """The ``k`` items most similar to ``item`` (cosine of the model's item vectors), itself excluded.
+    def similar_items(self, item: Hashable, k: int = 10, items: Iterable[Hashable] | None = None,
+                      exclude: Iterable[Hashable] | None = None) -> pd.DataFrame:
+        """The ``k`` items most similar to ``item`` (cosine of the model's item vectors), itself excluded;
+        only among ``items`` when given, never among ``exclude``.
 
         Returns
         -------
         pandas.DataFrame
             Columns ``item`` and ``score`` (cosine in [-1, 1]; 0 for zero vectors), best first.
         """
-        return self._similar_frame("item", item, k)
+        return self._similar_frame("item", item, k, items, exclude)
 
-    def similar_users(self, user: Hashable, k: int = 10) -> pd.DataFrame:
-        """The ``k`` users most similar to ``user`` (cosine of the model's user vectors), itself excluded.
+    def similar_users(self, user: Hashable, k: int = 10, users: Iterable[Hashable] | None = None,
+                      exclude: Iterable[Hashable] | None = None) -> pd.DataFrame:
+        """The ``k`` users most similar to ``user`` (cosine of the model's user vectors), itself excluded;
+        only among ``users`` when given, never among ``exclude``.
 
         Returns
         -------
         pandas.DataFrame
             Columns ``user`` and ``score``, best first.
         """
-        return self._similar_frame("user", user, k)
+        return self._similar_frame("user", user, k, users, exclude)
 
-    def _similar_batch(self, kind: str, queries: Iterable[Hashable], k: int) -> pd.DataFrame:
+    def _similar_batch(self, kind: str, queries: Iterable[Hashable], k: int, allow: Any = None,
+                       exclude: Any = None) -> pd.DataFrame:
         self._check_fitted()
         k = check_int("k", k, minimum=1)
         ids = _as_id_list(queries, f"{kind}s")
@@ -588,7 +652,7 @@ class Recommender:
             return pd.DataFrame({kind: [], f"similar_{kind}": [], "score": [], "rank": []})
         idx = np.asarray(self._items_idx(ids, f"{kind}s") if kind == "item" else
                          self.interactions_.user_index(ids), dtype=np.int64)
-        top, sims = self._similar(kind, idx, k)
+        top, sims = self._similar(kind, idx, k, self._candidates(kind, allow, exclude))
         counts = (top >= 0).sum(axis=1)
         mask = top >= 0
         return pd.DataFrame({
@@ -598,20 +662,24 @@ class Recommender:
             "rank": np.concatenate([np.arange(1, c + 1) for c in counts]) if len(counts) else [],
         })
 
-    def similar_items_batch(self, items: Iterable[Hashable], k: int = 10) -> pd.DataFrame:
+    def similar_items_batch(self, items: Iterable[Hashable], k: int = 10, candidates: Iterable[Hashable] | None = None,
+                            exclude: Iterable[Hashable] | None = None) -> pd.DataFrame:
         """:meth:`similar_items` for many items at once (one blocked product, not one query each).
 
         Returns
         -------
         pandas.DataFrame
             Columns ``item`` (the query), ``similar_item``, ``score`` (cosine) and ``rank`` (1-based), grouped by
-            query in the order given, best first.
+            query in the order given, best first. ``candidates`` / ``exclude`` are the allow- and deny-lists of
+            every query (named ``candidates`` because ``items`` are the queries here).
         """
-        return self._similar_batch("item", items, k)
+        return self._similar_batch("item", items, k, candidates, exclude)
 
-    def similar_users_batch(self, users: Iterable[Hashable], k: int = 10) -> pd.DataFrame:
-        """:meth:`similar_users` for many users at once: columns ``user``, ``similar_user``, ``score``, ``rank``."""
-        return self._similar_batch("user", users, k)
+    def similar_users_batch(self, users: Iterable[Hashable], k: int = 10, candidates: Iterable[Hashable] | None = None,
+                            exclude: Iterable[Hashable] | None = None) -> pd.DataFrame:
+        """:meth:`similar_users` for many users at once: columns ``user``, ``similar_user``, ``score``, ``rank``;
+        ``candidates`` / ``exclude`` are the allow- and deny-lists of every query."""
+        return self._similar_batch("user", users, k, candidates, exclude)
 
     def _fold_in_inputs(self, items: Any, values: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Validated (dense item indices int32, values float32) of a new user's interactions.
