@@ -241,3 +241,12 @@ def test_allow_and_deny_lists_on_every_scenario_and_per_user_exclusions(implicit
     again = m.recommend_batch(users[:2], k=3, exclude={users[0]: top_a[:2]})
     assert not set(again[again["user"] == users[0]]["item"]) & set(top_a[:2])
     assert again[again["user"] == users[1]]["item"].tolist() == first[first["user"] == users[1]]["item"].tolist()
+
+
+def test_the_front_door_options_are_in_the_signature():
+    import inspect
+
+    for cls in (mfrec.ImplicitALS, mfrec.HybridALS, mfrec.Popularity):
+        params = inspect.signature(cls.fit).parameters
+        assert {"show_progress", "callback", "user", "item", "value"} <= set(params)
+        assert all(params[n].kind is inspect.Parameter.KEYWORD_ONLY for n in ("show_progress", "callback"))

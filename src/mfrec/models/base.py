@@ -126,6 +126,16 @@ def _cosine_rows(vectors: Any, query: np.ndarray, norms: np.ndarray) -> np.ndarr
     return out.astype(np.float32, copy=False)
 
 
+def _front_door_signature(fit: Any) -> inspect.Signature:
+    """The signature of a wrapped ``fit``: the model's own, plus the keyword-only options every fit takes."""
+    sig = inspect.signature(fit)
+    params = [p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD]
+    var_kw = [p for p in sig.parameters.values() if p.kind == p.VAR_KEYWORD]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None)
+             for name in ("show_progress", "callback", "user", "item", "value") if name not in sig.parameters]
+    return sig.replace(parameters=params + extra + var_kw)
+
+
 # ---------------------------------------------------------------------------------------------- base
 class Recommender:
     """Base of every mfrec model: scikit-learn style parameters plus id-speaking recommend methods.
@@ -176,6 +186,7 @@ class Recommender:
                     self._invalidate_caches()
 
             wrapped._mfrec_wrapped = True  # type: ignore[attr-defined]
+            wrapped.__signature__ = _front_door_signature(fit)  # type: ignore[attr-defined]
             cls.fit = wrapped  # type: ignore[method-assign]
 
     def fit(self, interactions: Interactions, *args: Any, **kwargs: Any) -> Recommender:
