@@ -64,10 +64,7 @@ def tqdm_listener(kind: str, desc: str, enabled: bool | None = None) -> Iterator
             return
         if bar is None:
             bar = tqdm(total=event.get("total"), desc=desc, unit=kind, leave=False, file=sys.stderr, mininterval=0)
-        bar.update(1)
-        shown = {k: v for k, v in event.items() if k in ("loss", "val_rmse", "val_ndcg", "rmse") and v is not None}
-        if shown:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
+        _advance(bar, event)
 
     with listen(on_event):
         try:
@@ -75,6 +72,14 @@ def tqdm_listener(kind: str, desc: str, enabled: bool | None = None) -> Iterator
         finally:
             if bar is not None:
                 bar.close()
+
+
+def _advance(bar: Any, event: dict[str, Any]) -> None:
+    """One step of a bar, with the event's loss and metrics as its postfix."""
+    bar.update(1)
+    shown = {k: v for k, v in event.items() if k in ("loss", "val_rmse", "val_ndcg", "rmse") and v is not None}
+    if shown:
+        bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
 
 
 def _interactive() -> bool:
@@ -110,10 +115,7 @@ def fit_progress(callback: Callable[[int, float, dict[str, Any]], Any] | None = 
 
                 bar = tqdm(total=event.get("total"), desc=str(event.get("model", "fit")), unit="it", leave=False)
             if kind == "iteration":
-                bar.update(1)
-                shown = {k: v for k, v in event.items() if k in ("loss", "val_rmse", "val_ndcg") and v is not None}
-                if shown:
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
+                _advance(bar, event)
         if callback is not None and kind == "iteration":
             entry = {k: v for k, v in event.items() if k not in ("kind", "model", "total")}
             callback(int(event["iteration"]), float(event.get("seconds", 0.0)), entry)

@@ -289,50 +289,39 @@ class Recommender:
     def _item_idx(self, item: Hashable) -> int:
         return self.interactions_.item_index(item)
 
-    def _items_idx(self, items: Any, what: str) -> np.ndarray:
-        ids = _as_id_list(items, what)
-        if not ids:
+    def _ids_idx(self, side: str, ids: Any, what: str) -> np.ndarray:
+        """Dense indices (int32) of external ``user`` or ``item`` ids; an unknown id names ``what``."""
+        listed = _as_id_list(ids, what)
+        if not listed:
             return np.zeros(0, dtype=np.int32)
+        lookup = self.interactions_.item_index if side == "item" else self.interactions_.user_index
         try:
-            return np.asarray(self.interactions_.item_index(ids), dtype=np.int32)
+            return np.asarray(lookup(listed), dtype=np.int32)
         except UnknownIdError as exc:
             raise UnknownIdError(f"{what}: {exc}") from None
 
+    def _items_idx(self, items: Any, what: str) -> np.ndarray:
+        return self._ids_idx("item", items, what)
+
+    def _side_mask(self, side: str, allow: Any, exclude: Any, allow_name: str) -> np.ndarray | None:
+        """Bool mask over the users or items from an allow-list and a deny-list of external ids (None: all)."""
+        if allow is None and exclude is None:
+            return None
+        n = self.interactions_.n_items if side == "item" else self.interactions_.n_users
+        mask = np.ones(n, dtype=bool) if allow is None else np.zeros(n, dtype=bool)
+        if allow is not None:
+            mask[self._ids_idx(side, allow, allow_name)] = True
+        if exclude is not None:
+            mask[self._ids_idx(side, exclude, "exclude")] = False
+        return mask
+
     def _allowed_mask(self, items: Any, exclude: Any) -> np.ndarray | None:
         """Bool mask over items from an allow-list and a deny-list of external ids (None: everything)."""
-        if items is None and exclude is None:
-            return None
-        n = self.interactions_.n_items
-        if items is not None:
-            mask = np.zeros(n, dtype=bool)
-            mask[self._items_idx(items, "items")] = True
-        else:
-            mask = np.ones(n, dtype=bool)
-        if exclude is not None:
-            mask[self._items_idx(exclude, "exclude")] = False
-        return mask
+        return self._side_mask("item", items, exclude, "items")
 
     def _users_mask(self, users: Any, exclude: Any) -> np.ndarray | None:
         """Bool mask over users from an allow-list and a deny-list of external user ids (None: everyone)."""
-        if users is None and exclude is None:
-            return None
-        n = self.interactions_.n_users
-
-        def indices(ids: Any, what: str) -> np.ndarray:
-            listed = _as_id_list(ids, what)
-            if not listed:
-                return np.zeros(0, dtype=np.int64)
-            try:
-                return np.asarray(self.interactions_.user_index(listed), dtype=np.int64)
-            except UnknownIdError as exc:
-                raise UnknownIdError(f"{what}: {exc}") from None
-
-        mask = np.ones(n, dtype=bool) if users is None else np.zeros(n, dtype=bool)
-        if users is not None:
-            mask[indices(users, "users")] = True
-        if exclude is not None:
-            mask[indices(exclude, "exclude")] = False
-        return mask
+        return self._side_mask("user", users, exclude, "users")
 
     def _seen_pattern(self, user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """CSR pattern of the training items of ``user_idx`` (explicitly stored zeros count as seen)."""
