@@ -103,6 +103,13 @@ def test_a_hundred_thousand_columns_are_refused_at_once(tmp_path, capsys):
     _one_line_error(capsys, ["data", "info", path], "100000 columns", "--sep")
 
 
+def test_the_column_bound_holds_for_a_sniffed_separator_too(tmp_path, capsys):
+    """The bound used to count the default ',' before the separator was sniffed: 5000 ';' columns passed it."""
+    path = tmp_path / "wide-semicolon.csv"
+    path.write_text(";".join(f"c{j}" for j in range(5000)) + "\n" + ";".join(["1"] * 5000) + "\n")
+    _one_line_error(capsys, ["data", "info", path], "5000 columns", "';'")
+
+
 def test_a_huge_line_without_a_separator_is_refused_without_echoing_it(tmp_path, capsys):
     path = tmp_path / "one-line.csv"
     path.write_bytes(b"x" * (20 << 20))

@@ -12,7 +12,8 @@ Hierarchy::
     ├── DatasetError            a dataset is missing, corrupt or cannot be downloaded
     └── MissingExtraError       an optional dependency is not installed (says which ``pip install mfrec[extra]``); also an ImportError
 
-The CLI maps every ``MfrecError`` to one line on stderr and exit code 2.
+The CLI maps every ``MfrecError`` to one line on stderr and exit code 2. :func:`clip` and :func:`one_line` are
+how a message quotes input: a value cut to about 80 characters, any text folded to one bounded line.
 """
 
 from __future__ import annotations
@@ -27,7 +28,21 @@ __all__ = [
     "ModelFileError",
     "DatasetError",
     "MissingExtraError",
+    "clip",
+    "one_line",
 ]
+
+
+def clip(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters: what an error message quotes of a value from the input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 12]}... ({len(text)} chars)"
+
+
+def one_line(text: object, limit: int = 200) -> str:
+    """``str(text)`` with its whitespace folded to single spaces, cut to ``limit`` characters."""
+    folded = " ".join(str(text).split())
+    return folded if len(folded) <= limit else folded[: limit - 3] + "..."
 
 
 class MfrecError(Exception):

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mfrec.exceptions import MfrecError, UnknownIdError, require_extra
+from mfrec.exceptions import MfrecError, UnknownIdError, clip, one_line, require_extra
 
 __all__ = ["create_app", "ModelHolder", "serve"]
 
@@ -80,7 +80,7 @@ class ModelHolder:
         except MfrecError:
             raise
         except Exception as exc:  # noqa: BLE001 - a model that cannot answer a query is not swapped in
-            raise MfrecError(f"the model fails its warm-up queries ({type(exc).__name__}: {str(exc)[:120]})") from exc
+            raise MfrecError(f"the model fails its warm-up queries ({one_line(f'{type(exc).__name__}: {exc}', 140)})") from exc
         return model, manifest, titles
 
     def reload(self) -> dict[str, Any]:
@@ -164,11 +164,11 @@ def parse_id(raw: str, index: pd.Index) -> Any:
     """
     if isinstance(raw, str) and index.dtype.kind in "iu":
         if not _INT_ID.fullmatch(raw):
-            raise UnknownIdError(f"unknown id {_clip(raw)}")
+            raise UnknownIdError(f"unknown id {clip(raw)}")
         return int(raw)
     if isinstance(raw, str) and index.dtype.kind == "f":
         if not _FLOAT_ID.fullmatch(raw):
-            raise UnknownIdError(f"unknown id {_clip(raw)}")
+            raise UnknownIdError(f"unknown id {clip(raw)}")
         return float(raw)
     if not isinstance(raw, str) and index.dtype == object:
         return str(raw) if str(raw) in index else raw
@@ -590,13 +590,13 @@ def check_listen_address(host: str, port: int) -> None:
     import socket
 
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise MfrecError(f"port must be an integer in 1..65535, got {_clip(port)}")
+        raise MfrecError(f"port must be an integer in 1..65535, got {clip(port)}")
     if not isinstance(host, str) or not host or len(host) > 253:
-        raise MfrecError(f"host must be a name or an IP address, got {_clip(host)}")
+        raise MfrecError(f"host must be a name or an IP address, got {clip(host)}")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
-        raise MfrecError(f"host {_clip(host)} does not resolve ({exc})") from None
+        raise MfrecError(f"host {clip(host)} does not resolve ({exc})") from None
     family, kind, proto, _, address = infos[0]
     try:
         with socket.socket(family, kind, proto) as probe:
@@ -606,18 +606,10 @@ def check_listen_address(host: str, port: int) -> None:
         raise MfrecError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
 
 
-def _clip(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to about ``limit`` characters (an id or value echoed in an error)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _reason(exc: BaseException) -> str:
     """One line saying why, for logs and HTTP bodies: absolute paths cut to the file name, at most 200 chars."""
     text = str(exc) if isinstance(exc, MfrecError) else f"{type(exc).__name__}: {exc}"
-    text = re.sub(r"(?<![\w.])/(?:[^/\s:'\"]+/)+([^/\s:'\"]+)", r"\1", text)
-    text = " ".join(text.split())
-    return text if len(text) <= 200 else text[:197] + "..."
+    return one_line(re.sub(r"(?<![\w.])/(?:[^/\s:'\"]+/)+([^/\s:'\"]+)", r"\1", text))
 
 
 _THREAD_LIMITS: list[Any] = []  # held for the process's lifetime

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from mfrec.exceptions import InvalidParameterError as MfrecInvalidParameter
-from mfrec.exceptions import MfrecError
+from mfrec.exceptions import MfrecError, clip
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -53,11 +53,6 @@ def run_guarded(func: Callable[[argparse.Namespace], int | None], args: argparse
         return EXIT_OK
 
 
-def _clip(text: Any, limit: int = 80) -> str:
-    shown = repr(text)
-    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
-
-
 def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
     """An argparse ``type`` for an integer option in ``lo..hi``: anything else is a one-line usage error."""
 
@@ -65,7 +60,7 @@ def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {_clip(text)}") from None
+            raise argparse.ArgumentTypeError(f"expected an integer, got {clip(text)}") from None
         if not lo <= value <= hi:
             raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, got {value}")
         return value
@@ -81,12 +76,12 @@ def bounded_float(lo: float, hi: float, *, open_low: bool = False, open_high: bo
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {_clip(text)}") from None
+            raise argparse.ArgumentTypeError(f"expected a number, got {clip(text)}") from None
         low_ok = value > lo if open_low else value >= lo
         high_ok = value < hi if open_high else value <= hi
         if not (np.isfinite(value) and low_ok and high_ok):
             left, right = "(" if open_low else "[", ")" if open_high else "]"
-            raise argparse.ArgumentTypeError(f"must be in {left}{lo:g}, {hi:g}{right}, got {_clip(text)}")
+            raise argparse.ArgumentTypeError(f"must be in {left}{lo:g}, {hi:g}{right}, got {clip(text)}")
         return value
 
     parse.__name__ = "number"

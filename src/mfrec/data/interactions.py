@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from mfrec.exceptions import InvalidDataError, InvalidParameterError, UnknownIdError
+from mfrec.exceptions import InvalidDataError, InvalidParameterError, UnknownIdError, clip, one_line
 
 __all__ = ["Interactions", "read_interactions", "DUPLICATE_POLICIES"]
 
@@ -156,12 +156,6 @@ def _timestamp_column(column: pd.Series, name: str, origin: _Origin) -> np.ndarr
 def show_id(x: Any) -> str:
     """repr() of an external id, without numpy's ``np.int64(...)`` wrapping, cut to about 80 characters."""
     return clip(x.item() if isinstance(x, np.generic) else x)
-
-
-def clip(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to about ``limit`` characters: what an error message quotes of a value from the input."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 12]}... ({len(text)} chars)"
 
 
 
@@ -652,11 +646,6 @@ MAX_COLUMNS = 1000
 _CORRUPT = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, NotImplementedError)
 
 
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _check_sep(sep: Any) -> str:
     """A one-character field separator; the two-character spelling ``\\t`` (typed in a shell) means tab."""
     if not isinstance(sep, str):
@@ -699,26 +688,30 @@ def _open_text_bytes(path: Path, last_suffix: str):
     return open(path, "rb")
 
 
-def _check_first_line(path: Path, last_suffix: str, sep: str, source: str) -> None:
-    """Read at most :data:`MAX_LINE_BYTES` of the file: refuse a corrupt compressed file, a first line longer than
-    that, and more than :data:`MAX_COLUMNS` columns, before pandas reads (and copies) anything."""
+def _read_head(path: Path, last_suffix: str, source: str) -> bytes:
+    """At most :data:`MAX_LINE_BYTES` + 1 bytes of the file's text, before pandas reads (and copies) anything:
+    a corrupt compressed file and a first line longer than that are refused here."""
     try:
         with _open_text_bytes(path, last_suffix) as fh:
             head = fh.read(MAX_LINE_BYTES + 1)
     except InvalidDataError:
         raise
     except _CORRUPT as exc:
-        raise InvalidDataError(f"{source}: the compressed file is corrupt or truncated ({_one_line(exc)})") from None
-    end = head.find(b"\n")
-    if end < 0 and len(head) > MAX_LINE_BYTES:
+        raise InvalidDataError(f"{source}: the compressed file is corrupt or truncated ({one_line(exc)})") from None
+    if head.find(b"\n") < 0 and len(head) > MAX_LINE_BYTES:
         raise InvalidDataError(f"{source}: line 1 is longer than {MAX_LINE_BYTES >> 20} MiB; this is not a "
                                "CSV/TSV of interactions (or the file has no line breaks)")
-    first = head if end < 0 else head[:end]
-    n_cols = first.count(sep.encode("utf-8", "replace")) + 1
+    return head
+
+
+def _check_columns(head: bytes, sep: str, source: str) -> None:
+    """Refuse a first line of more than :data:`MAX_COLUMNS` fields (pandas renames duplicate names in quadratic
+    time)."""
+    end = head.find(b"\n")
+    n_cols = (head if end < 0 else head[:end]).count(sep.encode("utf-8", "replace")) + 1
     if n_cols > MAX_COLUMNS:
         raise InvalidDataError(f"{source}: line 1 has {n_cols} columns (at most {MAX_COLUMNS}); is the separator "
                                f"right? (--sep / sep=, now {sep!r})")
-    return head
 
 
 #: separators :func:`read_interactions` recognises when none is given
@@ -792,13 +785,13 @@ def read_interactions(
             raise InvalidDataError(f"{source}: cannot read Parquet ({exc.__class__.__name__}: {exc})") from exc
         origin = _Origin(source=source)
     else:
-        given = sep is not None
-        sep = _check_sep(sep if given else ("," if base == ".csv" else "\t"))
+        default = "," if base == ".csv" else "\t"
+        sep = None if sep is None else _check_sep(sep)
         if names is not None:
             names = _check_names(names)
-        head = _check_first_line(path, suffixes[-1] if suffixes else "", sep, source)
-        if not given:
-            sep = _sniff_sep(head, sep)
+        head = _read_head(path, suffixes[-1] if suffixes else "", source)
+        sep = sep if sep is not None else _sniff_sep(head, default)
+        _check_columns(head, sep, source)  # with the separator pandas will use, sniffed or given
         hdr = 0 if header and names is None else None
         if names is not None and header:
             hdr = 0  # replace the file's header by the given names
@@ -816,12 +809,12 @@ def read_interactions(
         except pd.errors.EmptyDataError as exc:
             raise InvalidDataError(f"{source}: the file is empty") from exc
         except pd.errors.ParserError as exc:
-            raise InvalidDataError(f"{source}: cannot parse ({_one_line(exc)}); is the separator right? "
+            raise InvalidDataError(f"{source}: cannot parse ({one_line(exc)}); is the separator right? "
                                    f"(--sep / sep=, now {sep!r})") from exc
         except UnicodeDecodeError as exc:
             raise InvalidDataError(f"{source}: not {encoding} text ({exc.reason} at byte {exc.start})") from exc
         except _CORRUPT as exc:
-            raise InvalidDataError(f"{source}: the compressed file is corrupt or truncated ({_one_line(exc)})") from exc
+            raise InvalidDataError(f"{source}: the compressed file is corrupt or truncated ({one_line(exc)})") from exc
         df.columns = [str(c).strip() for c in df.columns]
         # Blank lines at the end are not data; blank lines in the middle are reported by line.
         all_nan = df.isna().all(axis=1).to_numpy()
