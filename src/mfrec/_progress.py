@@ -50,36 +50,53 @@ def tqdm_listener(kind: str, desc: str, enabled: bool | None = None) -> Iterator
     if not enabled:
         yield
         return
-    from tqdm.auto import tqdm
-
-    bar = None
+    bar = _LazyBar(desc=desc, unit=kind, file=sys.stderr, mininterval=0)
 
     def on_event(event: dict[str, Any]) -> None:
-        nonlocal bar
-        if kind == "iteration" and event.get("kind") == "start" and bar is None:
-            # the bar appears when the first iteration starts, so its first rate is a real one
-            bar = tqdm(total=event.get("total"), desc=desc, unit=kind, leave=False, file=sys.stderr, mininterval=0)
-            return
-        if event.get("kind") != kind:
-            return
-        if bar is None:
-            bar = tqdm(total=event.get("total"), desc=desc, unit=kind, leave=False, file=sys.stderr, mininterval=0)
-        _advance(bar, event)
+        if kind == "iteration" and event.get("kind") == "start":
+            bar.open(event)  # the bar appears when the first iteration starts, so its first rate is a real one
+        elif event.get("kind") == kind:
+            bar.advance(event)
 
+    with _listening(on_event, bar):
+        yield
+
+
+class _LazyBar:
+    """A ``tqdm.auto`` bar made on the first event it sees (its total, and without a ``desc`` its label: the
+    event's model, come from that event)."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options, self.bar = options, None
+
+    def open(self, event: dict[str, Any]) -> None:
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            options = {"desc": str(event.get("model", "fit")), **self.options}
+            self.bar = tqdm(total=event.get("total"), leave=False, **options)
+
+    def advance(self, event: dict[str, Any]) -> None:
+        """One step, with the event's loss and metrics as the postfix."""
+        self.open(event)
+        self.bar.update(1)
+        shown = {k: v for k, v in event.items() if k in ("loss", "val_rmse", "val_ndcg", "rmse") and v is not None}
+        if shown:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextlib.contextmanager
+def _listening(on_event: Listener, bar: _LazyBar) -> Iterator[None]:
+    """Route events to ``on_event`` inside the block; close ``bar`` at its end."""
     with listen(on_event):
         try:
             yield
         finally:
-            if bar is not None:
-                bar.close()
-
-
-def _advance(bar: Any, event: dict[str, Any]) -> None:
-    """One step of a bar, with the event's loss and metrics as its postfix."""
-    bar.update(1)
-    shown = {k: v for k, v in event.items() if k in ("loss", "val_rmse", "val_ndcg", "rmse") and v is not None}
-    if shown:
-        bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
+            bar.close()
 
 
 def _interactive() -> bool:
@@ -102,30 +119,23 @@ def fit_progress(callback: Callable[[int, float, dict[str, Any]], Any] | None = 
     if callback is None and not draw:
         yield
         return
-    bar = None
+    bar = _LazyBar(unit="it")
 
     def on_event(event: dict[str, Any]) -> None:
-        nonlocal bar
         if outer is not None:
             outer(event)
         kind = event.get("kind")
         if draw and kind in ("start", "iteration"):
-            if bar is None:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=event.get("total"), desc=str(event.get("model", "fit")), unit="it", leave=False)
             if kind == "iteration":
-                _advance(bar, event)
+                bar.advance(event)
+            else:
+                bar.open(event)
         if callback is not None and kind == "iteration":
             entry = {k: v for k, v in event.items() if k not in ("kind", "model", "total")}
             callback(int(event["iteration"]), float(event.get("seconds", 0.0)), entry)
 
-    with listen(on_event):
-        try:
-            yield
-        finally:
-            if bar is not None:
-                bar.close()
+    with _listening(on_event, bar):
+        yield
 
 
 @contextlib.contextmanager

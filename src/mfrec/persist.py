@@ -213,12 +213,6 @@ def _check_state(model: Any, where: str) -> None:
                               or (factors[0] is not None and W.shape[1] != factors[0].shape[1])):
             raise ModelFileError(f"{where}: {side}_attribute_map_ of shape {W.shape} does not fit the features "
                                  "and the factors")
-    check = getattr(model, "_check_loaded_state", None)
-    if callable(check):
-        try:
-            check()
-        except (ValueError, IndexError) as exc:
-            raise ModelFileError(f"{where}: inconsistent fitted state ({exc})") from None
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:

@@ -486,4 +486,4 @@ def _dataset_label(spec: str) -> str:
     folders (a model file travels; the folders it was trained in are nobody else's business)."""
     from pathlib import Path
 
-    return Path(spec).name if ("/" in spec or "\\" in spec) else spec
+    return Path(spec).name  # a dataset name has no folders: it is its own name

@@ -126,6 +126,20 @@ def _cosine_rows(vectors: Any, query: np.ndarray, norms: np.ndarray) -> np.ndarr
     return out.astype(np.float32, copy=False)
 
 
+def _long_frame(query_col: str, queries: np.ndarray, result_col: str, result_ids: pd.Index, top: np.ndarray,
+                scores: np.ndarray) -> pd.DataFrame:
+    """One row per (query, result): ``queries`` (b,) against ``top`` / ``scores`` (b, k), ``-1`` padded, plus
+    the 1-based ``rank`` within each query."""
+    valid = top >= 0
+    rows = np.repeat(np.arange(len(queries)), valid.sum(axis=1))
+    return pd.DataFrame({
+        query_col: queries[rows],
+        result_col: result_ids.take(top[valid]).to_numpy(),
+        "score": scores[valid].astype(np.float64),
+        "rank": np.cumsum(valid, axis=1)[valid].astype(np.int64),
+    })
+
+
 def _front_door_signature(fit: Any) -> inspect.Signature:
     """The signature of a wrapped ``fit``: the model's own, plus the keyword-only options every fit takes."""
     sig = inspect.signature(fit)
@@ -553,18 +567,8 @@ class Recommender:
     def _recommend_idx(self, user_idx, k, exclude_seen, items, exclude) -> pd.DataFrame:
         """Long frame (user, item, score, rank) for dense user indices."""
         top_items, top_scores = self._top_for_users(user_idx, k, exclude_seen, items, exclude)
-        valid = top_items >= 0
-        rows = np.repeat(np.arange(len(user_idx)), valid.sum(axis=1))
-        ranks = (np.cumsum(valid, axis=1))[valid]
-        user_map, item_map = self.interactions_.user_index_map, self.interactions_.item_index_map
-        return pd.DataFrame(
-            {
-                "user": user_map.take(user_idx[rows]).to_numpy(),
-                "item": item_map.take(top_items[valid]).to_numpy(),
-                "score": top_scores[valid].astype(np.float64),
-                "rank": ranks.astype(np.int64),
-            }
-        )
+        queries = self.interactions_.user_index_map.take(user_idx).to_numpy()
+        return _long_frame("user", queries, "item", self.interactions_.item_index_map, top_items, top_scores)
 
     def recommend_users(self, item: Hashable, k: int = 10, exclude_seen: bool = False,
                         users: Iterable[Hashable] | None = None,
@@ -603,9 +607,6 @@ class Recommender:
             }
         )
 
-    def _candidates(self, kind: str, allow: Any, exclude: Any) -> np.ndarray | None:
-        return self._allowed_mask(allow, exclude) if kind == "item" else self._users_mask(allow, exclude)
-
     def _similar_frame(self, kind: str, query: Hashable, k: int, allow: Any = None, exclude: Any = None
                        ) -> pd.DataFrame:
         self._check_fitted()
@@ -614,7 +615,7 @@ class Recommender:
             idx, ids = self._item_idx(query), self.interactions_.item_index_map
         else:
             idx, ids = self._user_idx(query), self.interactions_.user_index_map
-        top, sims = self._similar(kind, np.asarray([idx]), k, self._candidates(kind, allow, exclude))
+        top, sims = self._similar(kind, np.asarray([idx]), k, self._side_mask(kind, allow, exclude, f"{kind}s"))
         n = int((top[0] >= 0).sum()) if top.size else 0
         return pd.DataFrame({kind: ids.take(top[0, :n]).to_numpy(), "score": sims[0, :n].astype(np.float64)})
 
@@ -650,17 +651,9 @@ class Recommender:
         index_map = self.interactions_.item_index_map if kind == "item" else self.interactions_.user_index_map
         if not ids:
             return pd.DataFrame({kind: [], f"similar_{kind}": [], "score": [], "rank": []})
-        idx = np.asarray(self._items_idx(ids, f"{kind}s") if kind == "item" else
-                         self.interactions_.user_index(ids), dtype=np.int64)
-        top, sims = self._similar(kind, idx, k, self._candidates(kind, allow, exclude))
-        counts = (top >= 0).sum(axis=1)
-        mask = top >= 0
-        return pd.DataFrame({
-            kind: np.repeat(np.asarray(ids, dtype=object), counts),
-            f"similar_{kind}": index_map.take(top[mask]).to_numpy(),
-            "score": sims[mask].astype(np.float64),
-            "rank": np.concatenate([np.arange(1, c + 1) for c in counts]) if len(counts) else [],
-        })
+        idx = self._ids_idx(kind, ids, f"{kind}s")
+        top, sims = self._similar(kind, idx, k, self._side_mask(kind, allow, exclude, f"{kind}s"))
+        return _long_frame(kind, np.asarray(ids, dtype=object), f"similar_{kind}", index_map, top, sims)
 
     def similar_items_batch(self, items: Iterable[Hashable], k: int = 10, candidates: Iterable[Hashable] | None = None,
                             exclude: Iterable[Hashable] | None = None) -> pd.DataFrame:

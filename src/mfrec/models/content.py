@@ -27,6 +27,7 @@ from mfrec.kernels.als_explicit import als_explicit_step
 from mfrec.kernels.als_implicit import half_step, implicit_observed_loss
 from mfrec.kernels.dense import rank_tolerance, solve_psd
 from mfrec.kernels.hybrid import attribute_regression, map_system, neighbor_map, prior_half_step
+from mfrec.kernels.threads import get_num_threads
 from mfrec.models.base import FactorModel
 from mfrec.models.training import ALSPlan, RowBlock, check_factor_memory, run, threads_and_blas
 from mfrec.persist import register_model
@@ -601,7 +602,7 @@ class _HybridPlan(ALSPlan):
         self.warm = {name: np.diff(self.parts[name][0]) > 0 for name in ("user", "item")}
         n = {name: len(self.warm[name]) for name in ("user", "item")}
         F = max((A.shape[1] for A in self.feats.values() if A is not None), default=0)
-        check_factor_memory("HybridALS", d, n["user"], n["item"], 8, 2, extra=3.0 * F * (F + d) * 8)
+        check_factor_memory("HybridALS", d, n["user"], n["item"], 8, get_num_threads(), extra=3.0 * F * (F + d) * 8)
         gen = rng(model.seed)
         # ImplicitALS's start (its draws in the factor dtype: users, then items), solved in float64
         self.F = {name: normal_matrix(gen, n[name], d, 0.01, dt).astype(np.float64) for name in ("user", "item")}

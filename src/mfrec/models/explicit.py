@@ -428,9 +428,9 @@ class _ExplicitPlan(ALSPlan):
             self.val_key, self.patience = "val_rmse", p["early_stopping_rounds"]
         csr = inter.matrix
         n_users, n_items = csr.shape
-        itemsize = np.dtype(dt).itemsize
-        check_factor_memory("ExplicitALS", d, n_users, n_items, itemsize, get_num_threads(),
-                            extra=(n_users + n_items) * itemsize + (2 * d + 3) * 8.0 * get_num_threads())
+        itemsize, threads = np.dtype(dt).itemsize, self.threads or get_num_threads()
+        check_factor_memory("ExplicitALS", d, n_users, n_items, itemsize, threads,
+                            extra=(n_users + n_items) * itemsize + (2 * d + 3) * 8.0 * threads)
         gen = rng(model.seed)
         model.user_factors_ = np.zeros((n_users, d), dtype=dt)
         model.item_factors_ = np.ascontiguousarray(gen.normal(0.0, 0.1, size=(n_items, d)).astype(dt))
