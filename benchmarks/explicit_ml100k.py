@@ -157,13 +157,13 @@ def tune_defaults(data: Path) -> pd.DataFrame:
     train, valid = inner_holdout(data)
     rows = []
     grids = {
-        "ExplicitALS(frequency_weighted=True)": (
-            lambda f, r: ExplicitALS(factors=f, regularization=r, iterations=25, frequency_weighted=True),
+        "ExplicitALS(regularization_scaling="count")": (
+            lambda f, r: ExplicitALS(factors=f, regularization=r, iterations=25, regularization_scaling="count"),
             [5, 10, 20, 50],
             [0.05, 0.1, 0.15, 0.2, 0.3],
         ),
-        "ExplicitALS(frequency_weighted=False)": (
-            lambda f, r: ExplicitALS(factors=f, regularization=r, iterations=25, frequency_weighted=False),
+        "ExplicitALS(regularization_scaling="none")": (
+            lambda f, r: ExplicitALS(factors=f, regularization=r, iterations=25, regularization_scaling="none"),
             [2, 3, 5, 8, 10, 20],
             [5.0, 7.0, 10.0, 12.0, 15.0, 20.0],
         ),

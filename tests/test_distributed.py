@@ -125,13 +125,17 @@ def test_implicit_cg_float32_close_and_delegation_through_fit(client, inter):
     local = ImplicitALS(**kw).fit(inter)
     dist = ImplicitALS(**kw).fit(inter, client=client)  # the thin delegation in ImplicitALS.fit
     assert dist.distributed_stats_["n_user_blocks"] == 2
-    np.testing.assert_allclose(dist.user_factors_, local.user_factors_, rtol=1e-3, atol=1e-5)
-    np.testing.assert_allclose(dist.item_factors_, local.item_factors_, rtol=1e-3, atol=1e-5)
+    # float32 rounding of the Gram (client) vs the in-kernel sums (local), through 3 CG steps: close at the
+    # factors' scale (the exact equality is the float64 test above)
+    for name in ("user_factors_", "item_factors_"):
+        want = getattr(local, name)
+        np.testing.assert_allclose(getattr(dist, name), want, rtol=1e-3, atol=3e-3 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("fw", [False, True])
 def test_explicit_same_factors_biases_and_loss(client, inter, fw):
-    kw = dict(factors=4, iterations=4, regularization=0.5 if not fw else 0.05, frequency_weighted=fw, seed=3)
+    kw = dict(factors=4, iterations=4, regularization=0.5 if not fw else 0.05, seed=3,
+              regularization_scaling="count" if fw else "none")
     local = ExplicitALS(**kw).fit(inter)
     dist = fit(ExplicitALS(**kw), inter, client, n_blocks=3)
     for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_"):

@@ -169,7 +169,7 @@ def test_worked_example_table_reproduced_by_given_factors():
 @pytest.mark.parametrize("biases", [False, True])
 def test_worked_example_als_recovers_known_entries(biases):
     data = seed_interactions()
-    model = ExplicitALS(factors=3, regularization=1e-3, iterations=200, biases=biases, frequency_weighted=False,
+    model = ExplicitALS(factors=3, regularization=1e-3, iterations=200, biases=biases, regularization_scaling="none",
                         dtype="float64").fit(data)
     frame = data.to_frame()
     pred = model.predict(frame["user"], frame["item"])
@@ -201,7 +201,7 @@ def test_loss_never_increases(biases, frequency_weighted, bias_regularization):
     data = frame_data(small_ratings())
     reg = 0.05 if frequency_weighted else 0.5
     model = ExplicitALS(factors=4, regularization=reg, iterations=12, biases=biases,
-                        frequency_weighted=frequency_weighted, dtype="float64",
+                        regularization_scaling="count" if frequency_weighted else "none", dtype="float64",
                         bias_regularization=bias_regularization).fit(data)
     loss = np.array([h["loss"] for h in model.history_])
     assert len(loss) == 12
@@ -214,7 +214,8 @@ def test_loss_never_increases(biases, frequency_weighted, bias_regularization):
 def test_history_loss_equals_objective_recomputed(frequency_weighted, bias_regularization):
     data = frame_data(small_ratings(1))
     model = ExplicitALS(factors=3, regularization=0.1, iterations=3, dtype="float64",
-                        frequency_weighted=frequency_weighted, bias_regularization=bias_regularization).fit(data)
+                        regularization_scaling="count" if frequency_weighted else "none",
+                        bias_regularization=bias_regularization).fit(data)
     lam_b = 0.1 if bias_regularization is None else bias_regularization
     rows, cols, vals = data.coo()
     pred = model.global_bias_ + model.user_bias_[rows] + model.item_bias_[cols] + np.einsum(
@@ -289,9 +290,24 @@ def test_validation_history_and_early_stopping():
 
 def test_frequency_weighting_changes_the_solution():
     data = frame_data(small_ratings(6))
-    a = ExplicitALS(factors=3, regularization=0.1, iterations=4, frequency_weighted=True).fit(data)
-    b = ExplicitALS(factors=3, regularization=0.1, iterations=4, frequency_weighted=False).fit(data)
+    a = ExplicitALS(factors=3, regularization=0.1, iterations=4, regularization_scaling="count").fit(data)
+    b = ExplicitALS(factors=3, regularization=0.1, iterations=4, regularization_scaling="none").fit(data)
     assert not np.allclose(a.user_factors_, b.user_factors_)
+
+
+def test_frequency_weighted_is_the_deprecated_spelling_of_count_scaling():
+    data = frame_data(small_ratings(6))
+    kw = dict(factors=3, regularization=0.1, iterations=4)
+    count = ExplicitALS(**kw, regularization_scaling="count").fit(data)
+    with pytest.warns(DeprecationWarning, match="regularization_scaling='count'"):
+        legacy = ExplicitALS(**kw, frequency_weighted=True).fit(data)
+    np.testing.assert_array_equal(legacy.user_factors_, count.user_factors_)
+    none = ExplicitALS(**kw, frequency_weighted=False).fit(data)  # what older model files record
+    np.testing.assert_array_equal(none.user_factors_, ExplicitALS(**kw).fit(data).user_factors_)
+    with pytest.raises(InvalidParameterError, match="contradicts"):
+        ExplicitALS(**kw, frequency_weighted=False, regularization_scaling="count").fit(data)
+    with pytest.raises(InvalidParameterError, match="regularization_scaling"):
+        ExplicitALS(**kw, regularization_scaling="rows").fit(data)
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -325,7 +341,7 @@ def test_bad_data_and_not_fitted():
 # ------------------------------------------------------------------------------------------- scenarios
 def test_scenarios_scores_are_predictions():
     data = seed_interactions()
-    model = ExplicitALS(factors=2, regularization=0.1, iterations=10, frequency_weighted=False).fit(data)
+    model = ExplicitALS(factors=2, regularization=0.1, iterations=10).fit(data)
     rec = model.recommend("u1", k=3)
     assert list(rec.columns) == ["item", "score"] and len(rec) == 3
     assert not set(rec["item"]) & {"i1", "i4", "i6"}  # seen items excluded
@@ -376,7 +392,7 @@ def test_fold_in_user_is_the_ridge_solve_with_bias_regularization(frequency_weig
     data = frame_data(small_ratings(3))
     reg = 0.05 if frequency_weighted else 0.7
     model = ExplicitALS(factors=3, regularization=reg, bias_regularization=0.03, iterations=4, dtype="float64",
-                        frequency_weighted=frequency_weighted).fit(data)
+                        regularization_scaling="count" if frequency_weighted else "none").fit(data)
     csr = data.matrix
     row = csr[2]
     items = data.item_ids[row.indices]

@@ -53,14 +53,14 @@ def dense_reference_als(C, P, X0, Y0, reg, iterations):
 
 
 def init_factors(seed, n_users, n_items, d, dtype=np.float64):
-    """ImplicitALS's starting factors: float32 N(0, 0.01^2) draws, one child generator per block of rows."""
+    """ImplicitALS's starting factors: float32 U[0, 0.01) draws, one child generator per block of rows."""
     from mfrec._random import rng
 
     g = rng(seed)
     out = []
     for rows in (n_users, n_items):
         (child,) = g.spawn(1)  # these small matrices are one block
-        out.append((child.standard_normal((rows, d), dtype=np.float32) * np.float32(0.01)).astype(dtype))
+        out.append((child.random((rows, d), dtype=np.float32) * np.float32(0.01)).astype(dtype))
     return tuple(out)
 
 

@@ -36,3 +36,12 @@ def test_successive_matrices_from_one_generator_differ():
     a = R.normal_matrix(g, 10, 4, 1.0, np.float32)
     b = R.normal_matrix(g, 10, 4, 1.0, np.float32)
     assert not np.array_equal(a, b)
+
+
+def test_uniform_matrix_is_uniform_on_zero_to_scale_and_thread_independent(monkeypatch):
+    monkeypatch.setattr(R, "NORMAL_BLOCK", 1000)  # several blocks
+    a = R.uniform_matrix(R.rng(3), 500, 20, 0.01, np.float64, threads=1)
+    b = R.uniform_matrix(R.rng(3), 500, 20, 0.01, np.float32, threads=3)
+    np.testing.assert_array_equal(a, b.astype(np.float64))
+    assert a.min() >= 0.0 and a.max() < 0.01
+    assert abs(a.mean() - 0.005) < 2e-4 and abs(a.std() - 0.01 / np.sqrt(12)) < 2e-4

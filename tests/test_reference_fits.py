@@ -13,7 +13,7 @@ import pytest
 
 import reference
 from mfrec import Attributes, ExplicitALS, HybridALS, ImplicitALS, Interactions
-from mfrec._random import normal_matrix, rng
+from mfrec._random import rng, uniform_matrix
 from model_conformance import planted_interactions
 
 
@@ -34,8 +34,8 @@ def test_implicit_als_equals_the_dense_reference(data, solver, c0, alpha):
     model = ImplicitALS(factors=d, regularization=reg, alpha=alpha, unobserved_confidence=c0, iterations=its,
                         solver=solver, cg_steps=d if solver == "cg" else 3, dtype="float64", seed=5).fit(data)
     gen = rng(5)
-    X0 = normal_matrix(gen, data.n_users, d, 0.01, np.float64)
-    Y0 = normal_matrix(gen, data.n_items, d, 0.01, np.float64)
+    X0 = uniform_matrix(gen, data.n_users, d, 0.01, np.float64)  # ImplicitALS starts at U[0, 0.01)
+    Y0 = uniform_matrix(gen, data.n_items, d, 0.01, np.float64)
     R, mask = reference.dense(data)
     X, Y, losses = reference.implicit_als(R, mask, X0, Y0, reg=reg, alpha=alpha, c0=c0, iterations=its)
     tol = 1e-6 if solver == "cholesky" else 1e-4  # CG rounding compounds over its steps and iterations
@@ -47,8 +47,8 @@ def test_implicit_als_equals_the_dense_reference(data, solver, c0, alpha):
 @pytest.mark.parametrize("fw, breg", [(False, None), (True, 0.02)])
 def test_explicit_als_equals_the_dense_reference(data, fw, breg):
     d, reg, its = 3, 0.5 if not fw else 0.05, 4
-    model = ExplicitALS(factors=d, regularization=reg, bias_regularization=breg, frequency_weighted=fw,
-                        iterations=its, dtype="float64", seed=2).fit(data)
+    model = ExplicitALS(factors=d, regularization=reg, bias_regularization=breg, iterations=its, dtype="float64",
+                        seed=2, regularization_scaling="count" if fw else "none").fit(data)
     Y0 = rng(2).normal(0.0, 0.1, size=(data.n_items, d))
     R, mask = reference.dense(data)
     X, Y, bu, bi, mu, losses = reference.explicit_als(R, mask, Y0, reg=reg, breg=breg, frequency_weighted=fw,
@@ -79,8 +79,8 @@ def test_hybrid_als_equals_the_dense_reference(data, sides):
                       cold_map="linear", dtype="float64", seed=3).fit(data, ua, ia)
     inter = model.interactions_  # the id maps with the cold ids appended
     gen = rng(3)
-    X0 = normal_matrix(gen, inter.n_users, d, 0.01, np.float64)
-    Y0 = normal_matrix(gen, inter.n_items, d, 0.01, np.float64)
+    X0 = uniform_matrix(gen, inter.n_users, d, 0.01, np.float64)
+    Y0 = uniform_matrix(gen, inter.n_items, d, 0.01, np.float64)
     R, mask = reference.dense(inter)
     A = None if model.user_features_ is None else model.user_features_.astype(float)
     B = model.item_features_.astype(float)

@@ -96,9 +96,20 @@ def test_reproducible_by_seed():
     assert a.user_factors_.dtype == np.float32 and a.user_factors_.flags.c_contiguous
 
 
-def test_training_loss_decreases_and_history():
+def penalty_weights(data, scaling):
+    """Row weights of lambda in the objective SGD minimises: each row's count ("count") or 1 ("none")."""
+    csr = data.matrix
+    if scaling == "none":
+        return np.ones(csr.shape[0]), np.ones(csr.shape[1])
+    return (np.maximum(np.diff(csr.indptr), 1).astype(float),
+            np.maximum(np.bincount(csr.indices, minlength=csr.shape[1]), 1).astype(float))
+
+
+@pytest.mark.parametrize("scaling", ["count", "none"])
+def test_training_loss_decreases_and_history(scaling):
     data = data_of(planted(1))
-    model = SGDFactorization(factors=4, epochs=25, learning_rate=0.01, regularization=0.05).fit(data)
+    model = SGDFactorization(factors=4, epochs=25, learning_rate=0.01, regularization=0.05,
+                             regularization_scaling=scaling).fit(data)
     hist = model.history_
     assert [h["iteration"] for h in hist] == list(range(1, 26))
     assert hist[-1]["loss"] < 0.8 * hist[0]["loss"]
@@ -107,9 +118,61 @@ def test_training_loss_decreases_and_history():
     rows, cols, vals = data.coo()
     pred = model.global_bias_ + model.user_bias_[rows] + model.item_bias_[cols] + np.einsum(
         "ij,ij->i", model.user_factors_[rows].astype(np.float64), model.item_factors_[cols])
-    reg = 0.05 * (np.sum(model.user_factors_.astype(np.float64) ** 2) + np.sum(model.item_factors_.astype(np.float64) ** 2)
-                  + np.sum(model.user_bias_.astype(np.float64) ** 2) + np.sum(model.item_bias_.astype(np.float64) ** 2))
+    su, si = penalty_weights(data, scaling)
+    X, Y = model.user_factors_.astype(np.float64), model.item_factors_.astype(np.float64)
+    reg = 0.05 * (su @ (X**2).sum(1) + si @ (Y**2).sum(1) + su @ model.user_bias_.astype(np.float64) ** 2
+                  + si @ model.item_bias_.astype(np.float64) ** 2)
     assert hist[-1]["loss"] == pytest.approx(((vals - pred) ** 2).sum() + reg, rel=1e-4)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 100_000), d=st.integers(1, 5), biases=st.booleans())
+def test_sgd_epoch_with_row_scales_matches_a_python_loop(seed, d, biases):
+    """Per-row multipliers s_u, s_i of both lambdas: every step is the classic one with lambda s_u / lambda s_i."""
+    gen = np.random.default_rng(seed)
+    n_u, n_i, nnz = 4, 5, 12
+    users, items = gen.integers(0, n_u, nnz).astype(np.int32), gen.integers(0, n_i, nnz).astype(np.int32)
+    ratings = gen.uniform(1, 5, nnz).astype(np.float32)
+    order = gen.permutation(nnz)
+    su, si = gen.uniform(0.1, 2, n_u), gen.uniform(0.1, 2, n_i)
+    X, Y = gen.normal(size=(n_u, d)), gen.normal(size=(n_i, d))
+    bu, bi = gen.normal(size=n_u), gen.normal(size=n_i)
+    mu, lr, reg, breg = 3.0, 0.02, 0.3, 0.1
+    ref = [a.copy() for a in (X, bu, Y, bi)]
+    for p in order:
+        u, i = users[p], items[p]
+        x, y = ref[0][u].copy(), ref[2][i].copy()
+        e = float(ratings[p]) - mu - x @ y - ((ref[1][u] + ref[3][i]) if biases else 0.0)
+        if biases:
+            ref[1][u] += lr * (e - breg * su[u] * ref[1][u])
+            ref[3][i] += lr * (e - breg * si[i] * ref[3][i])
+        ref[0][u] = x + lr * (e * y - reg * su[u] * x)
+        ref[2][i] = y + lr * (e * x - reg * si[i] * y)
+    sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, breg, biases, su, si)
+    for got, want in zip((X, bu, Y, bi), ref):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_sgd_epoch_rejects_row_scales_of_the_wrong_length():
+    one = np.zeros(1, dtype=np.int32)
+    X, Y, b = np.zeros((1, 2)), np.zeros((1, 2)), np.zeros(1)
+    with pytest.raises(ValueError, match=r"user_scale must have shape \(1,\)"):
+        sgd_epoch(one, one, np.ones(1, np.float32), np.zeros(1, np.int64), X, b, Y, b.copy(), 0.0, 0.1, 0.1, 0.1,
+                  True, np.ones(3), None)
+
+
+def test_uniform_scaling_shrinks_heavy_raters_less():
+    """"none" divides lambda by the row's count in each step, so the summed penalty is lambda ||x_u||^2: with a
+    large lambda a heavy rater keeps larger factors than under "count" (lambda n_u ||x_u||^2)."""
+    data = data_of(planted(3))
+    kw = dict(factors=4, epochs=30, learning_rate=0.01, regularization=0.5, seed=0)
+    count = SGDFactorization(**kw).fit(data)
+    assert count.regularization_scaling == "count"
+    none = SGDFactorization(**kw, regularization_scaling="none").fit(data)
+    heavy = np.argmax(np.diff(data.matrix.indptr))
+    assert np.linalg.norm(none.user_factors_[heavy]) > 1.5 * np.linalg.norm(count.user_factors_[heavy])
+    with pytest.raises(InvalidParameterError, match="regularization_scaling"):
+        SGDFactorization(regularization_scaling="rows").fit(data)
 
 
 def test_bias_regularization_objective_and_default():
@@ -124,7 +187,9 @@ def test_bias_regularization_objective_and_default():
     X, Y = model.user_factors_.astype(np.float64), model.item_factors_.astype(np.float64)
     bu, bi = model.user_bias_.astype(np.float64), model.item_bias_.astype(np.float64)
     pred = model.global_bias_ + bu[rows] + bi[cols] + np.einsum("ij,ij->i", X[rows], Y[cols])
-    expected = ((vals - pred) ** 2).sum() + 0.05 * ((X**2).sum() + (Y**2).sum()) + 2.0 * ((bu**2).sum() + (bi**2).sum())
+    su, si = penalty_weights(data, "count")
+    expected = (((vals - pred) ** 2).sum() + 0.05 * (su @ (X**2).sum(1) + si @ (Y**2).sum(1))
+                + 2.0 * (su @ bu**2 + si @ bi**2))
     assert model.history_[-1]["loss"] == pytest.approx(expected, rel=1e-4)
 
 

@@ -13,6 +13,11 @@ updates (step gamma):
     x_u <- x_u + gamma (e_ui y_i - lambda x_u)
     y_i <- y_i + gamma (e_ui x_u - lambda y_i)      (x_u before its own update: a simultaneous step)
 
+Summed over an epoch, row ``u`` is penalised once per rating, so the classic step minimises
+``sum_ui e_ui^2 + lambda sum_u n_u ||x_u||^2 + ...``: count-scaled regularization. Optional per-row multipliers
+``s_u``, ``s_i`` of both lambdas (``user_scale``, ``item_scale``; default 1) change that: ``s = 1/n`` gives
+the uniform penalty ``lambda ||x_u||^2`` of ExplicitALS.
+
 An epoch visits every rating once in the order given by ``order`` (a permutation the caller draws from the
 model's seeded generator), sequentially, so a seed reproduces the factors bit for bit.
 """
@@ -26,7 +31,19 @@ from mfrec.kernels import _args, _native
 __all__ = ["sgd_epoch", "svdpp_epoch"]
 
 
-def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg, biases) -> float:
+def _scales(user_scale, item_scale, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """The per-row penalty multipliers as float64 arrays of the right lengths (ones when None)."""
+    out = []
+    for name, a, n in (("user_scale", user_scale, n_users), ("item_scale", item_scale, n_items)):
+        a = np.ones(n) if a is None else _args.inp(a, np.float64)
+        if a.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {a.shape}")
+        out.append(a)
+    return out[0], out[1]
+
+
+def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg, biases, user_scale=None,
+              item_scale=None) -> float:
     """One SGD epoch over the ratings in ``order``; updates ``X, bu, Y, bi`` in place.
 
     Parameters
@@ -44,6 +61,8 @@ def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg,
         Step size gamma, factor regularization lambda and bias regularization lambda_b.
     biases : bool
         Learn ``b_u, b_i`` (otherwise they are left untouched and not added).
+    user_scale : float64 array, shape (n_users,), optional;  item_scale : shape (n_items,), optional
+        Multipliers ``s_u``, ``s_i`` of lambda and lambda_b in each step of that row (default 1: the classic step).
 
     Returns
     -------
@@ -51,14 +70,15 @@ def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg,
         Sum of squared errors ``e_ui^2`` seen during the epoch (each measured just before its update).
     """
     dt = X.dtype
+    su, si = _scales(user_scale, item_scale, X.shape[0], Y.shape[0])
     return float(_native.sgd_epoch(_args.index(users), _args.index(items), _args.inp(ratings, np.float32),
                                    _args.inp(order, np.int64), _args.out(X, dt, "X"), _args.out(bu, dt, "bu"),
                                    _args.out(Y, dt, "Y"), _args.out(bi, dt, "bi"), float(mu), float(lr), float(reg),
-                                   float(bias_reg), bool(biases)))
+                                   float(bias_reg), bool(biases), su, si))
 
 
 def svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z, mu, lr, reg, bias_reg, biases,
-                implicit, scratch) -> float:
+                implicit, scratch, user_scale=None, item_scale=None) -> float:
     """One SVD++ epoch (Koren 2008), user by user; updates ``P, bu, Y, bi, Z`` in place.
 
     The model adds to every user the normalised sum of the *implicit* factors ``z_j`` of the items the user rated,
@@ -92,6 +112,9 @@ def svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z
         ``implicit=False`` skips ``z`` entirely (then this is plain biased SGD, in user-grouped order).
     scratch : float64 (2, d)
         Work space for ``c_u`` and ``sum_i e_ui y_i``.
+    user_scale : float64 (n_users,), optional;  item_scale : float64 (n_items,), optional
+        Multipliers of lambda and lambda_b per row, as in :func:`sgd_epoch` (``z_j`` takes ``item_scale[j]``: it
+        is stepped once per user of ``j``).
 
     Returns
     -------
@@ -99,8 +122,9 @@ def svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z
         Sum of squared errors seen during the epoch.
     """
     dt = P.dtype
+    su, si = _scales(user_scale, item_scale, P.shape[0], Y.shape[0])
     return float(_native.svdpp_epoch(
         _args.inp(indptr, np.int64), _args.index(indices), _args.inp(ratings, np.float32), _args.inp(positions, np.int64),
         _args.inp(user_order, np.int64), _args.out(P, dt, "P"), _args.out(bu, dt, "bu"), _args.out(Y, dt, "Y"),
         _args.out(bi, dt, "bi"), _args.out(Z, dt, "Z"), float(mu), float(lr), float(reg), float(bias_reg), bool(biases),
-        bool(implicit), _args.out(scratch, np.float64, "scratch")))
+        bool(implicit), su, si, _args.out(scratch, np.float64, "scratch")))

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from mfrec._params import check_choice, check_dtype, check_float, check_int
-from mfrec._random import normal_matrix, rng
+from mfrec._random import rng, uniform_matrix
 from mfrec.data.attribute_data import AttributeData, check_finite_values
 from mfrec.data.feedback import entry_confidence
 from mfrec.data.interactions import Interactions
@@ -256,7 +256,7 @@ class HybridALS(FactorModel):
     unobserved_confidence : float, default 1.0
         ``c0`` (implicit).
     seed : int, SeedSequence, Generator or None, default 0
-        Initial factors ~ N(0, 0.01^2): users, then items (the same draws as ``ImplicitALS``).
+        Initial factors ~ U[0, 0.01): users, then items (the same draws as ``ImplicitALS``).
     dtype : {"float32", "float64"}, default "float32"
         Storage of the fitted factors (the solves run in float64).
 
@@ -605,7 +605,7 @@ class _HybridPlan(ALSPlan):
         check_factor_memory("HybridALS", d, n["user"], n["item"], 8, get_num_threads(), extra=3.0 * F * (F + d) * 8)
         gen = rng(model.seed)
         # ImplicitALS's start (its draws in the factor dtype: users, then items), solved in float64
-        self.F = {name: normal_matrix(gen, n[name], d, 0.01, dt).astype(np.float64) for name in ("user", "item")}
+        self.F = {name: uniform_matrix(gen, n[name], d, 0.01, dt).astype(np.float64) for name in ("user", "item")}
         self.maps: dict[str, np.ndarray | None] = {}
         self.grams: dict[str, tuple[np.ndarray, float] | None] = {}
         ratio = self.lam_a / self.lam

@@ -9,9 +9,10 @@ to observed ratings by minimising
     L = sum_{(u,i) in Omega} (r_ui - r_hat_ui)^2 + sum_u (lambda_u ||x_u||^2 + lambda_bu b_u^2)
                                                   + sum_i (lambda_i ||y_i||^2 + lambda_bi b_i^2)
 
-(``lambda_u = lambda_i = regularization``, or ``regularization * n`` for a row with n ratings when
-frequency-weighted; the bias penalties use ``bias_regularization``, which defaults to ``regularization``,
-scaled the same way)
+(``lambda_u = lambda_i = regularization`` with ``regularization_scaling="none"``, or ``regularization * n`` for
+a row with n ratings with ``"count"``, the ALS-WR penalty of Zhou et al. 2008 and Spark MLlib; the bias penalties
+use ``bias_regularization``, which defaults to ``regularization``, scaled the same way). The classic per-rating
+SGD step penalises a row once per rating, so it is the ``"count"`` objective: SGDFactorization's default.
 
 (``mu`` is the training mean, held fixed; with ``biases=False`` the model is the plain ``x_u . y_i`` with no
 ``mu`` and no biases). :class:`ExplicitALS` alternates exact ridge solves per user and per item
@@ -31,11 +32,12 @@ ratings.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
 
-from mfrec._params import check_dtype, check_float, check_int
+from mfrec._params import check_choice, check_dtype, check_float, check_int
 from mfrec._random import rng
 from mfrec.data.interactions import Interactions
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError
@@ -53,6 +55,9 @@ from mfrec.models.training import (
     threads_and_blas,
 )
 from mfrec.persist import register_model
+
+#: ``regularization_scaling``: lambda as it is, or times each row's number of ratings.
+_SCALINGS = ("none", "count")
 
 __all__ = ["ExplicitALS", "SGDFactorization"]
 
@@ -99,6 +104,23 @@ class _ExplicitModel(FactorModel):
             if self.early_stopping_rounds is None
             else check_int("early_stopping_rounds", self.early_stopping_rounds, minimum=1),
         }
+
+    def _count_scaled(self) -> bool:
+        """True when lambda is multiplied by each row's rating count (``regularization_scaling="count"``).
+
+        ExplicitALS's older ``frequency_weighted=True`` is the same switch (with a DeprecationWarning); both set
+        to disagreeing values is an error.
+        """
+        scaling = check_choice("regularization_scaling", self.regularization_scaling, _SCALINGS)
+        legacy = getattr(self, "frequency_weighted", None)
+        if legacy is None or bool(legacy) == (scaling == "count"):
+            return scaling == "count"
+        if legacy and scaling == "none":
+            warnings.warn("frequency_weighted=True is the older spelling of regularization_scaling='count'",
+                          DeprecationWarning, stacklevel=4)
+            return True
+        raise InvalidParameterError(
+            "frequency_weighted=False contradicts regularization_scaling='count'; set only regularization_scaling")
 
     @staticmethod
     def _check_data(interactions: Any, name: str = "interactions") -> Interactions:
@@ -271,7 +293,8 @@ class _ExplicitModel(FactorModel):
 
         Solves ``min (r_i - mu - b_u - b_i - x . y_i)^2 + lambda (||x||^2 + b_u^2)`` over the rated items
         (an unknown or repeated item, or a non-finite rating, raises; ``b_u`` is penalised by
-        ``bias_regularization`` when it is set). ``values`` are the ratings (required: explicit models need
+        ``bias_regularization`` when it is set; both lambdas times the number of ratings with
+        ``regularization_scaling="count"``). ``values`` are the ratings (required: explicit models need
         them). Returns the user embedding ``[x, b_u + mu, 1]`` (biases) or ``x``, so that its dot with the item
         embeddings is the predicted rating.
         """
@@ -287,7 +310,7 @@ class _ExplicitModel(FactorModel):
         d = self.user_factors_.shape[1]
         x = np.zeros((1, d), dtype=np.float64)
         b = np.zeros(1, dtype=np.float64)
-        scale = max(len(idx), 1) if getattr(self, "frequency_weighted", False) else 1
+        scale = max(len(idx), 1) if self._count_scaled() else 1
         als_explicit_step(
             indptr, idx[order].astype(np.int32), values[order].astype(np.float32),
             self.item_factors_.astype(np.float64), self.item_bias_.astype(np.float64), float(self.global_bias_),
@@ -314,18 +337,22 @@ class ExplicitALS(_ExplicitModel):
         Latent dimension d >= 1.
     regularization : float, default 10.0
         lambda > 0, applied to every row's factors ``||x_u||^2`` (and to its bias unless
-        ``bias_regularization`` is given). With ``frequency_weighted=True`` a row with n ratings uses
-        ``lambda * n`` instead (then lambda ~ 0.1-0.15 is the useful range on MovieLens).
+        ``bias_regularization`` is given). With ``regularization_scaling="count"`` a row with n ratings uses
+        ``lambda * n`` instead (then lambda ~ 0.05-0.15 is the useful range on MovieLens).
     iterations : int, default 25
         ALS sweeps (one user half-step + one item half-step each).
     biases : bool, default True
         Learn ``mu + b_u + b_i``; False fits the plain ``x_u . y_i``.
     bias_regularization : float or None, default None
         lambda_b > 0 penalising ``b_u^2`` and ``b_i^2`` (Surprise's ``reg_bu``/``reg_bi``), scaled by the row's
-        count like lambda when ``frequency_weighted``; None uses ``regularization`` (the objective of the
-        issue). Biases usually want less shrinkage than factors.
-    frequency_weighted : bool, default False
-        Scale lambda by each row's number of ratings (ALS-WR, Zhou et al. 2008, as in Spark MLlib).
+        count like lambda with ``regularization_scaling="count"``; None uses ``regularization``. Biases usually
+        want less shrinkage than factors.
+    regularization_scaling : {"none", "count"}, default "none"
+        ``"count"`` multiplies both lambdas by each row's number of ratings (ALS-WR, Zhou et al. 2008, as in
+        Spark MLlib): heavy raters are shrunk in proportion to their evidence.
+    frequency_weighted : bool or None, default None
+        Deprecated spelling of ``regularization_scaling="count"`` (True), kept so older code and model files
+        work.
     seed : int, SeedSequence, Generator or None, default 0
         Initial item factors ~ N(0, 0.1^2); the solves are deterministic, so a seed reproduces the model
         exactly, whatever the number of threads.
@@ -346,13 +373,15 @@ class ExplicitALS(_ExplicitModel):
         regularization: float = 10.0,
         iterations: int = 25,
         biases: bool = True,
-        frequency_weighted: bool = False,
+        frequency_weighted: bool | None = None,
         seed: Any = 0,
         dtype: str = "float32",
         num_threads: int = 0,
         early_stopping_rounds: int | None = None,
         bias_regularization: float | None = None,
+        regularization_scaling: str = "none",
     ) -> None:
+        self.regularization_scaling = regularization_scaling
         self.factors = factors
         self.regularization = regularization
         self.iterations = iterations
@@ -436,7 +465,7 @@ class _ExplicitPlan(ALSPlan):
         model.item_factors_ = np.ascontiguousarray(gen.normal(0.0, 0.1, size=(n_items, d)).astype(dt))
         model.user_bias_ = np.zeros(n_users, dtype=dt)
         model.item_bias_ = np.zeros(n_items, dtype=dt)
-        self.reg, self.fw = p["regularization"], bool(model.frequency_weighted)
+        self.reg, self.fw = p["regularization"], model._count_scaled()
         self._small = {"mu": float(model.global_bias_), "reg": self.reg, "fw": self.fw,
                        "biases": bool(model.biases), "breg": model._bias_reg()}
         self.scales = model._penalty_scales(csr, self.fw)
@@ -500,8 +529,11 @@ class SGDFactorization(_ExplicitModel):
     ``b_i += lr (e - lambda_b b_i)``, ``x_u += lr (e y_i - lambda x_u)``, ``y_i += lr (e x_u - lambda y_i)``:
     the negative gradient of ``1/2 e^2 + 1/2 lambda_b (b_u^2 + b_i^2) + 1/2 lambda (||x_u||^2 + ||y_i||^2)``
     (Koren, Bell & Volinsky 2009). Epoch ``t`` (from 1) uses the step ``lr * learning_rate_decay^(t-1)``
-    (the per-epoch decay of Koren's Netflix-prize SGD and MyMediaLite). ``history_`` reports the full
-    objective of the module docstring (uniform lambda) after every epoch. Epochs run sequentially, so a seed
+    (the per-epoch decay of Koren's Netflix-prize SGD and MyMediaLite). Summed over an epoch, that classic step
+    penalises a user with n ratings n times: it minimises the count-scaled objective
+    ``SSE + lambda sum_u n_u ||x_u||^2 + lambda sum_i n_i ||y_i||^2 (+ lambda_b ...)``, which is why its useful
+    lambda (~0.02-0.1) is ExplicitALS's with ``regularization_scaling="count"``, not its uniform 10.
+    ``history_`` reports the objective being minimised after every epoch. Epochs run sequentially, so a seed
     reproduces the factors exactly.
 
     Parameters
@@ -510,7 +542,12 @@ class SGDFactorization(_ExplicitModel):
     learning_rate : float, default 0.015
         Step size gamma > 0.
     regularization : float, default 0.1
-        lambda > 0 on the factors (and on the biases unless ``bias_regularization`` is given).
+        lambda > 0 on the factors (and on the biases unless ``bias_regularization`` is given), applied in every
+        per-rating step.
+    regularization_scaling : {"count", "none"}, default "count"
+        ``"count"``: the classic step above (Funk, Surprise), whose summed penalty is ``lambda n_u ||x_u||^2``.
+        ``"none"``: each step of row ``u`` uses ``lambda / n_u`` (and ``lambda_b / n_u``), so the summed penalty
+        is the uniform ``lambda ||x_u||^2`` of ExplicitALS's default.
     epochs : int, default 30
     biases : bool, default True
     bias_regularization : float or None, default None
@@ -524,7 +561,8 @@ class SGDFactorization(_ExplicitModel):
         each user's ratings shuffled). After ``fit`` ``user_factors_`` holds that *effective* user factor, so
         prediction, the four scenarios and persistence are unchanged; :meth:`fold_in_user` still solves the
         plain ridge problem for ``x`` (it does not form a new user's implicit sum). ``history_["loss"]`` is
-        ``SSE + lambda (||P||^2 + ||Y||^2 + ||Z||^2) + lambda_b (||b_u||^2 + ||b_i||^2)``.
+        ``SSE + lambda (||P||^2 + ||Y||^2 + ||Z||^2) + lambda_b (||b_u||^2 + ||b_i||^2)`` with every row's norm
+        weighted by its count (``"count"``: ``z_j`` is stepped once per user of item j) or not (``"none"``).
     init_std : float, default 0.1
         Initial factors ~ N(0, init_std^2); biases start at 0.
     seed : int, SeedSequence, Generator or None, default 0
@@ -552,7 +590,9 @@ class SGDFactorization(_ExplicitModel):
         bias_regularization: float | None = None,
         learning_rate_decay: float = 1.0,
         implicit_feedback: bool = False,
+        regularization_scaling: str = "count",
     ) -> None:
+        self.regularization_scaling = regularization_scaling
         self.implicit_feedback = implicit_feedback
         self.factors = factors
         self.learning_rate = learning_rate
@@ -596,9 +636,13 @@ class SGDFactorization(_ExplicitModel):
         breg = self._bias_reg()
         nnz = len(ratings)
         epoch = [0]
+        count = self._count_scaled()
+        # per-step multipliers of lambda: 1 (count-scaled sum) or 1/n (uniform sum); the objective's row weights
+        weights = self._penalty_scales(csr, True)
+        steps = (None, None) if count else (1.0 / weights[0], 1.0 / weights[1])
 
         if self.implicit_feedback:
-            self._fit_svdpp(csr, gen, init_std, lr, decay, reg, breg, mu, biases, val, p)
+            self._fit_svdpp(csr, gen, init_std, lr, decay, reg, breg, mu, biases, val, p, count, steps)
             return self
 
         def step() -> None:
@@ -606,13 +650,13 @@ class SGDFactorization(_ExplicitModel):
             step_size = lr * decay ** epoch[0]  # gamma_t = gamma * decay^(t-1)
             epoch[0] += 1
             sgd_epoch(users, items, ratings, order, self.user_factors_, self.user_bias_, self.item_factors_,
-                      self.item_bias_, mu, step_size, reg, breg, biases)
+                      self.item_bias_, mu, step_size, reg, breg, biases, *steps)
 
         self._train_loop(step, p["iterations"], val, p["early_stopping_rounds"],
-                         lambda: self._objective(csr, reg, False))
+                         lambda: self._objective(csr, reg, count))
         return self
 
-    def _fit_svdpp(self, csr, gen, init_std, lr, decay, reg, breg, mu, biases, val, p) -> None:
+    def _fit_svdpp(self, csr, gen, init_std, lr, decay, reg, breg, mu, biases, val, p, count, steps) -> None:
         """SVD++ training: ``P`` (explicit user factors) and ``Z`` (implicit item factors) live here; after every
         epoch ``user_factors_ = P + S Z`` with ``S`` the users x items pattern scaled by ``|N(u)|^-1/2``."""
         import scipy.sparse as sp
@@ -640,16 +684,21 @@ class SGDFactorization(_ExplicitModel):
             step_size = lr * decay ** epoch[0]
             epoch[0] += 1
             svdpp_epoch(indptr, indices, csr.data, positions, user_order, P, self.user_bias_, self.item_factors_,
-                        self.item_bias_, Z, mu, step_size, reg, breg, biases, True, scratch)
+                        self.item_bias_, Z, mu, step_size, reg, breg, biases, True, scratch, *steps)
             effective()
+
+        s_u, s_i = self._penalty_scales(csr, count)
+
+        def norms(a: np.ndarray) -> np.ndarray:
+            a = a.astype(np.float64)
+            return a ** 2 if a.ndim == 1 else np.einsum("ij,ij->i", a, a)
 
         def objective() -> tuple[float, float]:
             sse = explicit_sse(indptr, indices, csr.data, self.user_factors_, self.user_bias_, self.item_factors_,
                                self.item_bias_, mu, biases)
-            loss = sse + reg * sum(float(np.sum(a.astype(np.float64) ** 2)) for a in (P, self.item_factors_, Z))
+            loss = sse + reg * float(s_u @ norms(P) + s_i @ (norms(self.item_factors_) + norms(Z)))
             if biases:
-                loss += breg * float(np.sum(self.user_bias_.astype(np.float64) ** 2)
-                                     + np.sum(self.item_bias_.astype(np.float64) ** 2))
+                loss += breg * float(s_u @ norms(self.user_bias_) + s_i @ norms(self.item_bias_))
             return float(loss), float(np.sqrt(sse / max(csr.nnz, 1)))
 
         effective()

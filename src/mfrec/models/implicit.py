@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from mfrec._params import check_choice, check_dtype, check_float, check_int
-from mfrec._random import normal_matrix, rng
+from mfrec._random import rng, uniform_matrix
 from mfrec.data.feedback import entry_confidence
 from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError, UnknownIdError
@@ -114,8 +114,8 @@ class ImplicitALS(FactorModel):
     unobserved_confidence : float, default 1.0
         ``c0``, the weight of a pair without interaction (an ``ImplicitFeedback`` brings its own).
     seed : int, SeedSequence, Generator or None, default 0
-        Initial factors ~ N(0, 0.01^2). Row solves are independent, so the result does not depend on the
-        number of threads.
+        Initial factors ~ U[0, 0.01) (implicit's scheme: see :func:`mfrec._random.uniform_matrix`). Row solves
+        are independent, so the result does not depend on the number of threads.
     dtype : {"float32", "float64"}, default "float32"
         Storage and arithmetic of the factors (exact solves factorise in float64).
     num_threads : int, default 0
@@ -530,8 +530,8 @@ class _ImplicitPlan(ALSPlan):
         threads = p["num_threads"] or get_num_threads()
         check_factor_memory("ImplicitALS", d, n_users, n_items, np.dtype(dt).itemsize, threads)
         gen = rng(model.seed)
-        model.user_factors_ = normal_matrix(gen, n_users, d, 0.01, dt, threads)
-        model.item_factors_ = normal_matrix(gen, n_items, d, 0.01, dt, threads)
+        model.user_factors_ = uniform_matrix(gen, n_users, d, 0.01, dt, threads)  # U[0, 0.01), as implicit
+        model.item_factors_ = uniform_matrix(gen, n_items, d, 0.01, dt, threads)
         self.val = model._validation_truth(validation, p["validation_k"])
         if self.val is not None:
             self.val_key, self.patience = "val_ndcg", p["early_stopping_rounds"]

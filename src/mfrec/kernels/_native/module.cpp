@@ -154,25 +154,28 @@ void b_prior_rows(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const dou
 template <typename T>
 double b_sgd_epoch(Arr<const int32_t> users, Arr<const int32_t> items, Arr<const float> ratings,
                    Arr<const int64_t> order, Arr<T> X, Arr<T> bu, Arr<T> Y, Arr<T> bi, double mu, double lr,
-                   double reg, double bias_reg, bool biases) {
+                   double reg, double bias_reg, bool biases, Arr<const double> user_scale,
+                   Arr<const double> item_scale) {
   const int d = (int)X.shape(1);
   nb::gil_scoped_release release;
   return sgd_epoch<T, int32_t>(users.data(), items.data(), ratings.data(), order.data(), (int64_t)order.size(),
-                               X.data(), bu.data(), Y.data(), bi.data(), d, mu, lr, reg, bias_reg, biases);
+                               X.data(), bu.data(), Y.data(), bi.data(), d, mu, lr, reg, bias_reg, biases,
+                               user_scale.data(), item_scale.data());
 }
 
 template <typename T>
 double b_svdpp_epoch(Arr<const int64_t> indptr, Arr<const int32_t> indices, Arr<const float> ratings,
                      Arr<const int64_t> positions, Arr<const int64_t> user_order, Arr<T> P, Arr<T> bu, Arr<T> Y,
                      Arr<T> bi, Arr<T> Z, double mu, double lr, double reg, double bias_reg, bool biases,
-                     bool implicit, Arr<double> scratch) {
+                     bool implicit, Arr<const double> user_scale, Arr<const double> item_scale,
+                     Arr<double> scratch) {
   const int d = (int)P.shape(1);
   double* c = scratch.data();
   nb::gil_scoped_release release;
   return svdpp_epoch<T, int64_t, int32_t>(indptr.data(), indices.data(), ratings.data(), positions.data(),
                                           user_order.data(), (int64_t)user_order.size(), P.data(), bu.data(),
                                           Y.data(), bi.data(), Z.data(), d, mu, lr, reg, bias_reg, biases, implicit,
-                                          c, c + d);
+                                          user_scale.data(), item_scale.data(), c, c + d);
 }
 
 void b_select_rows(Arr<const float> scores, int64_t row_offset, Arr<const int64_t> excl_indptr,

@@ -9,7 +9,10 @@ namespace mfrec {
 
 template <typename T, typename I>
 double sgd_epoch(const I* users, const I* items, const float* ratings, const int64_t* order, int64_t n, T* X, T* bu,
-                 T* Y, T* bi, int d, double mu, double lr, double reg, double bias_reg, bool biases) {
+                 T* Y, T* bi, int d, double mu, double lr, double reg, double bias_reg, bool biases,
+                 const double* user_scale, const double* item_scale) {
+  // user_scale[u], item_scale[i]: the multiplier of lambda and lambda_b in that row's per-rating penalty
+  // (1 for the classic count-scaled objective, 1/n for the uniform one).
   double sse = 0.0;
   for (int64_t t = 0; t < n; ++t) {
     const int64_t p = order[t];
@@ -22,14 +25,16 @@ double sgd_epoch(const I* users, const I* items, const float* ratings, const int
     if (biases) pred += (double)bu[u] + (double)bi[i];
     const double e = (double)ratings[p] - pred;  // e_ui = r_ui - r_hat_ui
     sse += e * e;
+    const double su = user_scale[u], si = item_scale[i];
     if (biases) {
-      bu[u] = (T)((double)bu[u] + lr * (e - bias_reg * (double)bu[u]));
-      bi[i] = (T)((double)bi[i] + lr * (e - bias_reg * (double)bi[i]));
+      bu[u] = (T)((double)bu[u] + lr * (e - bias_reg * su * (double)bu[u]));
+      bi[i] = (T)((double)bi[i] + lr * (e - bias_reg * si * (double)bi[i]));
     }
+    const double ru = reg * su, ri = reg * si;
     for (int j = 0; j < d; ++j) {  // updates computed in double, stored in T
       const double xo = xr[j], yo = yr[j];
-      xr[j] = (T)(xo + lr * (e * yo - reg * xo));  // x_u <- x_u + gamma (e y_i - lambda x_u)
-      yr[j] = (T)(yo + lr * (e * xo - reg * yo));  // y_i <- y_i + gamma (e x_u - lambda y_i), old x_u
+      xr[j] = (T)(xo + lr * (e * yo - ru * xo));  // x_u <- x_u + gamma (e y_i - lambda s_u x_u)
+      yr[j] = (T)(yo + lr * (e * xo - ri * yo));  // y_i <- y_i + gamma (e x_u - lambda s_i y_i), old x_u
     }
   }
   return sse;
@@ -38,7 +43,8 @@ double sgd_epoch(const I* users, const I* items, const float* ratings, const int
 template <typename T, typename P, typename I>
 double svdpp_epoch(const P* indptr, const I* indices, const float* ratings, const int64_t* positions,
                    const int64_t* user_order, int64_t n_users, T* Pf, T* bu, T* Y, T* bi, T* Z, int d, double mu,
-                   double lr, double reg, double bias_reg, bool biases, bool implicit, double* c, double* g) {
+                   double lr, double reg, double bias_reg, bool biases, bool implicit, const double* user_scale,
+                   const double* item_scale, double* c, double* g) {
   double sse = 0.0;
   for (int64_t t = 0; t < n_users; ++t) {
     const int64_t u = user_order[t];
@@ -54,6 +60,7 @@ double svdpp_epoch(const P* indptr, const I* indices, const float* ratings, cons
       for (int k = 0; k < d; ++k) c[k] *= s;
     }
     T* pr = Pf + (size_t)u * d;
+    const double su = user_scale[u], ru = reg * su;
     for (int64_t q = start; q < end; ++q) {
       const int64_t p = positions[q];
       const int64_t i = indices[p];
@@ -64,21 +71,23 @@ double svdpp_epoch(const P* indptr, const I* indices, const float* ratings, cons
       if (biases) pred += (double)bu[u] + (double)bi[i];
       const double e = (double)ratings[p] - pred;
       sse += e * e;
+      const double si = item_scale[i], ri = reg * si;
       if (biases) {
-        bu[u] = (T)((double)bu[u] + lr * (e - bias_reg * (double)bu[u]));
-        bi[i] = (T)((double)bi[i] + lr * (e - bias_reg * (double)bi[i]));
+        bu[u] = (T)((double)bu[u] + lr * (e - bias_reg * su * (double)bu[u]));
+        bi[i] = (T)((double)bi[i] + lr * (e - bias_reg * si * (double)bi[i]));
       }
       for (int k = 0; k < d; ++k) {
         const double po = pr[k], yo = yr[k];
         g[k] += e * yo;                                          // sum_i e_ui y_i (old y_i)
-        pr[k] = (T)(po + lr * (e * yo - reg * po));              // p_u <- p_u + gamma (e y_i - lambda p_u)
-        yr[k] = (T)(yo + lr * (e * (po + c[k]) - reg * yo));     // y_i <- y_i + gamma (e q_u - lambda y_i)
+        pr[k] = (T)(po + lr * (e * yo - ru * po));               // p_u <- p_u + gamma (e y_i - lambda s_u p_u)
+        yr[k] = (T)(yo + lr * (e * (po + c[k]) - ri * yo));      // y_i <- y_i + gamma (e q_u - lambda s_i y_i)
       }
     }
     if (implicit) {
       for (int64_t q = start; q < end; ++q) {  // z_j <- z_j + gamma (s_u sum_i e y_i - lambda z_j)
         T* zr = Z + (size_t)indices[q] * d;
-        for (int k = 0; k < d; ++k) zr[k] = (T)((double)zr[k] + lr * (s * g[k] - reg * (double)zr[k]));
+        const double rz = reg * item_scale[indices[q]];  // z_j is stepped once per user of j, like y_j
+        for (int k = 0; k < d; ++k) zr[k] = (T)((double)zr[k] + lr * (s * g[k] - rz * (double)zr[k]));
       }
     }
   }
