@@ -271,3 +271,25 @@ def test_not_fitted_and_unknown_ids(data):
     assert isinstance(info.value, KeyError) and "'stranger'" in str(info.value)
     with pytest.raises(KeyError, match="items"):
         model.recommend(data.user_ids[0], items=["nope"])
+
+
+def test_scikit_learn_clone_and_params_work_on_every_model():
+    """mfrec keeps its own get_params/set_params (importing sklearn.base costs ~1.9 s, docs/architecture.md), with
+    scikit-learn's contract: sklearn.base.clone copies the parameters into a new unfitted model."""
+    import sklearn.base
+
+    import mfrec
+
+    for cls in (mfrec.ImplicitALS, mfrec.ExplicitALS, mfrec.SGDFactorization, mfrec.Biases, mfrec.HybridALS):
+        model = cls()
+        twin = sklearn.base.clone(model)
+        assert type(twin) is cls and twin is not model
+        assert twin.get_params() == model.get_params()
+        assert set(model.get_params()) == set(inspect_params(cls))
+        assert twin.set_params(**model.get_params()) is twin
+
+
+def inspect_params(cls) -> list[str]:
+    import inspect
+
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]

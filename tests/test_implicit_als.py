@@ -272,7 +272,7 @@ def test_fold_in_reproduces_training_user_and_recommends_new_user():
     y = model.fold_in_item(list(data.user_index_map[col.indices]), col.data)
     X = model.user_factors_.astype(float)
     c = np.ones(50)
-    c[col.indices] = 1 + col.data
+    c[col.indices] = 1 + model.alpha * col.data
     p = np.zeros(50)
     p[col.indices] = 1
     ref_y = np.linalg.solve(X.T @ (c[:, None] * X) + model.regularization * np.eye(6), X.T @ (c * p))

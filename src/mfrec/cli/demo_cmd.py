@@ -71,7 +71,7 @@ def demo_command(args: argparse.Namespace) -> int:
         "popularity": Popularity(),
         "biases": Biases(),
         "explicit-als": ExplicitALS(seed=args.seed),
-        "implicit-als": ImplicitALS(factors=16, regularization=1.0, seed=args.seed),
+        "implicit-als": ImplicitALS(seed=args.seed),
     }
     results: dict[str, dict[str, Any]] = {}
     for name, model in models.items():

@@ -103,7 +103,7 @@ def _add_model_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None
         nargs="*",
         default=[],
         metavar="NAME=VALUE",
-        help="hyperparameters, e.g. factors=64 regularization=0.05"
+        help="hyperparameters, e.g. factors=32 regularization=5 (see README: what regularization means per model)"
         + (" (comma lists form the grid: factors=16,32,64)" if grid else ""),
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -5,10 +5,9 @@ The cache lives in ``$MFREC_DATA`` when that is set, else in platformdirs' user 
 
 Nothing half-done is ever left under that name:
 
-1. the archive is streamed into a temporary file *in the cache directory* (``.NAME-*.part``), with a tqdm
-   progress bar on a terminal;
-2. its size and checksum (SHA-256, or the publisher's MD5 where no SHA-256 is known) are verified,
-   and the zip's own CRCs are checked;
+1. pooch streams the archive into a temporary file *in the cache directory*, with a tqdm progress bar on a
+   terminal, checks its checksum (SHA-256, or the publisher's MD5 where no SHA-256 is known) and moves it into
+   place; its size is checked too, and the zip's own CRCs;
 3. it is extracted into a temporary folder beside the target;
 4. the folder holding the dataset files is renamed onto ``<cache>/NAME`` (an atomic rename on one
    file system).
@@ -24,8 +23,6 @@ import os
 import shutil
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -86,18 +83,23 @@ def download_file(
     progress: bool | None = None,
     timeout: float = 60.0,
 ) -> Path:
-    """Download ``url`` to ``dest`` through a temporary file in ``dest``'s folder, verifying it.
+    """Download ``url`` to ``dest`` with pooch, verifying it; ``dest`` appears only once it is complete and verified.
+
+    :func:`pooch.retrieve` streams into a temporary file beside ``dest``, checks the hash and moves the file into
+    place (a ``dest`` that already has the right hash is not downloaded again). Around it this adds the byte
+    count, both digests when both are known, the tqdm bar on a terminal, and one :class:`DatasetError` with the
+    way out (``--data-dir`` / ``$MFREC_DATA``) for every failure.
 
     Parameters
     ----------
     url : str
         http(s) URL.
     dest : path
-        Final file; it only appears once the bytes are complete and verified.
+        Final file.
     size : int, optional
-        Expected size in bytes. The server's Content-Length is checked as well.
+        Expected size in bytes (the server's Content-Length is enforced by the HTTP client as well).
     sha256, md5 : str, optional
-        Expected hex digest(s).
+        Expected hex digest(s); pooch checks SHA-256 when given, else MD5.
     progress : bool, optional
         Show a tqdm bar; default: only when stderr is a terminal.
     timeout : float
@@ -113,78 +115,60 @@ def download_file(
     DatasetError
         Network failure, truncated transfer, size or checksum mismatch. No partial file is left.
     """
+    import logging
+
+    import pooch
+    import requests
+    from tqdm.auto import tqdm
+
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}-", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    h256, h5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    received = 0
+    logging.getLogger("pooch").setLevel(logging.WARNING)  # its "Downloading ..." line: we show a bar instead
+    known = f"sha256:{sha256.lower()}" if sha256 else (f"md5:{md5.lower()}" if md5 else None)
+    # pooch tests the bar's truth, which needs a total (it sets the server's own once the response arrives)
+    bar = tqdm(total=size or 1, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, leave=False) \
+        if _progress_enabled(progress) else False
+    downloader = pooch.HTTPDownloader(progressbar=bar, timeout=timeout, headers={"User-Agent": "mfrec"})
     try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                request = urllib.request.Request(url, headers={"User-Agent": "mfrec"})
-                response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s) only, checked below
-            except (urllib.error.URLError, OSError, ValueError) as exc:
+        pooch.retrieve(url, known_hash=known, fname=dest.name, path=dest.parent, downloader=downloader)
+    except ValueError as exc:  # pooch: the hash of the downloaded file does not match
+        kind = "SHA-256" if sha256 else "MD5"
+        raise DatasetError(
+            f"{url}: {kind} mismatch (expected {sha256 or md5}); the download is corrupt or the file changed on the "
+            "server (nothing was kept)") from exc
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError) as exc:
+        if isinstance(exc, requests.exceptions.ConnectionError) and "IncompleteRead" not in str(exc) \
+                and "Connection broken" not in str(exc):
+            raise _unreachable(url, dest, exc) from exc
+        raise DatasetError(f"download of {url} was interrupted ({type(exc).__name__}); nothing was kept, try again") \
+            from exc
+    except (requests.exceptions.RequestException, OSError) as exc:
+        raise _unreachable(url, dest, exc) from exc
+    finally:
+        if bar is not False:
+            bar.close()
+    try:
+        checks = [("size", size, lambda: dest.stat().st_size),
+                  ("MD5", md5 if sha256 else None, lambda: checksums(dest, ("md5",))["md5"])]
+        for name, want, measure in checks:
+            if want is not None and measure() != (want.lower() if isinstance(want, str) else want):
                 raise DatasetError(
-                    f"cannot download {url}: {getattr(exc, 'reason', exc)}; without network, unzip it yourself and "
-                    f"pass its folder with --data-dir DIR (data_dir= in Python), or put it into the cache folder "
-                    f"{dest.parent} ($MFREC_DATA chooses that folder)"
-                ) from exc
-            with response:
-                length = response.headers.get("Content-Length")
-                announced = int(length) if length and length.isdigit() else None
-                total = size if size is not None else announced
-                from tqdm.auto import tqdm
-
-                bar = tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=dest.name,
-                    disable=not _progress_enabled(progress),
-                    leave=False,
-                )
-                with bar:
-                    while True:
-                        try:
-                            chunk = response.read(_CHUNK)
-                        except (OSError, ValueError) as exc:  # IncompleteRead, reset, timeout
-                            raise DatasetError(
-                                f"download of {url} was interrupted after {received:,} bytes ({exc!r}); "
-                                "nothing was kept, try again"
-                            ) from exc
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        h256.update(chunk)
-                        h5.update(chunk)
-                        received += len(chunk)
-                        bar.update(len(chunk))
-        if announced is not None and received != announced:
-            raise DatasetError(
-                f"download of {url} is incomplete: got {received:,} of {announced:,} bytes; nothing was kept, try again"
-            )
-        if size is not None and received != size:
-            raise DatasetError(
-                f"{url}: expected {size:,} bytes, got {received:,}; the file on the server differs from the "
-                "known release (nothing was kept)"
-            )
-        if sha256 is not None and h256.hexdigest() != sha256.lower():
-            raise DatasetError(
-                f"{url}: SHA-256 mismatch (expected {sha256}, got {h256.hexdigest()}); the download is corrupt "
-                "or the file changed on the server (nothing was kept)"
-            )
-        if md5 is not None and h5.hexdigest() != md5.lower():
-            raise DatasetError(
-                f"{url}: MD5 mismatch (expected {md5}, got {h5.hexdigest()}); the download is corrupt "
-                "or the file changed on the server (nothing was kept)"
-            )
-        os.replace(tmp, dest)
+                    f"{url}: {name} mismatch (expected {want:,} bytes, got {measure():,})" if name == "size" else
+                    f"{url}: {name} mismatch (expected {want}); the download is corrupt or the file changed on the "
+                    "server (nothing was kept)")
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        dest.unlink(missing_ok=True)
         raise
     return dest
+
+
+def _unreachable(url: str, dest: Path, exc: BaseException) -> DatasetError:
+    reason = getattr(getattr(exc, "response", None), "status_code", None)
+    reason = f"HTTP {reason}" if reason else type(exc).__name__
+    return DatasetError(
+        f"cannot download {url}: {reason}; without network, unzip it yourself and pass its folder with "
+        f"--data-dir DIR (data_dir= in Python), or put it into the cache folder {dest.parent} ($MFREC_DATA "
+        "chooses that folder)")
 
 
 def _find_root(folder: Path, marker: str) -> Path | None:

@@ -58,6 +58,10 @@ from mfrec.persist import register_model
 
 #: ``regularization_scaling``: lambda as it is, or times each row's number of ratings.
 _SCALINGS = ("none", "count")
+#: ExplicitALS's bias penalty with uniform scaling (``bias_regularization="auto"``): biases want less shrinkage than
+#: factors; chosen on inner holdouts of ml-100k ``u1.base`` (RMSE 0.9206 vs 0.9231 with lambda_b = lambda = 10) and
+#: of the synthetic demo's training part (0.7635 vs 0.7788; Biases: 0.7717), docs/benchmarks.md.
+AUTO_BIAS_REGULARIZATION = 3.0
 
 __all__ = ["ExplicitALS", "SGDFactorization"]
 
@@ -95,9 +99,7 @@ class _ExplicitModel(FactorModel):
         return {
             "factors": check_int("factors", self.factors, minimum=1),
             "regularization": check_float("regularization", self.regularization, minimum=0.0, strict_min=True),
-            "bias_regularization": None
-            if self.bias_regularization is None
-            else check_float("bias_regularization", self.bias_regularization, minimum=0.0, strict_min=True),
+            "bias_regularization": self._bias_reg(),
             "iterations": check_int(self._iteration_param, getattr(self, self._iteration_param), minimum=1),
             "dtype": check_dtype("dtype", self.dtype),
             "early_stopping_rounds": None
@@ -177,8 +179,14 @@ class _ExplicitModel(FactorModel):
         return out
 
     def _bias_reg(self) -> float:
-        """lambda_b: ``bias_regularization``, or ``regularization`` when it is None."""
-        return float(self.regularization if self.bias_regularization is None else self.bias_regularization)
+        """lambda_b: ``bias_regularization``; ``regularization`` when it is None; for ``"auto"`` (ExplicitALS's
+        default) :data:`AUTO_BIAS_REGULARIZATION` with uniform scaling and ``regularization`` with count scaling."""
+        value = self.bias_regularization
+        if isinstance(value, str) and value == "auto":
+            value = None if self._count_scaled() else AUTO_BIAS_REGULARIZATION
+        if value is None:
+            return float(check_float("regularization", self.regularization, minimum=0.0, strict_min=True))
+        return float(check_float("bias_regularization", value, minimum=0.0, strict_min=True))
 
     @staticmethod
     def _penalty_scales(csr, frequency_weighted: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -325,8 +333,8 @@ class _ExplicitModel(FactorModel):
 class ExplicitALS(_ExplicitModel):
     """Biased matrix factorization of explicit ratings by alternating least squares.
 
-    Minimises ``sum_{(u,i) observed} (r_ui - mu - b_u - b_i - x_u . y_i)^2 + lambda_u (||x_u||^2 + b_u^2)
-    + lambda_i (||y_i||^2 + b_i^2)`` by alternating exact ridge solves: with the items fixed, every user's
+    Minimises ``sum_{(u,i) observed} (r_ui - mu - b_u - b_i - x_u . y_i)^2 + lambda_u ||x_u||^2 + lambda_bu b_u^2
+    + lambda_i ||y_i||^2 + lambda_bi b_i^2`` by alternating exact ridge solves: with the items fixed, every user's
     ``[x_u, b_u]`` is ``(F^T F + lambda_u I)^-1 F^T t`` with features ``F = [y_i, 1]`` and targets
     ``t = r_ui - mu - b_i`` over the user's ratings, and symmetrically for items (Koren et al. 2009;
     Zhou et al. 2008). Each half-step minimises the objective exactly, so the training loss never increases.
@@ -343,10 +351,11 @@ class ExplicitALS(_ExplicitModel):
         ALS sweeps (one user half-step + one item half-step each).
     biases : bool, default True
         Learn ``mu + b_u + b_i``; False fits the plain ``x_u . y_i``.
-    bias_regularization : float or None, default None
+    bias_regularization : float, None or "auto", default "auto"
         lambda_b > 0 penalising ``b_u^2`` and ``b_i^2`` (Surprise's ``reg_bu``/``reg_bi``), scaled by the row's
-        count like lambda with ``regularization_scaling="count"``; None uses ``regularization``. Biases usually
-        want less shrinkage than factors.
+        count like lambda with ``regularization_scaling="count"``; None uses ``regularization``; ``"auto"`` is
+        3 with uniform scaling (biases want less shrinkage than factors) and ``regularization`` with count
+        scaling.
     regularization_scaling : {"none", "count"}, default "none"
         ``"count"`` multiplies both lambdas by each row's number of ratings (ALS-WR, Zhou et al. 2008, as in
         Spark MLlib): heavy raters are shrunk in proportion to their evidence.
@@ -364,7 +373,8 @@ class ExplicitALS(_ExplicitModel):
         With ``validation`` given to :meth:`fit`: stop after this many iterations without a better validation
         RMSE and keep the best iteration's factors.
 
-    Defaults were chosen on an inner holdout of MovieLens-100K ``u1.base`` only (docs/benchmarks-history.md, "Explicit feedback").
+    Defaults were chosen on an inner holdout of MovieLens-100K ``u1.base`` only (docs/benchmarks-history.md,
+    "Explicit feedback"; the bias penalty: docs/benchmarks.md, "Defaults").
     """
 
     def __init__(
@@ -378,7 +388,7 @@ class ExplicitALS(_ExplicitModel):
         dtype: str = "float32",
         num_threads: int = 0,
         early_stopping_rounds: int | None = None,
-        bias_regularization: float | None = None,
+        bias_regularization: float | str | None = "auto",
         regularization_scaling: str = "none",
     ) -> None:
         self.regularization_scaling = regularization_scaling
