@@ -128,7 +128,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, positional: str = "data"
     g.add_argument("--value", help="value column: rating, play count, confidence (default: rating, value, ...)")
     g.add_argument("--timestamp", help="timestamp column (default: timestamp, time, ...)")
     g.add_argument("--event", help="event type column")
-    g.add_argument("--sep", help="field separator for text files (default: ',' for .csv, tab otherwise)")
+    g.add_argument("--sep", help="field separator for text files (default: sniffed from the first lines among "
+                                 "',' ';' tab '|', preferring ',' for .csv and tab otherwise)")
     g.add_argument("--no-header", action="store_true", help="the text file has no header line")
     g.add_argument("--names", help="comma-separated column names for a file without a header")
     g.add_argument(
