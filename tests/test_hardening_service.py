@@ -26,6 +26,9 @@ from mfrec.models.implicit import ImplicitALS  # noqa: E402
 from mfrec import serve as mserve  # noqa: E402
 from mfrec.serve import ModelHolder, create_app  # noqa: E402
 
+ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
 
 def _data(n_users=40, n_items=30, seed=0):
     rng = np.random.default_rng(seed)
@@ -54,7 +57,7 @@ def server(tmp_path_factory):
     path = folder / "model.mfrec"
     model = ImplicitALS(factors=4, iterations=3, seed=0).fit(_data())
     model.save(path, extra={"dataset": "/home/someone/private/train.csv"})  # as files saved before 0.2 did
-    app = create_app(path, max_k=50, max_body_bytes=1 << 16)
+    app = create_app(path, max_k=50, max_body_bytes=1 << 16, admin_token=ADMIN_TOKEN)
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -123,13 +126,13 @@ def test_a_failed_reload_names_the_file_not_its_folder(server):
     good = path.read_bytes()
     try:
         path.write_bytes(good[: len(good) // 2])
-        r = client.post("/admin/reload")
+        r = client.post("/admin/reload", headers=ADMIN)
         assert r.status_code == 500 and "old model kept" in r.json()["detail"]
         assert str(path.parent) not in r.text and "model.mfrec" in r.text
         assert client.get("/users/1/recommendations").status_code == 200  # still serving
     finally:
         path.write_bytes(good)
-        assert client.post("/admin/reload").status_code == 200
+        assert client.post("/admin/reload", headers=ADMIN).status_code == 200
 
 
 # ------------------------------------------------------------------------------------- defect 2: the watcher

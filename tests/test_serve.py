@@ -19,6 +19,9 @@ from mfrec import Interactions  # noqa: E402
 from mfrec.models.implicit import ImplicitALS  # noqa: E402
 from mfrec.serve import ModelHolder, create_app  # noqa: E402
 
+ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
 
 def _data(n_users=40, n_items=30, seed=0, item_prefix="i"):
     rng = np.random.default_rng(seed)
@@ -38,7 +41,7 @@ def server(tmp_path_factory, request):
     path = tmp_path_factory.mktemp("serve") / "model.mfrec"
     model = ImplicitALS(factors=4, iterations=3, seed=0).fit(_data())
     model.save(path, extra={"item_titles": {"ids": ["i1", "i2"], "titles": ["One", "Two"]}})
-    app = create_app(path, max_k=50, max_body_bytes=4096, inline=request.param)
+    app = create_app(path, max_k=50, max_body_bytes=4096, inline=request.param, admin_token=ADMIN_TOKEN)
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     srv = uvicorn.Server(config)
@@ -123,10 +126,10 @@ def test_reload_swaps_the_model_atomically(server):
     client, path, _ = server
     before = client.get("/model").json()["params"]["factors"]
     ImplicitALS(factors=6, iterations=2, seed=1).fit(_data(seed=1)).save(path)
-    assert client.post("/admin/reload").json()["status"] == "reloaded"
+    assert client.post("/admin/reload", headers=ADMIN).json()["status"] == "reloaded"
     assert client.get("/model").json()["params"]["factors"] == 6 != before
     path.write_bytes(b"garbage")  # a broken file: the old model keeps serving
-    response = client.post("/admin/reload")
+    response = client.post("/admin/reload", headers=ADMIN)
     assert response.status_code == 500 and "old model kept" in response.json()["detail"]
     assert client.get("/users/3/recommendations").status_code == 200
 

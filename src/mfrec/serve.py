@@ -9,7 +9,13 @@ Endpoints (all JSON)::
     GET  /items/{item}/similar?k=10
     GET  /users/{user}/similar?k=10
     POST /recommendations                         {"items": [...], "values": [...]?, "k": 10}: fold-in of a new user
-    POST /admin/reload                            re-read the model file and swap it in atomically
+    POST /admin/reload                            re-read the model file and swap it in (bearer token; else 404)
+    GET  /users/{user}/history?k=50               the user's training items
+    GET  /search/users?q=  /search/items?q=       ids (and titles) for the web page
+    GET  /catalog                                 model class, numbers of users and items, titles or not
+    GET  /  /docs  /redoc                         the web page and the API docs (offline: mfrec.serve_pages)
+
+The whole API, with a curl example per endpoint, is in docs/http.md.
 
 Unknown ids answer 404 with ``{"detail": ...}``; invalid parameters 422; ``k`` is capped by ``max_k``; request
 bodies over ``max_body_bytes`` answer 413 (the bytes are counted as they stream, Content-Length is not trusted).
@@ -46,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from mfrec.exceptions import MfrecError, UnknownIdError, clip, one_line, require_extra
+from mfrec.serve_schema import MAX_FOLD_IN_VALUE
 
 __all__ = ["create_app", "ModelHolder", "serve"]
 
@@ -192,10 +199,6 @@ def _json_id(x: Any) -> Any:
 
 def _rows(frame: pd.DataFrame, key: str, titles: dict[Any, str] | None = None) -> list[dict[str, Any]]:
     return _rows_of(frame[key].to_numpy(), frame["score"].to_numpy(), key, titles)
-
-
-#: largest magnitude of a fold-in value the API takes (a rating, count or weight; 1e300 made scores infinite)
-MAX_FOLD_IN_VALUE = 1e6
 
 
 class NonFiniteScores(MfrecError):
@@ -380,8 +383,14 @@ def create_app(
     watch_interval: float | None = None,
     inline: bool = False,
     fast_routes: bool = True,
+    admin_token: str | None = None,
+    cors_origins: list[str] | tuple[str, ...] = (),
 ):
     """Build the FastAPI application serving ``model_path`` (or an in-memory fitted ``model``).
+
+    ``admin_token``: ``POST /admin/reload`` exists only with a token and answers only a request carrying
+    ``Authorization: Bearer <token>`` (401 otherwise); without one it is 404 (reload with SIGHUP or the file
+    watcher). ``cors_origins``: browser origins allowed to call the API (none by default: CORS off).
 
     ``watch_interval``: poll the model file every so many seconds and swap in a changed file (None: only
     ``POST /admin/reload`` and SIGHUP reload). ``inline``: run the scoring endpoints on the event loop instead
@@ -392,9 +401,14 @@ def create_app(
     ~0.3-0.4 ms less CPU per request); False serves everything through FastAPI.
     """
     fastapi = require_extra("fastapi", "serve")
-    from fastapi import Body, FastAPI, Path as PathParam, Query, Request
+    from fastapi import Body, FastAPI, Header, Path as PathParam, Query, Request
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, Field, field_validator
+
+    from mfrec import serve_schema as schema
+    from mfrec.serve_pages import add_pages
+
+    if admin_token is not None and (not isinstance(admin_token, str) or len(admin_token) < 16):
+        raise MfrecError("the admin token must be a string of at least 16 characters (e.g. `openssl rand -hex 16`)")
 
     holder = ModelHolder(model_path, model)
 
@@ -422,8 +436,12 @@ def create_app(
         description="Recommendations from a matrix-factorization model: items for a user, users for an item, "
         "similar items and users, and fold-in for new users.",
         version=__import__("mfrec").__version__,
+        docs_url=None,  # served offline by mfrec.serve_pages, never from a CDN
+        redoc_url=None,
     )
     app.state.holder = holder
+    errors = {404: {"model": schema.Error, "description": "unknown id"},
+              422: {"model": schema.Error, "description": "invalid parameter or body"}}
 
     @app.exception_handler(UnknownIdError)
     async def _unknown(_: Request, exc: UnknownIdError):
@@ -458,27 +476,15 @@ def create_app(
 
         return on_the_loop
 
-    class NewUser(BaseModel):
-        items: list[str | int] = Field(..., min_length=1, max_length=10000, description="item ids the user interacted with")
-        values: list[float] | None = Field(
-            None, description=f"one value per item (rating, count...), |value| <= {MAX_FOLD_IN_VALUE:g}; default 1")
+    NewUser = schema.new_user_body(max_k)
 
-        @field_validator("values")
-        @classmethod
-        def _bounded(cls, values: list[float] | None) -> list[float] | None:
-            for v in values or ():
-                if not (abs(v) <= MAX_FOLD_IN_VALUE):  # also refuses NaN
-                    raise ValueError(f"each value must be finite with |value| <= {MAX_FOLD_IN_VALUE:g}, got {v!r}")
-            return values
-        k: int = Field(10, ge=1, le=max_k)
-
-    @app.get("/health")
+    @app.get("/health", response_model=schema.Health)
     def health() -> dict[str, Any]:
         model, manifest, _ = holder.state
         return {"status": "ok", "model_class": type(model).__name__, "created": manifest.get("created"),
                 "model_digest": model_digest(manifest), "worker": os.getpid()}
 
-    @app.get("/model")
+    @app.get("/model", response_model=dict[str, Any])
     def model_manifest() -> dict[str, Any]:
         _, manifest, _ = holder.state
         extra = {k: v for k, v in (manifest.get("extra") or {}).items() if k != "item_titles"}
@@ -510,29 +516,29 @@ def create_app(
         frame = model.similar_users(uid, k=k)
         return _dumps({"user": _json_id(uid), "users": _rows(frame, "user")})
 
-    @app.get("/users/{user}/recommendations")
+    @app.get("/users/{user}/recommendations", response_model=schema.UserRecommendations, responses=errors)
     @scoring
     def user_recommendations(
         user: str = PathParam(..., max_length=256), k: int = K, exclude_seen: bool = Query(True)
     ) -> dict[str, Any]:
         return _fast_json(recommendations_body(user, k, exclude_seen))
 
-    @app.get("/items/{item}/users")
+    @app.get("/items/{item}/users", response_model=schema.ItemUsers, responses=errors)
     @scoring
     def item_users(item: str = PathParam(..., max_length=256), k: int = K) -> dict[str, Any]:
         return _fast_json(item_users_body(item, k))
 
-    @app.get("/items/{item}/similar")
+    @app.get("/items/{item}/similar", response_model=schema.SimilarItems, responses=errors)
     @scoring
     def item_similar(item: str = PathParam(..., max_length=256), k: int = K) -> dict[str, Any]:
         return _fast_json(item_similar_body(item, k))
 
-    @app.get("/users/{user}/similar")
+    @app.get("/users/{user}/similar", response_model=schema.SimilarUsers, responses=errors)
     @scoring
     def user_similar(user: str = PathParam(..., max_length=256), k: int = K) -> dict[str, Any]:
         return _fast_json(user_similar_body(user, k))
 
-    @app.post("/recommendations")
+    @app.post("/recommendations", response_model=schema.NewUserRecommendations, responses=errors)
     @scoring
     def new_user_recommendations(body: NewUser = Body(...)) -> dict[str, Any]:
         model, _, titles = holder.state
@@ -543,13 +549,26 @@ def create_app(
         frame = model.recommend_new_user(items, values=body.values, k=body.k)
         return _fast_json(_dumps({"items": _rows(frame, "item", titles)}))
 
-    @app.post("/admin/reload")
-    def reload() -> dict[str, Any]:
-        try:
-            manifest = holder.reload()
-        except Exception as exc:  # noqa: BLE001 - the old model keeps serving whatever went wrong
-            return JSONResponse(status_code=500, content={"detail": f"reload failed, old model kept: {_reason(exc)}"})
-        return {"status": "reloaded", "created": manifest.get("created")}
+    if admin_token is not None:
+        import hmac
+
+        expected = f"Bearer {admin_token}".encode()
+
+        @app.post("/admin/reload", response_model=schema.Reloaded,
+                  responses={401: {"model": schema.Error, "description": "no or wrong bearer token"},
+                             500: {"model": schema.Error, "description": "reload failed, old model kept"}})
+        def reload(authorization: str | None = Header(None, description="Bearer <admin token>")) -> Any:
+            if not hmac.compare_digest((authorization or "").encode(), expected):
+                return JSONResponse(status_code=401, content={"detail": "admin endpoints need the bearer token"},
+                                    headers={"WWW-Authenticate": "Bearer"})
+            try:
+                manifest = holder.reload()
+            except Exception as exc:  # noqa: BLE001 - the old model keeps serving whatever went wrong
+                return JSONResponse(status_code=500,
+                                    content={"detail": f"reload failed, old model kept: {_reason(exc)}"})
+            return {"status": "reloaded", "created": manifest.get("created")}
+
+    add_pages(app, holder, max_k=max_k, errors=errors)
 
     del fastapi
     if fast_routes:
@@ -561,6 +580,11 @@ def create_app(
             (re.compile(r"/items/([^/]+)/similar"), item_similar_body, ("k",)),
             (re.compile(r"/users/([^/]+)/similar"), user_similar_body, ("k",)),
         ])
+    if cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
     if max_body_bytes:  # added last: the outermost layer, it sees every request first
         app.add_middleware(_BodyLimit, limit=max_body_bytes)
     return app
@@ -636,12 +660,14 @@ def app_from_environment():
     config = json.loads(os.environ[_CONFIG_ENV])
     _one_thread_per_process(kernels_too=True)
     return create_app(config["model_path"], max_k=config["max_k"], max_body_bytes=config["max_body_bytes"],
-                      watch_interval=config["watch_interval"], inline=True)
+                      watch_interval=config["watch_interval"], inline=True, admin_token=config.get("admin_token"),
+                      cors_origins=config.get("cors_origins", ()))
 
 
 def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, *, max_k: int = DEFAULT_MAX_K,
           max_body_bytes: int = DEFAULT_MAX_BODY, log_level: str = "info", workers: int = 1,
-          watch_interval: float | None = None, access_log: bool = True) -> None:
+          watch_interval: float | None = None, access_log: bool = True, admin_token: str | None = None,
+          cors_origins: list[str] | tuple[str, ...] = ()) -> None:
     """Run the service with uvicorn (blocking).
 
     Parameters
@@ -658,6 +684,10 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, *, 
         workers, off with one (reload with ``POST /admin/reload`` or SIGHUP).
     access_log : bool
         uvicorn's per-request log line.
+    admin_token : str, optional
+        Enables ``POST /admin/reload`` for requests with ``Authorization: Bearer <token>`` (see :func:`create_app`).
+    cors_origins : list of str
+        Browser origins allowed to call the API (none: CORS off).
 
     SIGHUP reloads the model file (one worker) or replaces the workers one at a time (several).
     """
@@ -669,6 +699,8 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, *, 
     if watch_interval is not None and not watch_interval > 0:
         raise MfrecError(f"watch_interval must be > 0 seconds, got {watch_interval!r}")
     check_listen_address(host, port)
+    if admin_token is not None and len(admin_token) < 16:
+        raise MfrecError("the admin token must be at least 16 characters (e.g. `openssl rand -hex 16`)")
     if workers > 1:
         from mfrec.persist import load
 
@@ -676,12 +708,14 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, *, 
         os.environ[_CONFIG_ENV] = json.dumps({
             "model_path": str(Path(model_path).resolve()), "max_k": max_k, "max_body_bytes": max_body_bytes,
             "watch_interval": DEFAULT_WATCH_INTERVAL if watch_interval is None else watch_interval,
+            "admin_token": admin_token, "cors_origins": list(cors_origins),
         })
         uvicorn.run("mfrec.serve:app_from_environment", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level, access_log=access_log)
         return
     _one_thread_per_process(kernels_too=False)
-    app = create_app(model_path, max_k=max_k, max_body_bytes=max_body_bytes, watch_interval=watch_interval)
+    app = create_app(model_path, max_k=max_k, max_body_bytes=max_body_bytes, watch_interval=watch_interval,
+                     admin_token=admin_token, cors_origins=cors_origins)
     if hasattr(signal, "SIGHUP"):
         def _on_hup(signum: int, frame: Any) -> None:
             try:

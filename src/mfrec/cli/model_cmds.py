@@ -221,6 +221,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--watch", type=bounded_float(0.0, 86400.0, open_low=True), default=None, metavar="SECONDS",
                      help="swap in a changed model file, checking every SECONDS (default: 1 with --workers > 1)")
     srv.add_argument("--no-access-log", action="store_true", help="no log line per request")
+    srv.add_argument("--admin-token", default=None, metavar="TOKEN",
+                     help="enables POST /admin/reload for requests with 'Authorization: Bearer TOKEN' (at least 16 "
+                          "characters; default: $MFREC_ADMIN_TOKEN; without a token the admin routes do not exist)")
+    srv.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                     help="a browser origin allowed to call the API, e.g. https://app.example.com (repeat for more; "
+                          "default: none, CORS off)")
     srv.set_defaults(func=serve_command)
 
 
@@ -476,8 +482,12 @@ def query_command(args: argparse.Namespace) -> int:
 def serve_command(args: argparse.Namespace) -> int:
     from mfrec.serve import serve
 
+    import os
+
+    token = args.admin_token if args.admin_token is not None else (os.environ.get("MFREC_ADMIN_TOKEN") or None)
     serve(args.model, host=args.host, port=args.port, max_k=args.max_k, max_body_bytes=args.max_body_bytes,
-          workers=args.workers, watch_interval=args.watch, access_log=not args.no_access_log)
+          workers=args.workers, watch_interval=args.watch, access_log=not args.no_access_log, admin_token=token,
+          cors_origins=args.cors_origin)
     return 0
 
 
