@@ -66,9 +66,12 @@ _log = logging.getLogger("mfrec.serve")
 class ModelHolder:
     """The model being served, its manifest and item titles; swapped atomically on reload."""
 
-    def __init__(self, path: str | Path | None = None, model: Any = None) -> None:
+    def __init__(self, path: str | Path | None = None, model: Any = None, index: str | None = None) -> None:
         if (path is None) == (model is None):
             raise ValueError("give exactly one of path or model")
+        if index not in (None, "exact", "hnsw"):
+            raise MfrecError(f"index must be 'exact' or 'hnsw', got {clip(index)}")
+        self.index = index  # None: as the model file has it; "hnsw": built at load when the file has none
         self.path = None if path is None else Path(path)
         self.loaded_signature: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
@@ -78,8 +81,18 @@ class ModelHolder:
         else:
             self.reload()
 
-    @staticmethod
-    def _prepare(model: Any, manifest: dict[str, Any]) -> tuple[Any, dict[str, Any], dict[Any, str]]:
+    def _prepare(self, model: Any, manifest: dict[str, Any]) -> tuple[Any, dict[str, Any], dict[Any, str]]:
+        if self.index == "exact" and getattr(model, "index_", None):
+            model.build_index("exact")
+        elif self.index == "hnsw" and not getattr(model, "index_", None):
+            if not hasattr(model, "build_index"):
+                raise MfrecError(f"{type(model).__name__} has no factors to index; serve it with --index exact")
+            import time
+
+            start = time.perf_counter()
+            model.build_index("hnsw")
+            _log.warning("mfrec: built the HNSW index at load in %.1f s (save the model with it to skip this: "
+                         "model.build_index('hnsw'); model.save(...))", time.perf_counter() - start)
         titles_meta = (manifest.get("extra") or {}).get("item_titles") or {}
         titles = dict(zip(titles_meta.get("ids", []), titles_meta.get("titles", [])))
         try:
@@ -385,12 +398,15 @@ def create_app(
     fast_routes: bool = True,
     admin_token: str | None = None,
     cors_origins: list[str] | tuple[str, ...] = (),
+    index: str | None = None,
 ):
     """Build the FastAPI application serving ``model_path`` (or an in-memory fitted ``model``).
 
     ``admin_token``: ``POST /admin/reload`` exists only with a token and answers only a request carrying
     ``Authorization: Bearer <token>`` (401 otherwise); without one it is 404 (reload with SIGHUP or the file
     watcher). ``cors_origins``: browser origins allowed to call the API (none by default: CORS off).
+    ``index``: ``"hnsw"`` serves approximate top-k (the model file's index, or one built at load), ``"exact"``
+    scores every item; None serves the file as it is.
 
     ``watch_interval``: poll the model file every so many seconds and swap in a changed file (None: only
     ``POST /admin/reload`` and SIGHUP reload). ``inline``: run the scoring endpoints on the event loop instead
@@ -410,7 +426,7 @@ def create_app(
     if admin_token is not None and (not isinstance(admin_token, str) or len(admin_token) < 16):
         raise MfrecError("the admin token must be a string of at least 16 characters (e.g. `openssl rand -hex 16`)")
 
-    holder = ModelHolder(model_path, model)
+    holder = ModelHolder(model_path, model, index=index)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -661,13 +677,13 @@ def app_from_environment():
     _one_thread_per_process(kernels_too=True)
     return create_app(config["model_path"], max_k=config["max_k"], max_body_bytes=config["max_body_bytes"],
                       watch_interval=config["watch_interval"], inline=True, admin_token=config.get("admin_token"),
-                      cors_origins=config.get("cors_origins", ()))
+                      cors_origins=config.get("cors_origins", ()), index=config.get("index"))
 
 
 def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, *, max_k: int = DEFAULT_MAX_K,
           max_body_bytes: int = DEFAULT_MAX_BODY, log_level: str = "info", workers: int = 1,
           watch_interval: float | None = None, access_log: bool = True, admin_token: str | None = None,
-          cors_origins: list[str] | tuple[str, ...] = ()) -> None:
+          cors_origins: list[str] | tuple[str, ...] = (), index: str | None = None) -> None:
     """Run the service with uvicorn (blocking).
 
     Parameters
@@ -688,6 +704,9 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, *, 
         Enables ``POST /admin/reload`` for requests with ``Authorization: Bearer <token>`` (see :func:`create_app`).
     cors_origins : list of str
         Browser origins allowed to call the API (none: CORS off).
+    index : {"exact", "hnsw"}, optional
+        Approximate top-k (:meth:`mfrec.models.base.FactorModel.build_index`): the file's index or one built at
+        load; ``"exact"`` ignores a saved index; None serves the file as it is.
 
     SIGHUP reloads the model file (one worker) or replaces the workers one at a time (several).
     """
@@ -708,14 +727,14 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, *, 
         os.environ[_CONFIG_ENV] = json.dumps({
             "model_path": str(Path(model_path).resolve()), "max_k": max_k, "max_body_bytes": max_body_bytes,
             "watch_interval": DEFAULT_WATCH_INTERVAL if watch_interval is None else watch_interval,
-            "admin_token": admin_token, "cors_origins": list(cors_origins),
+            "admin_token": admin_token, "cors_origins": list(cors_origins), "index": index,
         })
         uvicorn.run("mfrec.serve:app_from_environment", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level, access_log=access_log)
         return
     _one_thread_per_process(kernels_too=False)
     app = create_app(model_path, max_k=max_k, max_body_bytes=max_body_bytes, watch_interval=watch_interval,
-                     admin_token=admin_token, cors_origins=cors_origins)
+                     admin_token=admin_token, cors_origins=cors_origins, index=index)
     if hasattr(signal, "SIGHUP"):
         def _on_hup(signum: int, frame: Any) -> None:
             try:

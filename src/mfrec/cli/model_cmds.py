@@ -227,6 +227,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                      help="a browser origin allowed to call the API, e.g. https://app.example.com (repeat for more; "
                           "default: none, CORS off)")
+    srv.add_argument("--index", choices=["exact", "hnsw"], default=None,
+                     help="top-k by scoring every item (exact) or from an HNSW graph (hnsw: the 'ann' extra; the "
+                          "model file's index, or one built at start); default: as the model file has it")
     srv.set_defaults(func=serve_command)
 
 
@@ -487,7 +490,7 @@ def serve_command(args: argparse.Namespace) -> int:
     token = args.admin_token if args.admin_token is not None else (os.environ.get("MFREC_ADMIN_TOKEN") or None)
     serve(args.model, host=args.host, port=args.port, max_k=args.max_k, max_body_bytes=args.max_body_bytes,
           workers=args.workers, watch_interval=args.watch, access_log=not args.no_access_log, admin_token=token,
-          cors_origins=args.cors_origin)
+          cors_origins=args.cors_origin, index=args.index)
     return 0
 
 

@@ -193,6 +193,7 @@ class Recommender:
                 elif "interactions" in kw:
                     kw["interactions"] = as_interactions(kw["interactions"], user=user, item=item, value=value)
                 self._invalidate_caches()  # norms etc. of a previous fit must never survive a refit
+                self._drop_index()  # so must an approximate-search index (build_index) over the old factors
                 try:
                     with fit_progress(callback, show_progress):
                         return fit(self, *args, **kw)
@@ -210,6 +211,12 @@ class Recommender:
     def _invalidate_caches(self) -> None:
         """Forget derived caches (vector norms, transposed patterns); called around every ``fit``."""
         self.__dict__.pop("_cache", None)
+
+    def _drop_index(self) -> None:
+        """Forget the approximate-search index of :meth:`FactorModel.build_index` (its state and its graphs)."""
+        for name in [n for n in vars(self) if n == "index_" or (n.startswith("index_") and n.endswith("_"))]:
+            delattr(self, name)
+        self.__dict__.pop("_ann", None)
 
     def _cached(self, name: str, key: tuple, build):
         """Memoize ``build()`` under ``name`` while ``key`` (compared by identity of its parts) holds."""
@@ -835,6 +842,157 @@ class FactorModel(Recommender):
         """Vectors ``(b, d')`` of dense users whose dot with :meth:`_item_embeddings` is the score."""
         return self.user_factors_[np.asarray(user_idx)]
 
+    # -------------------------------------------------------------- approximate top-k (mfrec.ann)
+    def build_index(self, kind: str = "hnsw", *, connectivity: int = 16, expansion_add: int = 128,
+                    expansion_search: int = 128, oversample: float = 2.0, graphs: Iterable[str] | None = None,
+                    num_threads: int = 0) -> FactorModel:
+        """Build (``kind="hnsw"``) or drop (``kind="exact"``) the approximate-search index of :mod:`mfrec.ann`.
+
+        With an index, :meth:`recommend`, :meth:`recommend_batch`, :meth:`similar_items`, :meth:`similar_users`
+        and their batch forms take their candidates from HNSW graphs (extra ``ann``: usearch) instead of scoring
+        every item; scores and exclusions stay exact. The index is saved with the model and reopened at load
+        without a rebuild; a refit drops it. Build statistics: ``index_["graphs"]`` (rows, seconds, bytes).
+
+        Parameters
+        ----------
+        kind : {"hnsw", "exact"}
+        connectivity, expansion_add, expansion_search : int
+            HNSW's M, efConstruction and ef (a wider search finds more of the exact top-k, more slowly).
+        oversample : float >= 1
+            A query asks the graph for ``oversample * (k + excluded)`` candidates.
+        graphs : iterable of {"recommend", "similar_items", "similar_users"}, optional
+            Which graphs to build (default all three).
+        num_threads : int
+            Build threads (0: the kernel pool's).
+
+        Returns
+        -------
+        self
+        """
+        from mfrec.ann import build_graphs, check_index_params
+        from mfrec.kernels.threads import get_num_threads
+
+        self._check_fitted()
+        kind, params, names = check_index_params(kind, connectivity, expansion_add, expansion_search, oversample,
+                                                 graphs)
+        threads = check_int("num_threads", num_threads, minimum=0) or get_num_threads()
+        self._drop_index()
+        if kind == "exact":
+            return self
+        vectors = {"recommend": lambda: self._item_embeddings(), "similar_items": lambda: self._similarity_vectors("item"),
+                   "similar_users": lambda: self._similarity_vectors("user")}
+        built, stats = build_graphs({n: np.asarray(vectors[n]()) for n in names}, names, params, threads)
+        self.index_ = {"kind": kind, **params, "graphs": stats}
+        for name, graph in built.items():  # keep the serialised bytes; search through a view on them (one copy)
+            setattr(self, f"index_{name}_", graph.to_bytes())
+        del built
+        self._open_index()
+        return self
+
+    def _open_index(self) -> None:
+        """The live graphs, as views on the ``index_<graph>_`` bytes (after build_index and after load)."""
+        from mfrec.ann import GRAPHS, Graph
+
+        info = getattr(self, "index_", None)
+        self.__dict__.pop("_ann", None)
+        if not info:
+            return
+        rows = {"item": self.interactions_.n_items, "user": self.interactions_.n_users}
+        self._ann = {name: Graph.from_bytes(getattr(self, f"index_{name}_"), rows[GRAPHS[name]],
+                                            info["expansion_search"])
+                     for name in info["graphs"]}
+
+    def _graph(self, name: str) -> Any:
+        return (self.__dict__.get("_ann") or {}).get(name)
+
+    def _after_load(self) -> None:
+        super()._after_load()
+        self._open_index()
+
+    def _search_threads(self) -> int:
+        from mfrec.kernels.threads import get_num_threads
+
+        return get_num_threads()
+
+    def _approximate_topk(self, graph: Any, user_idx: np.ndarray, k: int, indptr, indices, allowed
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` per user from the ``recommend`` graph's candidates, scored exactly (see :mod:`mfrec.ann`)."""
+        from mfrec.ann import filtered_topk
+
+        n = self.interactions_.n_items
+        kk = max(1, min(int(k), n))
+        E = np.ascontiguousarray(self._user_embeddings(np.asarray(user_idx, dtype=np.int32)), dtype=np.float32)
+        F = self._item_embeddings()
+        over = float(self.index_["oversample"])
+        m = np.diff(indptr) if indptr is not None else np.zeros(len(E), np.int64)
+        items = np.full((len(E), kk), -1, np.int32)
+        scores = np.full((len(E), kk), -np.inf, np.float32)
+
+        def excluded(rows):
+            return lambda r: None if indptr is None else indices[indptr[rows[r]]:indptr[rows[r] + 1]]
+
+        def score(rows):
+            return lambda r, cand: (np.asarray(F[cand], dtype=np.float32) @ E[rows[r]]).astype(np.float32)
+
+        pending = np.arange(len(E))
+        for widen in (1, 4):
+            if not len(pending):
+                break
+            counts = np.minimum(np.ceil(over * widen * (kk + m[pending])).astype(np.int64), n)
+            still = []
+            for count in np.unique(2 ** np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64)):
+                rows = pending[2 ** np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64) == count]
+                found = graph.candidates(E[rows], min(int(count), n), self._search_threads())
+                kept, short = filtered_topk(found, kk, score(rows), excluded(rows), allowed)
+                for r, (it, sc) in enumerate(kept):
+                    items[rows[r], :len(it)], scores[rows[r], :len(sc)] = it, sc
+                still.extend(rows[short].tolist())
+            pending = np.asarray(still, dtype=np.int64)
+        if len(pending):  # the filters left too few candidates: these rows are scored exactly
+            sub_ptr, sub_idx = (None, None) if indptr is None else _rows_pattern(indptr, indices, pending)
+            ex_items, ex_scores, _ = topk_dot(E[pending], F, kk, sub_ptr, sub_idx, allowed,
+                                              block_bytes=self._block_bytes)
+            items[pending, :ex_items.shape[1]], scores[pending, :ex_scores.shape[1]] = ex_items, ex_scores
+        return _trim(items, scores)
+
+    def _similar(self, kind: str, idx: np.ndarray, k: int, allowed: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        graph = self._graph("similar_items" if kind == "item" else "similar_users")
+        if graph is None:
+            return super()._similar(kind, idx, k, allowed)
+        from mfrec.ann import filtered_topk
+
+        vectors, norms = self._similarity_norms(kind)
+        idx = np.asarray(idx, dtype=np.int64)
+        n = vectors.shape[0]
+        kk = max(1, min(int(k), n - 1)) if n > 1 else 1
+        V = np.asarray(vectors, dtype=np.float32)
+        count = min(n, int(np.ceil(float(self.index_["oversample"]) * (kk + 1))))
+        out_items = np.full((len(idx), kk), -1, np.int32)
+        out_sims = np.zeros((len(idx), kk), np.float32)
+        pending = np.arange(len(idx))
+        for widen in (1, 4):
+            if not len(pending):
+                break
+            found = graph.candidates(V[idx[pending]], min(n, count * widen), self._search_threads())
+
+            def cosine(r, cand, rows=pending):
+                q = idx[rows[r]]
+                denom = norms[cand] * norms[q]
+                dots = V[cand] @ V[q]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    return np.where(denom > 0, dots / np.where(denom > 0, denom, 1), 0).astype(np.float32)
+
+            kept, short = filtered_topk(found, kk, cosine, lambda r, rows=pending: idx[rows[r]:rows[r] + 1],
+                                        allowed)
+            for r, (it, sc) in enumerate(kept):
+                out_items[pending[r], :len(it)], out_sims[pending[r], :len(sc)] = it, sc
+            pending = pending[short]
+        if len(pending):
+            ex_items, ex_sims = super()._similar(kind, idx[pending], kk, allowed)
+            out_items[pending, :ex_items.shape[1]], out_sims[pending, :ex_sims.shape[1]] = ex_items, ex_sims
+        return _trim(out_items, out_sims)
+
     def _item_embeddings(self) -> np.ndarray:
         """Vectors ``(n_items, d')`` of all items."""
         return self.item_factors_
@@ -855,7 +1013,12 @@ class FactorModel(Recommender):
         return F @ E.T
 
     def _topk_pattern(self, user_idx, k, indptr, indices, allowed) -> tuple[np.ndarray, np.ndarray]:
-        """Blocked GEMM + partial selection (:func:`mfrec.kernels.topk.topk_dot`)."""
+        """Blocked GEMM + partial selection (:func:`mfrec.kernels.topk.topk_dot`), or, with an index (see
+        :meth:`build_index`), exact scores of the graph's candidates. A small allow-list is scored exactly: it is
+        cheaper than any search."""
+        graph = self._graph("recommend")
+        if graph is not None and (allowed is None or int(allowed.sum()) > 64 * max(int(k), 1)):
+            return self._approximate_topk(graph, user_idx, k, indptr, indices, allowed)
         E = self._user_embeddings(np.asarray(user_idx, dtype=np.int32))
         F = self._item_embeddings()
         items, scores, _ = topk_dot(E, F, k, indptr, indices, allowed, block_bytes=self._block_bytes)
