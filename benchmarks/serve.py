@@ -35,7 +35,8 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def build_model(path: Path, n_users: int, n_items: int, factors: int, nnz_per_user: int, seed: int) -> None:
+def build_model(path: Path, n_users: int, n_items: int, factors: int, nnz_per_user: int, seed: int,
+                index: str | None = None, iterations: int = 1) -> dict:
     import mfrec
 
     rng = np.random.default_rng(seed)
@@ -46,15 +47,25 @@ def build_model(path: Path, n_users: int, n_items: int, factors: int, nnz_per_us
     matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_users, n_items))
     matrix.sum_duplicates()
     data = mfrec.Interactions.from_matrix(matrix)
-    model = mfrec.ImplicitALS(factors=factors, iterations=1, seed=seed).fit(data)
+    model = mfrec.ImplicitALS(factors=factors, iterations=iterations, seed=seed).fit(data)
+    stats = {}
+    if index == "hnsw":  # built once here and saved with the model: the server reopens it without a rebuild
+        model.build_index("hnsw", graphs=["recommend", "similar_items"])
+        stats = model.index_["graphs"]
     model.save(path)
+    return stats
 
 
-def start_server(model: Path, port: int, workers: int = 1, access_log: bool = True) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "mfrec", "serve", str(model), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers)]
-    if not access_log:
-        cmd.append("--no-access-log")
+def start_server(model: Path, port: int, workers: int | None = None, access_log: bool = False,
+                 index: str | None = None) -> subprocess.Popen:
+    """`mfrec serve` with its defaults except what is given (workers: one per core up to 4; no access log)."""
+    cmd = [sys.executable, "-m", "mfrec", "serve", str(model), "--host", "127.0.0.1", "--port", str(port)]
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
+    if access_log:
+        cmd.append("--access-log")
+    if index is not None:
+        cmd += ["--index", index]
     env = dict(os.environ)
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
@@ -278,11 +289,17 @@ async def run(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "serve-bench.mfrec"
         t0 = time.perf_counter()
-        build_model(model, args.users, args.items, args.factors, args.nnz_per_user, args.seed)
+        index_stats = build_model(model, args.users, args.items, args.factors, args.nnz_per_user, args.seed,
+                                  args.index, args.iterations)
         build_s = time.perf_counter() - t0
-        server = start_server(model, args.port, args.workers, not args.no_access_log)
+        server = start_server(model, args.port, args.workers, args.access_log, args.index)
+        from mfrec.serve import default_workers
+
+        workers = args.workers or default_workers()
         try:
-            await wait_ready(f"http://127.0.0.1:{args.port}", args.workers)
+            start_wait = time.perf_counter()
+            await wait_ready(f"http://127.0.0.1:{args.port}", workers)
+            ready_s = time.perf_counter() - start_wait
             client = RawClient("127.0.0.1", args.port, args.max_connections)
             try:
                 # warm-up: a few requests of each kind (the server JIT-warms at start; this warms connections)
@@ -313,7 +330,9 @@ async def run(args) -> dict:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         "python": platform.python_version(),
         "mfrec": mfrec.__version__,
-        "model": {"users": args.users, "items": args.items, "factors": args.factors, "build_seconds": round(build_s, 1)},
+        "model": {"users": args.users, "items": args.items, "factors": args.factors, "build_seconds": round(build_s, 1),
+                  "index": args.index or "exact", "index_graphs": index_stats,
+                  "server_ready_seconds": round(ready_s, 1), "workers": workers},
         "results": results,
     }
 
@@ -329,8 +348,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-connections", type=int, default=16, help="requests in flight at most")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--workers", type=int, default=1, help="`mfrec serve --workers`")
-    parser.add_argument("--no-access-log", action="store_true", help="`mfrec serve --no-access-log`")
+    parser.add_argument("--workers", type=int, default=None, help="`mfrec serve --workers` (default: its own)")
+    parser.add_argument("--access-log", action="store_true", help="`mfrec serve --access-log`")
+    parser.add_argument("--index", choices=["exact", "hnsw"], default=None,
+                        help="hnsw: build the recommend and similar-items graphs into the model file, serve --index hnsw")
+    parser.add_argument("--iterations", type=int, default=1, help="ALS iterations of the benchmark model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -342,7 +364,8 @@ def main() -> None:
         return
     print(f"machine: {report['machine']}; python {report['python']}; mfrec {report['mfrec']}")
     m = report["model"]
-    print(f"model: ImplicitALS, {m['users']:,} users x {m['items']:,} items, {m['factors']} factors")
+    print(f"model: ImplicitALS, {m['users']:,} users x {m['items']:,} items, {m['factors']} factors; "
+          f"index {m['index']} {m['index_graphs'] or ''}; {m['workers']} workers ready in {m['server_ready_seconds']} s")
     print(f"{'phase':<22} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
           f"{'max ms':>8} {'stale':>5} {'load':>5} {'busy%':>5}  failures")
     for r in report["results"]:

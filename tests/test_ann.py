@@ -149,3 +149,17 @@ def test_the_service_serves_from_the_index(fitted, tmp_path):
         assert len(set(e["item"] for e in got) & set(exact["item"])) >= 9
     with TestClient(create_app(path, index="exact")) as client:
         assert client.app.state.holder.state[0]._graph("recommend") is None
+
+
+def test_fold_in_recommendations_use_the_graph_and_leave_the_given_items_out(fitted):
+    items = list(fitted.interactions_.item_ids[:5])
+    exact = fitted.recommend_new_user(items, k=10)
+    fitted.build_index("hnsw", graphs=["recommend"])
+    try:
+        approx = fitted.recommend_new_user(items, k=10)
+        assert len(approx) == 10 and not set(items) & set(approx["item"])
+        assert len(set(approx["item"]) & set(exact["item"])) >= 9
+        merged = approx.merge(exact, on="item", suffixes=("", "_exact"))
+        np.testing.assert_allclose(merged["score"], merged["score_exact"], rtol=1e-5)
+    finally:
+        fitted.build_index("exact")

@@ -68,6 +68,7 @@ def _one_line_error(capsys, argv, *needles):
     (["serve", "m.mfrec", "--workers", "0"], "--workers"),
     (["serve", "m.mfrec", "--port", "70000"], "--port"),
     (["serve", "m.mfrec", "--watch", "0"], "--watch"),
+    (["serve", "m.mfrec", "--index", "ivf"], "--index"),
 ])
 def test_sizes_from_the_command_line_are_bounded(capsys, csv, argv, needle):
     _one_line_error(capsys, [a.replace("{csv}", str(csv)) for a in argv], needle)

@@ -167,3 +167,30 @@ def test_catalog_history_and_search(client):
     assert titled == [{"id": "i3", "title": "Casablanca"}]
     assert client.get("/search/items?q=x&limit=500").status_code == 422
     assert client.get("/users/nobody/history").status_code == 404
+
+
+# ------------------------------------------------------------------------------------------- serve()'s defaults
+def test_serve_defaults_are_the_fast_configuration(saved, monkeypatch):
+    import inspect
+
+    from mfrec import serve as serve_module
+
+    params = inspect.signature(serve_module.serve).parameters
+    assert params["access_log"].default is False and params["workers"].default is None
+    assert 1 <= serve_module.default_workers() <= 4
+    with pytest.raises(MfrecError, match="at least 16"):  # refused before anything starts
+        serve_module.serve(saved, port=1, admin_token="short")
+
+
+def test_the_cli_reads_the_admin_token_from_the_environment(saved, monkeypatch):
+    from mfrec import serve as serve_module
+    from mfrec.cli import main
+
+    seen = {}
+    monkeypatch.setattr(serve_module, "serve", lambda *a, **kw: seen.update(kw))
+    monkeypatch.setenv("MFREC_ADMIN_TOKEN", TOKEN)
+    assert main(["serve", str(saved), "--cors-origin", "https://a.example", "--index", "exact"]) == 0
+    assert seen["admin_token"] == TOKEN and seen["cors_origins"] == ["https://a.example"]
+    assert seen["index"] == "exact" and seen["workers"] is None and seen["access_log"] is False
+    monkeypatch.delenv("MFREC_ADMIN_TOKEN")
+    assert main(["serve", str(saved)]) == 0 and seen["admin_token"] is None

@@ -216,11 +216,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--port", type=bounded_int(1, 65535), default=8000)
     srv.add_argument("--max-k", type=bounded_int(1, 100_000), default=1000)
     srv.add_argument("--max-body-bytes", type=bounded_int(1024, 1 << 30), default=1 << 20)
-    srv.add_argument("--workers", type=bounded_int(1, 256), default=1,
-                     help="worker processes sharing the port (default 1; as many as cores for throughput)")
+    srv.add_argument("--workers", type=bounded_int(1, 256), default=None,
+                     help="worker processes sharing the port (default: one per core, at most 4)")
     srv.add_argument("--watch", type=bounded_float(0.0, 86400.0, open_low=True), default=None, metavar="SECONDS",
                      help="swap in a changed model file, checking every SECONDS (default: 1 with --workers > 1)")
-    srv.add_argument("--no-access-log", action="store_true", help="no log line per request")
+    srv.add_argument("--access-log", action="store_true", help="a log line per request (off by default: it costs "
+                                                                  "latency)")
+    srv.add_argument("--no-access-log", action="store_true", help=argparse.SUPPRESS)  # the former switch, now default
     srv.add_argument("--admin-token", default=None, metavar="TOKEN",
                      help="enables POST /admin/reload for requests with 'Authorization: Bearer TOKEN' (at least 16 "
                           "characters; default: $MFREC_ADMIN_TOKEN; without a token the admin routes do not exist)")
@@ -489,7 +491,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     token = args.admin_token if args.admin_token is not None else (os.environ.get("MFREC_ADMIN_TOKEN") or None)
     serve(args.model, host=args.host, port=args.port, max_k=args.max_k, max_body_bytes=args.max_body_bytes,
-          workers=args.workers, watch_interval=args.watch, access_log=not args.no_access_log, admin_token=token,
+          workers=args.workers, watch_interval=args.watch, access_log=args.access_log, admin_token=token,
           cors_origins=args.cors_origin, index=args.index)
     return 0
 

@@ -740,13 +740,18 @@ class Recommender:
         k = check_int("k", k, minimum=1)
         idx, _ = self._fold_in_inputs(items, values)
         vector = self.fold_in_user(items, values)
+        top, sc = self._top_for_vector(vector, k, np.sort(idx))
+        return pd.DataFrame({"item": self.interactions_.item_index_map.take(top).to_numpy(),
+                             "score": sc.astype(np.float64)})
+
+    def _top_for_vector(self, vector: np.ndarray, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` item indices and float32 scores of a folded-in vector, the sorted indices ``excluded`` left
+        out (every item scored)."""
         scores = np.asarray(self._new_user_scores(vector), dtype=np.float32).reshape(1, -1)
         n = scores.shape[1]
-        top, sc, counts = select_topk(scores, max(1, min(k, n)), np.array([0, len(idx)]), np.sort(idx))
+        top, sc, counts = select_topk(scores, max(1, min(k, n)), np.array([0, len(excluded)]), excluded)
         c = int(counts[0])
-        return pd.DataFrame(
-            {"item": self.interactions_.item_index_map.take(top[0, :c]).to_numpy(), "score": sc[0, :c].astype(np.float64)}
-        )
+        return top[0, :c], sc[0, :c]
 
     def recommend_new_users(self, histories: Any, k: int = 10) -> pd.DataFrame:
         """:meth:`recommend_new_user` for many users unseen in training (batch fold-in, no refit).
@@ -844,7 +849,7 @@ class FactorModel(Recommender):
 
     # -------------------------------------------------------------- approximate top-k (mfrec.ann)
     def build_index(self, kind: str = "hnsw", *, connectivity: int = 16, expansion_add: int = 128,
-                    expansion_search: int = 128, oversample: float = 2.0, graphs: Iterable[str] | None = None,
+                    expansion_search: int = 64, oversample: float = 2.0, graphs: Iterable[str] | None = None,
                     num_threads: int = 0) -> FactorModel:
         """Build (``kind="hnsw"``) or drop (``kind="exact"``) the approximate-search index of :mod:`mfrec.ann`.
 
@@ -914,14 +919,26 @@ class FactorModel(Recommender):
 
         return get_num_threads()
 
-    def _approximate_topk(self, graph: Any, user_idx: np.ndarray, k: int, indptr, indices, allowed
+    def _top_for_vector(self, vector: np.ndarray, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        graph = self._graph("recommend")
+        F = self._item_embeddings()
+        v = np.asarray(vector, dtype=np.float32).ravel()
+        if graph is None or v.shape[0] != F.shape[1]:
+            return super()._top_for_vector(vector, k, excluded)
+        ptr = np.array([0, len(excluded)], dtype=np.int64)
+        top, sc = self._approximate_topk(graph, v[None, :], k, ptr, np.asarray(excluded, dtype=np.int32), None)
+        valid = top[0] >= 0
+        return top[0][valid], sc[0][valid]
+
+    def _approximate_topk(self, graph: Any, E: np.ndarray, k: int, indptr, indices, allowed
                           ) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` per user from the ``recommend`` graph's candidates, scored exactly (see :mod:`mfrec.ann`)."""
+        """Top ``k`` per row of the query embeddings ``E`` from the ``recommend`` graph's candidates, scored
+        exactly (see :mod:`mfrec.ann`); ``indptr``/``indices``: each row's excluded items (CSR), or None."""
         from mfrec.ann import filtered_topk
 
         n = self.interactions_.n_items
         kk = max(1, min(int(k), n))
-        E = np.ascontiguousarray(self._user_embeddings(np.asarray(user_idx, dtype=np.int32)), dtype=np.float32)
+        E = np.ascontiguousarray(E, dtype=np.float32)
         F = self._item_embeddings()
         over = float(self.index_["oversample"])
         m = np.diff(indptr) if indptr is not None else np.zeros(len(E), np.int64)
@@ -1018,7 +1035,8 @@ class FactorModel(Recommender):
         cheaper than any search."""
         graph = self._graph("recommend")
         if graph is not None and (allowed is None or int(allowed.sum()) > 64 * max(int(k), 1)):
-            return self._approximate_topk(graph, user_idx, k, indptr, indices, allowed)
+            E = self._user_embeddings(np.asarray(user_idx, dtype=np.int32))
+            return self._approximate_topk(graph, E, k, indptr, indices, allowed)
         E = self._user_embeddings(np.asarray(user_idx, dtype=np.int32))
         F = self._item_embeddings()
         items, scores, _ = topk_dot(E, F, k, indptr, indices, allowed, block_bytes=self._block_bytes)
