@@ -163,3 +163,16 @@ def test_fold_in_recommendations_use_the_graph_and_leave_the_given_items_out(fit
         np.testing.assert_allclose(merged["score"], merged["score_exact"], rtol=1e-5)
     finally:
         fitted.build_index("exact")
+
+
+def test_mfrec_train_index_hnsw_saves_the_graphs(tmp_path, capsys):
+    from mfrec.cli import main
+
+    out = tmp_path / "m.mfrec"
+    assert main(["train", "synthetic", "--model", "implicit-als", "--index", "hnsw", "--out", str(out),
+                 "iterations=2", "--quiet"]) == 0
+    assert "HNSW index built" in capsys.readouterr().out
+    model = load(out)
+    assert set(model.index_["graphs"]) == {"recommend", "similar_items", "similar_users"}
+    assert main(["train", "synthetic", "--model", "popularity", "--index", "hnsw", "--out", str(out)]) == 2
+    assert "no factors to index" in capsys.readouterr().err

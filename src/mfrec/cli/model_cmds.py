@@ -168,6 +168,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_model_arguments(train)
     _add_attribute_arguments(train)
     train.add_argument("--out", required=True, help="model file to write (e.g. model.mfrec)")
+    train.add_argument("--index", choices=["exact", "hnsw"], default="exact",
+                       help="hnsw: also build HNSW graphs for approximate top-k and save them in the file, so "
+                            "`mfrec serve` starts without building them ('ann' extra; factor models)")
     dist = train.add_argument_group("distributed training (implicit-als, explicit-als; needs the 'distributed' extra)")
     dist.add_argument("--scheduler", metavar="ADDRESS", help="a dask scheduler, e.g. tcp://HOST:8786")
     dist.add_argument("--workers", type=bounded_int(1, 1024), metavar="N",
@@ -268,12 +271,21 @@ def train_command(args: argparse.Namespace) -> int:
         with _progress(args, "iteration", f"training {args.model}"):
             model.fit(data, **_attributes(args, dataset, data))
     seconds = time.perf_counter() - start
+    index_seconds = None
+    if args.index == "hnsw":
+        if not hasattr(model, "build_index"):
+            raise InvalidParameterError(f"--index hnsw needs a factor model; {args.model} has no factors to index")
+        index_start = time.perf_counter()
+        model.build_index("hnsw")
+        index_seconds = round(time.perf_counter() - index_start, 3)
     path = save(model, args.out, extra={"dataset": _dataset_label(args.data)} | _titles_extra(dataset))
     result = {
         "model": args.model,
         "params": model.get_params(),
         "out": str(path),
         "fit_seconds": round(seconds, 3),
+        "index": args.index,
+        "index_seconds": index_seconds,
         "users": data.n_users,
         "items": data.n_items,
         "interactions": data.nnz,
@@ -284,8 +296,9 @@ def train_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
+        index = f", HNSW index built in {index_seconds:.2f} s" if index_seconds is not None else ""
         print(f"trained {args.model} on {data.n_users:,} users x {data.n_items:,} items "
-              f"({data.nnz:,} interactions) in {seconds:.2f} s -> {path}")
+              f"({data.nnz:,} interactions) in {seconds:.2f} s{index} -> {path}")
     return 0
 
 
