@@ -955,10 +955,12 @@ class FactorModel(Recommender):
         for widen in (1, 4):
             if not len(pending):
                 break
-            counts = np.minimum(np.ceil(over * widen * (kk + m[pending])).astype(np.int64), n)
+            # candidates wanted per row, rounded up to a power of two: rows of one bucket share one search
+            wanted = np.ceil(over * widen * (kk + m[pending])).astype(np.int64)
+            buckets = 2 ** np.ceil(np.log2(np.maximum(wanted, 1))).astype(np.int64)
             still = []
-            for count in np.unique(2 ** np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64)):
-                rows = pending[2 ** np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64) == count]
+            for count in np.unique(buckets):
+                rows = pending[buckets == count]
                 found = graph.candidates(E[rows], min(int(count), n), self._search_threads())
                 kept, short = filtered_topk(found, kk, score(rows), excluded(rows), allowed)
                 for r, (it, sc) in enumerate(kept):
