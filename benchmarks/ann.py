@@ -24,26 +24,15 @@ import resource
 import time
 
 import numpy as np
-import scipy.sparse as sp
 
 import mfrec
+from _matrices import power_law
 from mfrec.kernels.threads import get_num_threads
 
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def power_law(n_users: int, n_items: int, per_user: int, seed: int) -> mfrec.Interactions:
-    rng = np.random.default_rng(seed)
-    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.8
-    popularity /= popularity.sum()
-    rows = np.repeat(np.arange(n_users), per_user)
-    cols = rng.choice(n_items, size=len(rows), p=popularity)
-    matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_users, n_items))
-    matrix.sum_duplicates()
-    return mfrec.Interactions.from_matrix(matrix)
 
 
 def recall(approx, exact) -> float:

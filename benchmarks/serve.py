@@ -32,21 +32,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 
 def build_model(path: Path, n_users: int, n_items: int, factors: int, nnz_per_user: int, seed: int,
                 index: str | None = None, iterations: int = 1) -> dict:
     import mfrec
 
-    rng = np.random.default_rng(seed)
-    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.8
-    popularity /= popularity.sum()
-    rows = np.repeat(np.arange(n_users), nnz_per_user)
-    cols = rng.choice(n_items, size=len(rows), p=popularity)
-    matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_users, n_items))
-    matrix.sum_duplicates()
-    data = mfrec.Interactions.from_matrix(matrix)
+    from _matrices import power_law
+
+    data = power_law(n_users, n_items, nnz_per_user, seed)
     model = mfrec.ImplicitALS(factors=factors, iterations=iterations, seed=seed).fit(data)
     stats = {}
     if index == "hnsw":  # built once here and saved with the model: the server reopens it without a rebuild
