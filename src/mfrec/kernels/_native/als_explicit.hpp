@@ -23,31 +23,30 @@ int64_t explicit_ridge_rows(const P* indptr, const I* indices, const R* data, in
   std::atomic<int64_t> failures{0};
   const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(n_rows, 1024));
   std::atomic<int64_t> next{0};
+  const int ldf = (k + 15) / 16 * 16;  // gathered rows padded with zeros to whole 16-double tiles
   parallel_workers(n_chunks, n_threads, [&](int) {
-    std::vector<double> A((size_t)k * k), b(k), f(k);
+    std::vector<double> A((size_t)k * k), b(k), F;
     for (;;) {
       const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
       if (c >= n_chunks) break;
       for (int64_t u = c * n_rows / n_chunks; u < (c + 1) * n_rows / n_chunks; ++u) {
         std::fill(A.begin(), A.end(), 0.0);
         std::fill(b.begin(), b.end(), 0.0);
-        for (int64_t e = indptr[u]; e < indptr[u + 1]; ++e) {
-          const I i = indices[e];
+        const int64_t start = indptr[u], n_u = indptr[u + 1] - start;
+        if (F.size() < (size_t)n_u * ldf) F.assign((size_t)n_u * ldf, 0.0);  // padding columns stay zero
+        for (int64_t e = 0; e < n_u; ++e) {  // gather F_u (rows f_i = [y_i, 1]) and b = F_u^T t_u
+          const I i = indices[start + e];
           const T* yi = other + (size_t)i * d;
+          double* f = F.data() + (size_t)e * ldf;
           for (int j = 0; j < d; ++j) f[j] = (double)yi[j];
-          double t = (double)data[e] - mu;  // t_ui = r_ui - mu (- b_i)
+          double t = (double)data[start + e] - mu;  // t_ui = r_ui - mu (- b_i)
           if (biases) {
-            f[d] = 1.0;  // f_i = [y_i, 1]
+            f[d] = 1.0;
             t -= (double)other_bias[i];
           }
-          for (int a = 0; a < k; ++a) {  // A += f f^T (upper triangle), b += f t
-            const double fa = f[a];
-            b[a] += fa * t;
-            double* Aa = A.data() + (size_t)a * k;
-            for (int q = a; q < k; ++q) Aa[q] += fa * f[q];
-          }
+          for (int a = 0; a < k; ++a) b[a] += f[a] * t;
         }
-        const int64_t n_u = indptr[u + 1] - indptr[u];
+        gram_upper_add(F.data(), (int)n_u, k, ldf, A.data(), k);  // A = F_u^T F_u (upper triangle)
         const double scale = frequency_weighted ? (double)std::max<int64_t>(n_u, 1) : 1.0;
         for (int a = 0; a < d; ++a) A[(size_t)a * k + a] += reg * scale;
         if (biases) A[(size_t)d * k + d] += (bias_reg >= 0.0 ? bias_reg : reg) * scale;
