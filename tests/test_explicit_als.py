@@ -91,6 +91,29 @@ def test_step_equals_numpy_solve(biases, frequency_weighted):
     np.testing.assert_allclose(bu, b_ref if biases else 0.0, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("d", [7, 16, 40])
+@pytest.mark.parametrize("biases", [True, False])
+def test_short_rows_take_the_dual_system_and_long_rows_the_primal_with_the_same_answer(d, biases):
+    """Rows with fewer ratings than unknowns (0 < n_u < d (+1)) are solved in the n_u x n_u dual form, the others
+    in the k x k primal; both equal numpy's solve of the primal ridge problem (the row lengths here span both)."""
+    gen = np.random.default_rng(d)
+    n, m = 30, 80
+    lengths = np.r_[0, 1, 2, d - 1, d, d + 1, d + 2, gen.integers(1, 3 * d, n - 7)]
+    rows = [np.sort(gen.choice(m, size=min(int(c), m), replace=False)) for c in lengths]
+    indptr = np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int64)
+    indices = np.concatenate(rows).astype(np.int32)
+    data = gen.integers(1, 6, size=len(indices)).astype(np.float32)
+    csr = sp.csr_matrix((data, indices, indptr), shape=(n, m))
+    Y, bi = gen.normal(size=(m, d)), gen.normal(size=m)
+    for fw, reg, breg in ((False, 0.7, None), (True, 0.05, 0.02)):
+        X, bu = np.zeros((n, d)), np.zeros(n)
+        assert als_explicit_step(csr.indptr, csr.indices, csr.data, Y, bi, 3.2, reg, fw, biases, X, bu,
+                                 -1.0 if breg is None else breg) == 0
+        X_ref, b_ref = reference_step(csr, Y, bi, 3.2, reg, fw, biases, breg)
+        np.testing.assert_allclose(X, X_ref, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(bu, b_ref if biases else 0.0, rtol=1e-8, atol=1e-10)
+
+
 # hypothesis 6.90 (the lowest declared) sometimes fails its data_too_large health check while drawing these four
 # scalars (seen in .ci/lowest); the examples themselves are small, so that check is off here
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.data_too_large])

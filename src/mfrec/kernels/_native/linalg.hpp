@@ -165,13 +165,15 @@ inline void matvec_rows(const T* __restrict G, const T* __restrict p, T* __restr
   for (; j < d; ++j) axpy(p[j], G + (size_t)j * d, out, d);
 }
 
-// A += F^T F on the upper triangle of A (k x k, leading dimension lda); F: n rows of ldf doubles, ldf a multiple of
-// 16 and > k - 1, the columns from k on zero. Register-blocked: each 8 x 16 tile of the upper triangle is
-// accumulated over all n rows in sixteen 8-wide vectors (GCC/Clang vector extensions), then added to A once, so
-// the inner loop is broadcast-multiply-adds with no loads or stores of A. On this machine (AVX-512, one core,
-// n = 200, k = 65): 29.5 GFLOP/s, against 12.0 for the per-row rank-1 update it replaced (that one stores every
-// entry of A once per row). Other compilers get the rank-1 update.
-inline void gram_upper_add(const double* __restrict F, int n, int k, int ldf, double* __restrict A, int lda) {
+// A = F^T F on the upper triangle of A (k x k, leading dimension lda; the strict lower triangle is not touched, and
+// with lda >= ldf the columns from k to lda - 1 of a row may be overwritten with zeros: pad A's rows too); F:
+// n rows of ldf doubles, ldf a multiple of 16 and > k - 1, the columns from k on zero. Register-blocked: each
+// 8 x 16 tile of the upper triangle is accumulated over all n rows in sixteen 8-wide vectors (GCC/Clang vector
+// extensions), then stored once, so the inner loop is broadcast-multiply-adds with no loads or stores of A and A
+// needs no zeroing first. On this machine (AVX-512, one core, n = 200, k = 65): 29.5 GFLOP/s, against 12.0 for
+// the per-row rank-1 update it replaced (that one stores every entry of A once per row). Other compilers get the
+// rank-1 update.
+inline void gram_upper_set(const double* __restrict F, int n, int k, int ldf, double* __restrict A, int lda) {
 #if defined(__GNUC__) || defined(__clang__)
   typedef double v8d __attribute__((vector_size(64)));
   auto load8 = [](const double* p) {
@@ -191,14 +193,24 @@ inline void gram_upper_add(const double* __restrict F, int n, int k, int ldf, do
           acc1[i] += fa * v1;
         }
       }
-      for (int i = 0; i < 8 && a0 + i < k; ++i) {
-        double* Ai = A + (size_t)(a0 + i) * lda;
-        for (int j = 0; j < 16 && q0 + j < k; ++j)
-          if (q0 + j >= a0 + i) Ai[q0 + j] += j < 8 ? acc0[i][j] : acc1[i][j - 8];
+      if (q0 >= a0 + 8 && q0 + 16 <= lda) {  // wholly above the diagonal, inside the padded row: vector stores
+        for (int i = 0; i < 8 && a0 + i < k; ++i) {
+          double* Ai = A + (size_t)(a0 + i) * lda + q0;
+          std::memcpy(Ai, &acc0[i], sizeof(v8d));
+          std::memcpy(Ai + 8, &acc1[i], sizeof(v8d));
+        }
+      } else {
+        for (int i = 0; i < 8 && a0 + i < k; ++i) {
+          double* Ai = A + (size_t)(a0 + i) * lda;
+          for (int j = 0; j < 16 && q0 + j < k; ++j)
+            if (q0 + j >= a0 + i) Ai[q0 + j] = j < 8 ? acc0[i][j] : acc1[i][j - 8];
+        }
       }
     }
   }
 #else
+  for (int a = 0; a < k; ++a)
+    for (int q = a; q < k; ++q) A[(size_t)a * lda + q] = 0.0;
   for (int r = 0; r < n; ++r) {
     const double* fr = F + (size_t)r * ldf;
     for (int a = 0; a < k; ++a) {
