@@ -47,26 +47,22 @@ def add_pages(app: Any, holder: Any, *, max_k: int, errors: dict) -> None:
     if assets is not None:
         app.mount("/static/docs", StaticFiles(directory=assets), name="docs-assets")
 
-    def _docs_missing() -> JSONResponse:
-        return JSONResponse(status_code=503, content={
-            "detail": "the API docs need the fastapi-offline package: pip install 'mfrec[serve]'"})
+    def docs_page(render: Any, **assets_urls: str) -> Any:
+        """Swagger UI or ReDoc over this app's schema, their scripts served from ``/static/docs``."""
+        if assets is None:
+            return JSONResponse(status_code=503, content={
+                "detail": "the API docs need the fastapi-offline package: pip install 'mfrec[serve]'"})
+        return render(openapi_url=app.openapi_url, title="mfrec API", **assets_urls)
 
     @app.get("/docs", include_in_schema=False)
     def swagger() -> Any:
-        if assets is None:
-            return _docs_missing()
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title="mfrec API",
-                                   swagger_js_url="/static/docs/swagger-ui-bundle.js",
-                                   swagger_css_url="/static/docs/swagger-ui.css",
-                                   swagger_favicon_url="/static/docs/favicon.png")
+        return docs_page(get_swagger_ui_html, swagger_js_url="/static/docs/swagger-ui-bundle.js",
+                         swagger_css_url="/static/docs/swagger-ui.css", swagger_favicon_url="/static/docs/favicon.png")
 
     @app.get("/redoc", include_in_schema=False)
     def redoc() -> Any:
-        if assets is None:
-            return _docs_missing()
-        return get_redoc_html(openapi_url=app.openapi_url, title="mfrec API",
-                              redoc_js_url="/static/docs/redoc.standalone.js",
-                              redoc_favicon_url="/static/docs/favicon.png", with_google_fonts=False)
+        return docs_page(get_redoc_html, redoc_js_url="/static/docs/redoc.standalone.js",
+                         redoc_favicon_url="/static/docs/favicon.png", with_google_fonts=False)
 
     @app.get("/", include_in_schema=False)
     def page() -> Any:
