@@ -165,3 +165,14 @@ def test_tune_and_cross_validate_hybrid_with_dataset_attributes(capsys):
     code, out, err = run(capsys, "evaluate", "synthetic", "--model", "content", "--cv", "2", "--json")
     assert code == 0, err
     assert len(json.loads(out)["folds"]) == 4  # two folds, mean, std
+
+
+def test_regularization_scaling_none_from_the_command_line(tmp_path, capsys):
+    """The CLI reads `none` as None; regularization_scaling takes it as "none" (a NAME=VALUE user types none)."""
+    from mfrec.cli import main
+
+    assert main(["evaluate", "synthetic", "--model", "sgd", "regularization_scaling=none", "epochs=2",
+                 "--quiet", "--json"]) == 0
+    assert main(["evaluate", "synthetic", "--model", "explicit-als", "regularization_scaling=count",
+                 "regularization=0.1", "iterations=2", "--quiet", "--json"]) == 0
+    capsys.readouterr()

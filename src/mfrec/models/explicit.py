@@ -111,9 +111,10 @@ class _ExplicitModel(FactorModel):
         """True when lambda is multiplied by each row's rating count (``regularization_scaling="count"``).
 
         ExplicitALS's older ``frequency_weighted=True`` is the same switch (with a DeprecationWarning); both set
-        to disagreeing values is an error.
+        to disagreeing values is an error. None means ``"none"`` (the command line reads ``none`` as None).
         """
-        scaling = check_choice("regularization_scaling", self.regularization_scaling, _SCALINGS)
+        scaling = self.regularization_scaling
+        scaling = check_choice("regularization_scaling", "none" if scaling is None else scaling, _SCALINGS)
         legacy = getattr(self, "frequency_weighted", None)
         if legacy is None or bool(legacy) == (scaling == "count"):
             return scaling == "count"
