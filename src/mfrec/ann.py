@@ -91,13 +91,13 @@ def check_index_params(kind: Any, connectivity: Any, expansion_add: Any, expansi
     return kind, params, graphs
 
 
-def build_graphs(vectors: dict[str, np.ndarray], graphs: tuple[str, ...], params: dict[str, Any],
-                 threads: int) -> tuple[dict[str, Graph], dict[str, Any]]:
-    """The graphs asked for, from ``vectors[name]``, and their build statistics (seconds, bytes)."""
+def build_graphs(vectors: dict[str, np.ndarray], params: dict[str, Any], threads: int
+                 ) -> tuple[dict[str, Graph], dict[str, Any]]:
+    """A graph per ``vectors[name]`` (name one of :data:`GRAPHS`), and their build statistics (seconds, bytes)."""
     built, stats = {}, {}
-    for name in graphs:
+    for name, rows in vectors.items():
         start = time.perf_counter()
-        built[name] = Graph.build(vectors[name], "ip" if name == "recommend" else "cos",
+        built[name] = Graph.build(rows, "ip" if name == "recommend" else "cos",
                                   connectivity=params["connectivity"], expansion_add=params["expansion_add"],
                                   expansion_search=params["expansion_search"], threads=threads)
         stats[name] = {"rows": built[name].n, "build_seconds": round(time.perf_counter() - start, 3),
@@ -105,22 +105,55 @@ def build_graphs(vectors: dict[str, np.ndarray], graphs: tuple[str, ...], params
     return built, stats
 
 
-def filtered_topk(rows: list[np.ndarray], k: int, score, excluded, allowed: np.ndarray | None
-                  ) -> tuple[list[np.ndarray] | None, list[int]]:
-    """Per query ``r``: the candidates ``rows[r]`` minus ``excluded(r)`` and outside ``allowed``, scored exactly by
-    ``score(r, candidates)`` and cut to ``k``. Returns the kept lists, and the queries left short of ``k``
-    (those need a wider search)."""
-    out, short = [], []
-    for r, cand in enumerate(rows):
-        keep = cand
-        if allowed is not None:
-            keep = keep[allowed[keep]]
-        drop = excluded(r)
-        if drop is not None and len(drop):
-            keep = keep[~np.isin(keep, drop)]
-        s = score(r, keep)
-        order = np.lexsort((keep, -s))[:k]  # best first, ties by lower index
-        out.append((keep[order], s[order]))
-        if len(order) < k:
-            short.append(r)
-    return out, short
+def search_topk(graph: Graph, queries: np.ndarray, k: int, counts, score, excluded, allowed: np.ndarray | None,
+                exact, fill: float, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` per query row from ``graph``'s candidates, filtered and scored exactly (the module docstring).
+
+    Parameters
+    ----------
+    queries : float32 array, shape (b, D)
+        The vectors searched for.
+    counts : callable ``(widen, rows) -> int64 array``
+        How many candidates to ask for each of the query ``rows`` (``widen`` is 1, then 4 for the rows left
+        short); rows asking for the same number share one search.
+    score : callable ``(row, candidates) -> float32 array``
+        The exact scores of a query row's candidates.
+    excluded : callable ``row -> int array or None``
+        The indices a query row must never return.
+    allowed : bool array or None
+        Allow-mask over the indexed rows.
+    exact : callable ``rows -> (items, scores)``
+        The exact top ``k`` of the rows still short after the wider search (``-1`` padded).
+    fill : float
+        Score of the padding entries.
+
+    Returns
+    -------
+    items int32 ``(b, k)`` (``-1`` padded) and scores float32 ``(b, k)``, best first, ties by lower index.
+    """
+    items = np.full((len(queries), k), -1, np.int32)
+    scores = np.full((len(queries), k), fill, np.float32)
+    pending = np.arange(len(queries))
+    for widen in (1, 4):
+        if not len(pending):
+            break
+        wanted = counts(widen, pending)
+        still = []
+        for count in np.unique(wanted):
+            rows = pending[wanted == count]
+            found = graph.candidates(queries[rows], int(count), threads)
+            for row, cand in zip(rows, found):
+                keep = cand if allowed is None else cand[allowed[cand]]
+                drop = excluded(row)
+                if drop is not None and len(drop):
+                    keep = keep[~np.isin(keep, drop)]
+                s = score(row, keep)
+                order = np.lexsort((keep, -s))[:k]  # best first, ties by lower index
+                items[row, :len(order)], scores[row, :len(order)] = keep[order], s[order]
+                if len(order) < k:
+                    still.append(row)
+        pending = np.asarray(still, dtype=np.int64)
+    if len(pending):  # the filters left too few candidates: these rows are scored exactly
+        ex_items, ex_scores = exact(pending)
+        items[pending, :ex_items.shape[1]], scores[pending, :ex_scores.shape[1]] = ex_items, ex_scores
+    return items, scores

@@ -119,8 +119,11 @@ def _cosine_rows(vectors: Any, query: np.ndarray, norms: np.ndarray) -> np.ndarr
         dots = (vectors[query] @ vectors.T).toarray()
     else:
         dots = np.asarray(vectors[query], dtype=np.float32) @ np.asarray(vectors, dtype=np.float32).T
-    dots = np.asarray(dots, dtype=np.float32)
-    denom = norms[query][:, None] * norms[None, :]
+    return _cosine(np.asarray(dots, dtype=np.float32), norms[query][:, None] * norms[None, :])
+
+
+def _cosine(dots: np.ndarray, denom: np.ndarray) -> np.ndarray:
+    """``dots / denom`` as float32, 0 where the product of the norms ``denom`` is 0 (never NaN)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(denom > 0, dots / np.where(denom > 0, denom, 1), 0)
     return out.astype(np.float32, copy=False)
@@ -884,9 +887,9 @@ class FactorModel(Recommender):
         self._drop_index()
         if kind == "exact":
             return self
-        vectors = {"recommend": lambda: self._item_embeddings(), "similar_items": lambda: self._similarity_vectors("item"),
-                   "similar_users": lambda: self._similarity_vectors("user")}
-        built, stats = build_graphs({n: np.asarray(vectors[n]()) for n in names}, names, params, threads)
+        rows = {"recommend": self._item_embeddings, "similar_items": lambda: self._similarity_vectors("item"),
+                "similar_users": lambda: self._similarity_vectors("user")}
+        built, stats = build_graphs({name: np.asarray(rows[name]()) for name in names}, params, threads)
         self.index_ = {"kind": kind, **params, "graphs": stats}
         for name, graph in built.items():  # keep the serialised bytes; search through a view on them (one copy)
             setattr(self, f"index_{name}_", graph.to_bytes())
@@ -914,11 +917,6 @@ class FactorModel(Recommender):
         super()._after_load()
         self._open_index()
 
-    def _search_threads(self) -> int:
-        from mfrec.kernels.threads import get_num_threads
-
-        return get_num_threads()
-
     def _top_for_vector(self, vector: np.ndarray, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         graph = self._graph("recommend")
         F = self._item_embeddings()
@@ -934,7 +932,8 @@ class FactorModel(Recommender):
                           ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` per row of the query embeddings ``E`` from the ``recommend`` graph's candidates, scored
         exactly (see :mod:`mfrec.ann`); ``indptr``/``indices``: each row's excluded items (CSR), or None."""
-        from mfrec.ann import filtered_topk
+        from mfrec.ann import search_topk
+        from mfrec.kernels.threads import get_num_threads
 
         n = self.interactions_.n_items
         kk = max(1, min(int(k), n))
@@ -942,36 +941,23 @@ class FactorModel(Recommender):
         F = self._item_embeddings()
         over = float(self.index_["oversample"])
         m = np.diff(indptr) if indptr is not None else np.zeros(len(E), np.int64)
-        items = np.full((len(E), kk), -1, np.int32)
-        scores = np.full((len(E), kk), -np.inf, np.float32)
 
-        def excluded(rows):
-            return lambda r: None if indptr is None else indices[indptr[rows[r]]:indptr[rows[r] + 1]]
+        def counts(widen, rows):  # oversample * (k + excluded), rounded up to a power of two: fewer searches
+            wanted = np.ceil(over * widen * (kk + m[rows])).astype(np.int64)
+            return 2 ** np.ceil(np.log2(np.maximum(wanted, 1))).astype(np.int64)
 
-        def score(rows):
-            return lambda r, cand: (np.asarray(F[cand], dtype=np.float32) @ E[rows[r]]).astype(np.float32)
+        def exact(rows):
+            sub_ptr, sub_idx = (None, None) if indptr is None else _rows_pattern(indptr, indices, rows)
+            top, sc, _ = topk_dot(E[rows], F, kk, sub_ptr, sub_idx, allowed, block_bytes=self._block_bytes)
+            return top, sc
 
-        pending = np.arange(len(E))
-        for widen in (1, 4):
-            if not len(pending):
-                break
-            # candidates wanted per row, rounded up to a power of two: rows of one bucket share one search
-            wanted = np.ceil(over * widen * (kk + m[pending])).astype(np.int64)
-            buckets = 2 ** np.ceil(np.log2(np.maximum(wanted, 1))).astype(np.int64)
-            still = []
-            for count in np.unique(buckets):
-                rows = pending[buckets == count]
-                found = graph.candidates(E[rows], min(int(count), n), self._search_threads())
-                kept, short = filtered_topk(found, kk, score(rows), excluded(rows), allowed)
-                for r, (it, sc) in enumerate(kept):
-                    items[rows[r], :len(it)], scores[rows[r], :len(sc)] = it, sc
-                still.extend(rows[short].tolist())
-            pending = np.asarray(still, dtype=np.int64)
-        if len(pending):  # the filters left too few candidates: these rows are scored exactly
-            sub_ptr, sub_idx = (None, None) if indptr is None else _rows_pattern(indptr, indices, pending)
-            ex_items, ex_scores, _ = topk_dot(E[pending], F, kk, sub_ptr, sub_idx, allowed,
-                                              block_bytes=self._block_bytes)
-            items[pending, :ex_items.shape[1]], scores[pending, :ex_scores.shape[1]] = ex_items, ex_scores
+        def score(row, cand):
+            return (np.asarray(F[cand], dtype=np.float32) @ E[row]).astype(np.float32)
+
+        def excluded(row):
+            return None if indptr is None else indices[indptr[row]:indptr[row + 1]]
+
+        items, scores = search_topk(graph, E, kk, counts, score, excluded, allowed, exact, -np.inf, get_num_threads())
         return _trim(items, scores)
 
     def _similar(self, kind: str, idx: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -979,38 +965,27 @@ class FactorModel(Recommender):
         graph = self._graph("similar_items" if kind == "item" else "similar_users")
         if graph is None:
             return super()._similar(kind, idx, k, allowed)
-        from mfrec.ann import filtered_topk
+        from mfrec.ann import search_topk
+        from mfrec.kernels.threads import get_num_threads
 
         vectors, norms = self._similarity_norms(kind)
         idx = np.asarray(idx, dtype=np.int64)
         n = vectors.shape[0]
         kk = max(1, min(int(k), n - 1)) if n > 1 else 1
         V = np.asarray(vectors, dtype=np.float32)
-        count = min(n, int(np.ceil(float(self.index_["oversample"]) * (kk + 1))))
-        out_items = np.full((len(idx), kk), -1, np.int32)
-        out_sims = np.zeros((len(idx), kk), np.float32)
-        pending = np.arange(len(idx))
-        for widen in (1, 4):
-            if not len(pending):
-                break
-            found = graph.candidates(V[idx[pending]], min(n, count * widen), self._search_threads())
+        count = min(n, int(np.ceil(float(self.index_["oversample"]) * (kk + 1))))  # + 1: the query itself
 
-            def cosine(r, cand, rows=pending):
-                q = idx[rows[r]]
-                denom = norms[cand] * norms[q]
-                dots = V[cand] @ V[q]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    return np.where(denom > 0, dots / np.where(denom > 0, denom, 1), 0).astype(np.float32)
+        exact_similar = super()._similar
 
-            kept, short = filtered_topk(found, kk, cosine, lambda r, rows=pending: idx[rows[r]:rows[r] + 1],
-                                        allowed)
-            for r, (it, sc) in enumerate(kept):
-                out_items[pending[r], :len(it)], out_sims[pending[r], :len(sc)] = it, sc
-            pending = pending[short]
-        if len(pending):
-            ex_items, ex_sims = super()._similar(kind, idx[pending], kk, allowed)
-            out_items[pending, :ex_items.shape[1]], out_sims[pending, :ex_sims.shape[1]] = ex_items, ex_sims
-        return _trim(out_items, out_sims)
+        def cosine(row, cand):
+            q = idx[row]
+            return _cosine(V[cand] @ V[q], norms[cand] * norms[q])
+
+        items, sims = search_topk(
+            graph, V[idx], kk, lambda widen, rows: np.full(len(rows), min(n, count * widen), np.int64), cosine,
+            lambda row: idx[row:row + 1], allowed, lambda rows: exact_similar(kind, idx[rows], kk, allowed), 0.0,
+            get_num_threads())
+        return _trim(items, sims)
 
     def _item_embeddings(self) -> np.ndarray:
         """Vectors ``(n_items, d')`` of all items."""
