@@ -99,11 +99,23 @@ def add_pages(app: Any, holder: Any, *, max_k: int, errors: dict) -> None:
             items.append(entry)
         return {"user": _json_id(uid), "total": int(row.nnz), "items": items}
 
-    def _search(index: Any, q: str, limit: int, titles: dict | None) -> list[dict[str, Any]]:
+    searchable: dict[str, tuple] = {}  # side -> (index, titles, ids, lower-case ids, lower-case titles or None)
+
+    def _search_text(side: str, index: Any, titles: dict | None) -> tuple:
+        """The lower-case texts searched for ``side``, built once per served model (a reload brings new objects)."""
+        hit = searchable.get(side)
+        if hit is None or hit[0] is not index or hit[1] is not titles:
+            ids = index.to_numpy()
+            lowered_titles = None
+            if titles:
+                lowered_titles = np.char.lower(np.array([str(titles.get(i, "")) for i in ids.tolist()], dtype=str))
+            hit = searchable[side] = (index, titles, ids, np.char.lower(ids.astype(str)), lowered_titles)
+        return hit
+
+    def _search(side: str, index: Any, q: str, limit: int, titles: dict | None) -> list[dict[str, Any]]:
         """Ids whose text starts with ``q`` first, then ids or titles containing it (case-insensitive)."""
         text = q.strip().lower()
-        ids = index.to_numpy()
-        as_text = np.char.lower(ids.astype(str))
+        _, _, ids, as_text, title_text = _search_text(side, index, titles)
         if not text:
             hits = np.arange(min(limit, len(ids)))
         else:
@@ -112,9 +124,8 @@ def add_pages(app: Any, holder: Any, *, max_k: int, errors: dict) -> None:
             if len(hits) < limit:
                 seen = set(hits)
                 contains = (np.char.find(as_text, text) >= 0)
-                if titles:
-                    contains |= np.fromiter(((text in str(titles.get(i, "")).lower()) for i in ids.tolist()),
-                                            dtype=bool, count=len(ids))
+                if title_text is not None:
+                    contains |= np.char.find(title_text, text) >= 0
                 hits += [i for i in np.flatnonzero(contains) if i not in seen][:limit - len(hits)]
         out = []
         for i in hits:
@@ -132,13 +143,13 @@ def add_pages(app: Any, holder: Any, *, max_k: int, errors: dict) -> None:
     def search_users(q: str = Q, limit: int = LIMIT) -> Any:
         """User ids starting with (then containing) ``q``."""
         model, _, _ = holder.state
-        return {"results": _search(model.interactions_.user_index_map, q, limit, None)}
+        return {"results": _search("user", model.interactions_.user_index_map, q, limit, None)}
 
     @app.get("/search/items", response_model=schema.IdSearch, responses=errors)
     def search_items(q: str = Q, limit: int = LIMIT) -> Any:
         """Item ids starting with ``q``, then ids or titles containing it."""
         model, _, titles = holder.state
-        return {"results": _search(model.interactions_.item_index_map, q, limit, titles)}
+        return {"results": _search("item", model.interactions_.item_index_map, q, limit, titles)}
 
     if not (WEB_DIR / "index.html").is_file():  # a broken install, not a user error
         raise MfrecError(f"the web page is missing from the package ({WEB_DIR}); reinstall mfrec")
