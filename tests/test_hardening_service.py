@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import socket
-import threading
 import time
 
 import numpy as np
@@ -18,9 +17,10 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from conftest import running_server  # noqa: E402
 from mfrec import Interactions, persist  # noqa: E402
 from mfrec.models.implicit import ImplicitALS  # noqa: E402
 from mfrec import serve as mserve  # noqa: E402
@@ -44,12 +44,6 @@ def _strict_json(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("deep") / "folder"
@@ -58,18 +52,8 @@ def server(tmp_path_factory):
     model = ImplicitALS(factors=4, iterations=3, seed=0).fit(_data())
     model.save(path, extra={"dataset": "/home/someone/private/train.csv"})  # as files saved before 0.2 did
     app = create_app(path, max_k=50, max_body_bytes=1 << 16, admin_token=ADMIN_TOKEN)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        assert time.time() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    with running_server(app, lifespan="off") as url, httpx.Client(base_url=url, timeout=30) as client:
         yield client, path, model
-    srv.should_exit = True
-    thread.join(timeout=10)
 
 
 # ------------------------------------------------------------------------------------- defect 18: strict ids

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -13,8 +12,9 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 
+from conftest import free_port, running_server  # noqa: E402
 from mfrec import Interactions  # noqa: E402
 from mfrec.models.implicit import ImplicitALS  # noqa: E402
 from mfrec.serve import ModelHolder, create_app  # noqa: E402
@@ -30,32 +30,14 @@ def _data(n_users=40, n_items=30, seed=0, item_prefix="i"):
     return Interactions.from_frame(pd.DataFrame(rows, columns=["user", "item", "v"]), value="v")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module", params=[False, True], ids=["thread-pool", "inline"])
 def server(tmp_path_factory, request):
     path = tmp_path_factory.mktemp("serve") / "model.mfrec"
     model = ImplicitALS(factors=4, iterations=3, seed=0).fit(_data())
     model.save(path, extra={"item_titles": {"ids": ["i1", "i2"], "titles": ["One", "Two"]}})
     app = create_app(path, max_k=50, max_body_bytes=4096, inline=request.param, admin_token=ADMIN_TOKEN)
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        if time.time() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    with running_server(app, lifespan="off") as url, httpx.Client(base_url=url, timeout=30) as client:
         yield client, path, model
-    srv.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_health_model_and_openapi(server):
@@ -176,7 +158,7 @@ def test_several_workers_share_the_port_and_follow_the_model_file(tmp_path):
 
     path = tmp_path / "m.mfrec"
     ImplicitALS(factors=3, iterations=2, seed=0).fit(_data()).save(path)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mfrec", "serve", str(path), "--port", str(port), "--workers", "2", "--watch", "0.2",

@@ -6,14 +6,11 @@ Skips, with the reason, where Chromium, its driver or selenium is missing (``.ci
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 
 import pytest
 
 pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra has it)")
 
 from selenium.webdriver.chrome.service import Service  # noqa: E402  (webdriver.ChromeService is newer than 4.10)
@@ -22,6 +19,7 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+from conftest import running_server  # noqa: E402
 from mfrec import ImplicitALS, datasets  # noqa: E402
 from mfrec.serve import create_app  # noqa: E402
 
@@ -29,25 +27,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
                                 reason="headless Chromium needs Debian's chromium and chromium-driver packages")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(path):
-    app = create_app(path)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert time.time() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +48,8 @@ def titled(tmp_path_factory):
     path = tmp_path_factory.mktemp("page") / "synthetic.mfrec"
     ImplicitALS(iterations=5).fit(data.interactions).save(path, extra={
         "item_titles": {"ids": titles.index.tolist(), "titles": titles.astype(str).tolist()}, "dataset": "synthetic"})
-    server, thread, url = _serve(path)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_server(create_app(path)) as url:
+        yield url
 
 
 def _wait(browser, css, timeout=20):
@@ -125,11 +102,7 @@ def test_a_model_without_titles_says_so(browser, tmp_path):
     data = datasets.synthetic(seed=0, n_users=60, n_items=40)
     path = tmp_path / "plain.mfrec"
     ImplicitALS(iterations=2).fit(data.interactions).save(path)
-    server, thread, url = _serve(path)
-    try:
+    with running_server(create_app(path)) as url:
         browser.get(url)
         note = _wait(browser, "#no-titles")
         assert "no titles" in note.text
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
