@@ -246,19 +246,29 @@ def test_gram_apply_and_matvec_rows_match_numpy(dtype, d):
 
 # ------------------------------------------------------------------ blocked upper Cholesky (d = 128 work)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 16, 17, 40, 128])
-def test_cholesky_upper_matches_numpy(dtype, n):
-    """Eight-pivot blocked right-looking factor (every remainder of n mod 8) against numpy, upper triangle only."""
+@pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 16, 17, 40, 65, 128])
+@pytest.mark.parametrize("padded", [False, True])
+def test_cholesky_upper_matches_numpy(dtype, n, padded):
+    """Eight-pivot blocked right-looking factor (every remainder of n mod 8) against numpy, upper triangle only.
+
+    Unpadded rows of odd length take the entry-by-entry version, which must never read or write the strict lower
+    triangle; rows padded to whole 64-byte vectors take the whole-vector version, whose strict lower triangle and
+    padding columns are scratch: filled with NaN here, they must not leak into the factor or the solution.
+    """
     rng = np.random.default_rng(n)
     M = rng.normal(size=(n, n))
     A = M @ M.T + n * np.eye(n)
     b = rng.normal(size=n)
-    work = np.triu(A).astype(dtype)
+    width = 64 // np.dtype(dtype).itemsize
+    lda = -(-n // width) * width if padded else n
+    work = np.full((n, lda), np.nan, dtype=dtype)
+    work[:, :n] = np.triu(A)
     work[np.tril_indices(n, -1)] = np.nan  # the strict lower triangle must never be read
     assert cholesky_upper_inplace(work, n)
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5 * np.sqrt(n))
-    np.testing.assert_allclose(np.triu(np.nan_to_num(work)), np.linalg.cholesky(A).T, **tol)
-    assert np.isnan(work[np.tril_indices(n, -1)]).all()  # and is never written
+    np.testing.assert_allclose(np.triu(np.nan_to_num(work[:, :n])), np.linalg.cholesky(A).T, **tol)
+    if lda % width:  # the entry-by-entry version leaves it as it was
+        assert np.isnan(work[np.tril_indices(n, -1)]).all()
     z = b.astype(dtype)
     cholesky_upper_solve_inplace(work, z, n)
     np.testing.assert_allclose(z, np.linalg.solve(A, b), **tol)

@@ -118,18 +118,25 @@ inline double observed_row_loss(int64_t start, int64_t end, const I* __restrict 
   return acc;
 }
 
-// Exact per-row solves for rows[0..n): A_u = G0 + sum (c - c0) y y^T accumulated in T four entries at a time (upper
-// triangle), factorised and solved in T; a row not positive definite in T (float32) is refactorised in double
-// before it is reported in failed. G0 is double (d x d, upper triangle read). row_loss: n_rows doubles or null.
+//: entries per gathered chunk of a row in implicit_cholesky_rows: 128 x 128 floats = 64 KiB at d = 128 (in L2)
+constexpr int GRAM_CHUNK = 128;
+
+// Exact per-row solves for rows[0..n): A_u = G0 + sum (c - c0) y y^T accumulated in T (upper triangle) by
+// gram_upper over gathered chunks of GRAM_CHUNK factor rows, factorised and solved in T; a row not positive
+// definite in T (float32) is refactorised in double before it is reported in failed. G0 is double (d x d, upper
+// triangle read). row_loss: n_rows doubles or null.
 template <typename T, typename P, typename I>
 void implicit_cholesky_rows(const P* indptr, const I* indices, const T* conf, Strided<T> pref, const T* Y,
                             const double* G0, double c0, const int64_t* rows, int64_t n, int n_threads, int d, T* X,
                             uint8_t* failed, double* row_loss) {
   std::atomic<int64_t> next{0};
   const T cz = (T)c0;
+  const int ldf = gram_ld<T>(d);
   parallel_workers(n, n_threads, [&](int) {
-    std::vector<T> Af((size_t)d * d), A((size_t)d * d), bf(d), b(d);
-    std::vector<double> A64((size_t)d * d), b64(d);
+    const int ld64 = gram_ld<double>(d);
+    std::vector<T> Af((size_t)d * ldf), A((size_t)d * ldf), bf(d), b(d), Fc((size_t)GRAM_CHUNK * ldf, T(0)),
+        wc(GRAM_CHUNK);
+    std::vector<double> A64((size_t)d * ld64), b64(d);
     for (;;) {
       const int64_t t = next.fetch_add(1, std::memory_order_relaxed);
       if (t >= n) break;
@@ -137,49 +144,44 @@ void implicit_cholesky_rows(const P* indptr, const I* indices, const T* conf, St
       std::fill(Af.begin(), Af.end(), T(0));
       std::fill(bf.begin(), bf.end(), T(0));
       const int64_t start = indptr[u], end = indptr[u + 1];
-      int64_t e = start;
-      // four rank-1 updates per sweep over the upper triangle: A += sum_q w_q y_q y_q^T; b += c p y
-      for (; e + 4 <= end; e += 4) {
-        const T* y0 = Y + (size_t)indices[e] * d;
-        const T* y1 = Y + (size_t)indices[e + 1] * d;
-        const T* y2 = Y + (size_t)indices[e + 2] * d;
-        const T* y3 = Y + (size_t)indices[e + 3] * d;
-        const T w0 = conf[e] - cz, w1 = conf[e + 1] - cz, w2 = conf[e + 2] - cz, w3 = conf[e + 3] - cz;
-        const T v0 = conf[e] * pref[e], v1 = conf[e + 1] * pref[e + 1], v2 = conf[e + 2] * pref[e + 2],
-                v3 = conf[e + 3] * pref[e + 3];
-        for (int j = 0; j < d; ++j) {
-          const T a0 = w0 * y0[j], a1 = w1 * y1[j], a2 = w2 * y2[j], a3 = w3 * y3[j];
-          T* aj = Af.data() + (size_t)j * d;
-          for (int k = j; k < d; ++k) aj[k] += a0 * y0[k] + a1 * y1[k] + a2 * y2[k] + a3 * y3[k];
-          bf[j] += v0 * y0[j] + v1 * y1[j] + v2 * y2[j] + v3 * y3[j];
+      // A += sum_e w_e y_e y_e^T over chunks (w_e = c_e - c0), b += c_e p_e y_e while gathering
+      for (int64_t e0 = start; e0 < end; e0 += GRAM_CHUNK) {
+        const int nc = (int)std::min<int64_t>(GRAM_CHUNK, end - e0);
+        for (int r = 0; r < nc; ++r) {
+          const int64_t e = e0 + r;
+          if (e + 8 < end) {  // the factor row eight entries ahead: its cache misses overlap this copy
+            const char* ahead = reinterpret_cast<const char*>(Y + (size_t)indices[e + 8] * d);
+            for (size_t off = 0; off < d * sizeof(T); off += 64) __builtin_prefetch(ahead + off, 0, 3);
+          }
+          const T* y = Y + (size_t)indices[e] * d;
+          T* f = Fc.data() + (size_t)r * ldf;  // the padding columns d..ldf stay zero
+          const T v = conf[e] * pref[e];
+          for (int j = 0; j < d; ++j) {
+            f[j] = y[j];
+            bf[j] += v * y[j];
+          }
+          wc[r] = conf[e] - cz;
         }
-      }
-      for (; e < end; ++e) {
-        const T* y0 = Y + (size_t)indices[e] * d;
-        const T w0 = conf[e] - cz, v0 = conf[e] * pref[e];
-        for (int j = 0; j < d; ++j) {
-          const T a0 = w0 * y0[j];
-          T* aj = Af.data() + (size_t)j * d;
-          for (int k = j; k < d; ++k) aj[k] += a0 * y0[k];
-          bf[j] += v0 * y0[j];
-        }
+        gram_upper<T, true>(Fc.data(), wc.data(), nc, d, ldf, Af.data(), ldf);
       }
       for (int j = 0; j < d; ++j) {
         b[j] = bf[j];
-        for (int k = j; k < d; ++k) A[(size_t)j * d + k] = (T)(G0[(size_t)j * d + k] + (double)Af[(size_t)j * d + k]);
+        for (int k = j; k < d; ++k)
+          A[(size_t)j * ldf + k] = (T)(G0[(size_t)j * d + k] + (double)Af[(size_t)j * ldf + k]);
       }
       T* xu = X + (size_t)u * d;
-      if (cholesky_upper(A.data(), d, d)) {
-        cholesky_upper_solve(A.data(), b.data(), d, d);
+      if (cholesky_upper(A.data(), d, ldf)) {
+        cholesky_upper_solve(A.data(), b.data(), d, ldf);
         std::copy(b.begin(), b.end(), xu);
       } else {
         // not positive definite in the factor dtype: retry in double before giving up on the row
         for (int j = 0; j < d; ++j) {
           b64[j] = bf[j];
-          for (int k = j; k < d; ++k) A64[(size_t)j * d + k] = G0[(size_t)j * d + k] + (double)Af[(size_t)j * d + k];
+          for (int k = j; k < d; ++k)
+            A64[(size_t)j * ld64 + k] = G0[(size_t)j * d + k] + (double)Af[(size_t)j * ldf + k];
         }
-        if (cholesky_upper(A64.data(), d, d)) {
-          cholesky_upper_solve(A64.data(), b64.data(), d, d);
+        if (cholesky_upper(A64.data(), d, ld64)) {
+          cholesky_upper_solve(A64.data(), b64.data(), d, ld64);
           for (int j = 0; j < d; ++j) xu[j] = (T)b64[j];
         } else {
           failed[u] = 1;

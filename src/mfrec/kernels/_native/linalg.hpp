@@ -43,13 +43,13 @@ inline T pivot_floor(const T* A, int n, int lda) {
   return T(n) * std::numeric_limits<T>::epsilon() * top;
 }
 
-// A = U^T U in place on the upper triangle of A (n x n, leading dimension lda); blocked right-looking, eight
+// cholesky_upper for any leading dimension (the rows one at a time, no whole-vector access); blocked right-looking, eight
 // pivots per panel: the panel rows are factorised and scaled with the Schur updates inside the panel at once,
 // then every trailing row gets the eight rank-1 updates in one sweep (each trailing entry loaded and stored once
 // per eight pivots; the inner loop is an axpy over contiguous row segments). Returns false when a pivot is at
 // most pivot_floor (A singular or numerically so, or NaN), leaving A partly overwritten.
 template <typename T>
-inline bool cholesky_upper(T* A, int n, int lda) {
+inline bool cholesky_upper_scalar(T* A, int n, int lda) {
   const T floor = pivot_floor(A, n, lda);
   for (int k0 = 0; k0 < n; k0 += 8) {
     const int kb = n - k0 < 8 ? n - k0 : 8;
@@ -89,7 +89,72 @@ inline bool cholesky_upper(T* A, int n, int lda) {
   return true;
 }
 
-// Solve U^T U z = b in place (b overwritten by z), U from cholesky_upper.
+#if defined(__GNUC__) || defined(__clang__)
+// cholesky_upper on whole 64-byte vectors, for lda a multiple of the vector width W: every row operation starts at
+// the vector holding its first entry and runs to the vector holding entry n - 1, so there is no scalar head or
+// tail. The entries that come along and should not be touched are only ever the strict lower triangle of a row
+// and the columns n..lda - 1, which the factorisation leaves as scratch: a value there only ever flows into
+// another such entry (an update of row i, column j reads column j of a pivot row), and nothing reads them
+// afterwards. The diagonal entry that a pivot row's whole-vector scaling would change is put back.
+template <typename T>
+inline bool cholesky_upper_vec(T* A, int n, int lda) {
+  typedef T vec __attribute__((vector_size(64)));
+  constexpr int W = 64 / (int)sizeof(T);
+  auto load = [](const T* p) {
+    vec v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  };
+  auto store = [](T* p, vec v) { std::memcpy(p, &v, sizeof v); };
+  const int nv = (n + W - 1) / W * W;
+  const T floor = pivot_floor(A, n, lda);
+  for (int k0 = 0; k0 < n; k0 += 8) {
+    const int kb = n - k0 < 8 ? n - k0 : 8;
+    for (int k = k0; k < k0 + kb; ++k) {
+      T* rk = A + (size_t)k * lda;
+      const T s = rk[k];
+      if (!(s > floor)) return false;  // also catches NaN
+      const T ukk = std::sqrt(s), inv = T(1) / ukk;
+      for (int j = k / W * W; j < nv; j += W) store(rk + j, load(rk + j) * inv);  // U_kj = A_kj / U_kk
+      rk[k] = ukk;
+      for (int i = k + 1; i < k0 + kb; ++i) {  // A_ij -= U_ki U_kj inside the panel
+        const T a = rk[i];
+        T* ri = A + (size_t)i * lda;
+        for (int j = i / W * W; j < nv; j += W) store(ri + j, load(ri + j) - a * load(rk + j));
+      }
+    }
+    if (kb == 8) {  // the trailing rows: eight rank-1 updates per sweep
+      const T* u0 = A + (size_t)k0 * lda;
+      const T *u1 = u0 + lda, *u2 = u1 + lda, *u3 = u2 + lda, *u4 = u3 + lda, *u5 = u4 + lda, *u6 = u5 + lda,
+              *u7 = u6 + lda;
+      for (int i = k0 + 8; i < n; ++i) {
+        const T a0 = u0[i], a1 = u1[i], a2 = u2[i], a3 = u3[i], a4 = u4[i], a5 = u5[i], a6 = u6[i], a7 = u7[i];
+        T* ri = A + (size_t)i * lda;
+        for (int j = i / W * W; j < nv; j += W)
+          store(ri + j, load(ri + j) - (a0 * load(u0 + j) + a1 * load(u1 + j) + a2 * load(u2 + j) +
+                                        a3 * load(u3 + j) + a4 * load(u4 + j) + a5 * load(u5 + j) +
+                                        a6 * load(u6 + j) + a7 * load(u7 + j)));
+      }
+    }
+  }
+  return true;
+}
+#endif
+
+// A = U^T U in place on the upper triangle of A (n x n, leading dimension lda): blocked right-looking, eight
+// pivots per panel (cholesky_upper_scalar). With lda a multiple of the 64-byte vector width the whole-vector
+// version runs (the strict lower triangle and the columns n..lda - 1 are then scratch). Returns false when a pivot
+// is at most pivot_floor (A singular or numerically so, or NaN), leaving A partly overwritten.
+template <typename T>
+inline bool cholesky_upper(T* A, int n, int lda) {
+#if defined(__GNUC__) || defined(__clang__)
+  if (lda % (64 / (int)sizeof(T)) == 0) return cholesky_upper_vec(A, n, lda);
+#endif
+  return cholesky_upper_scalar(A, n, lda);
+}
+
+// Solve U^T U z = b in place (b overwritten by z), U from cholesky_upper (either version: reads the upper triangle
+// of the first n columns only).
 template <typename T>
 inline void cholesky_upper_solve(const T* U, T* b, int n, int lda) {
   for (int i = 0; i < n; ++i) {  // U^T w = b: column axpys over contiguous rows of U
@@ -165,61 +230,94 @@ inline void matvec_rows(const T* __restrict G, const T* __restrict p, T* __restr
   for (; j < d; ++j) axpy(p[j], G + (size_t)j * d, out, d);
 }
 
-// A = F^T F on the upper triangle of A (k x k, leading dimension lda; the strict lower triangle is not touched, and
-// with lda >= ldf the columns from k to lda - 1 of a row may be overwritten with zeros: pad A's rows too); F:
-// n rows of ldf doubles, ldf a multiple of 16 and > k - 1, the columns from k on zero. Register-blocked: each
-// 8 x 16 tile of the upper triangle is accumulated over all n rows in sixteen 8-wide vectors (GCC/Clang vector
-// extensions), then stored once, so the inner loop is broadcast-multiply-adds with no loads or stores of A and A
-// needs no zeroing first. On this machine (AVX-512, one core, n = 200, k = 65): 29.5 GFLOP/s, against 12.0 for
-// the per-row rank-1 update it replaced (that one stores every entry of A once per row). Other compilers get the
-// rank-1 update.
-inline void gram_upper_set(const double* __restrict F, int n, int k, int ldf, double* __restrict A, int lda) {
+// Columns per register tile of gram_upper: two 64-byte vectors (16 doubles, 32 floats). Gathered rows are padded
+// with zeros to a multiple of this (gram_ld) so every tile load is whole.
+template <typename T>
+constexpr int gram_tile() {
+  return 128 / (int)sizeof(T);
+}
+template <typename T>
+inline int gram_ld(int k) {
+  return (k + gram_tile<T>() - 1) / gram_tile<T>() * gram_tile<T>();
+}
+
+// A (=, or += with Accumulate) sum_r w_r f_r^T f_r on the upper triangle of A (k x k, leading dimension lda; the
+// strict lower triangle is not touched, and with lda >= ldf the columns from k to lda - 1 of a row may be
+// written: pad A's rows too); F: n rows of ldf values, ldf a multiple of gram_tile<T>() and > k - 1, the columns
+// from k on zero; w: n weights, or null for all ones. Register-blocked: each 8 x gram_tile tile of the upper
+// triangle is accumulated over all n rows in sixteen 64-byte vectors (GCC/Clang vector extensions; the row's two
+// vectors are scaled by w_r once), then stored once, so the inner loop is broadcast-multiply-adds with no loads or
+// stores of A and, without Accumulate, A needs no zeroing first. On this machine (AVX-512, one core, n = 200,
+// k = 65, double): 29.5 GFLOP/s, against 12.0 for the per-row rank-1 update it replaced (that one stores every
+// entry of A once per row). Other compilers get the rank-1 update.
+template <typename T, bool Accumulate = false>
+inline void gram_upper(const T* __restrict F, const T* __restrict w, int n, int k, int ldf, T* __restrict A,
+                       int lda) {
 #if defined(__GNUC__) || defined(__clang__)
-  typedef double v8d __attribute__((vector_size(64)));
-  auto load8 = [](const double* p) {
-    v8d v;
+  typedef T vec __attribute__((vector_size(64)));
+  constexpr int W = 64 / (int)sizeof(T), TW = 2 * W;
+  auto load = [](const T* p) {
+    vec v;
     std::memcpy(&v, p, sizeof v);
     return v;
   };
   for (int a0 = 0; a0 < k; a0 += 8) {
-    for (int q0 = a0 - a0 % 16; q0 < k; q0 += 16) {
-      v8d acc0[8] = {}, acc1[8] = {};
+    for (int q0 = a0 - a0 % TW; q0 < k; q0 += TW) {
+      vec acc0[8] = {}, acc1[8] = {};
       for (int r = 0; r < n; ++r) {
-        const double* fr = F + (size_t)r * ldf;
-        const v8d v0 = load8(fr + q0), v1 = load8(fr + q0 + 8);
+        const T* fr = F + (size_t)r * ldf;
+        vec v0 = load(fr + q0), v1 = load(fr + q0 + W);
+        if (w) {
+          v0 *= w[r];
+          v1 *= w[r];
+        }
         for (int i = 0; i < 8; ++i) {
-          const double fa = fr[a0 + i];
+          const T fa = fr[a0 + i];
           acc0[i] += fa * v0;
           acc1[i] += fa * v1;
         }
       }
-      if (q0 >= a0 + 8 && q0 + 16 <= lda) {  // wholly above the diagonal, inside the padded row: vector stores
+      if (q0 >= a0 + 8 && q0 + TW <= lda) {  // wholly above the diagonal, inside the padded row: vector stores
         for (int i = 0; i < 8 && a0 + i < k; ++i) {
-          double* Ai = A + (size_t)(a0 + i) * lda + q0;
-          std::memcpy(Ai, &acc0[i], sizeof(v8d));
-          std::memcpy(Ai + 8, &acc1[i], sizeof(v8d));
+          T* Ai = A + (size_t)(a0 + i) * lda + q0;
+          if (Accumulate) {
+            acc0[i] += load(Ai);
+            acc1[i] += load(Ai + W);
+          }
+          std::memcpy(Ai, &acc0[i], sizeof(vec));
+          std::memcpy(Ai + W, &acc1[i], sizeof(vec));
         }
       } else {
         for (int i = 0; i < 8 && a0 + i < k; ++i) {
-          double* Ai = A + (size_t)(a0 + i) * lda;
-          for (int j = 0; j < 16 && q0 + j < k; ++j)
-            if (q0 + j >= a0 + i) Ai[q0 + j] = j < 8 ? acc0[i][j] : acc1[i][j - 8];
+          T* Ai = A + (size_t)(a0 + i) * lda;
+          for (int j = 0; j < TW && q0 + j < k; ++j)
+            if (q0 + j >= a0 + i) {
+              const T v = j < W ? acc0[i][j] : acc1[i][j - W];
+              Ai[q0 + j] = Accumulate ? Ai[q0 + j] + v : v;
+            }
         }
       }
     }
   }
 #else
-  for (int a = 0; a < k; ++a)
-    for (int q = a; q < k; ++q) A[(size_t)a * lda + q] = 0.0;
+  if (!Accumulate)
+    for (int a = 0; a < k; ++a)
+      for (int q = a; q < k; ++q) A[(size_t)a * lda + q] = T(0);
   for (int r = 0; r < n; ++r) {
-    const double* fr = F + (size_t)r * ldf;
+    const T* fr = F + (size_t)r * ldf;
+    const T wr = w ? w[r] : T(1);
     for (int a = 0; a < k; ++a) {
-      const double fa = fr[a];
-      double* Aa = A + (size_t)a * lda;
+      const T fa = wr * fr[a];
+      T* Aa = A + (size_t)a * lda;
       for (int q = a; q < k; ++q) Aa[q] += fa * fr[q];
     }
   }
 #endif
+}
+
+// A = F^T F (gram_upper with unit weights), double.
+inline void gram_upper_set(const double* __restrict F, int n, int k, int ldf, double* __restrict A, int lda) {
+  gram_upper<double, false>(F, nullptr, n, k, ldf, A, lda);
 }
 
 }  // namespace mfrec
