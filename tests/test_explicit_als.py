@@ -265,6 +265,18 @@ def test_reproducible_by_seed_and_factor_layout():
     assert ExplicitALS(dtype="float64", iterations=1).fit(data).item_factors_.dtype == np.float64
 
 
+def test_training_loss_is_optional_and_changes_nothing_else():
+    data = frame_data(small_ratings(2))
+    on = ExplicitALS(factors=4, iterations=3).fit(data)
+    off = ExplicitALS(factors=4, iterations=3, calculate_training_loss=False).fit(data)
+    assert all({"loss", "rmse"} <= set(h) for h in on.history_)
+    assert not any({"loss", "rmse"} & set(h) for h in off.history_) and len(off.history_) == 3
+    np.testing.assert_array_equal(on.user_factors_, off.user_factors_)
+    np.testing.assert_array_equal(on.item_bias_, off.item_bias_)
+    with pytest.raises(InvalidParameterError, match="calculate_training_loss"):
+        ExplicitALS(calculate_training_loss=1).fit(data)
+
+
 def test_predict_external_ids_clipped_and_unknown_fallback():
     frame = small_ratings(3)
     data = frame_data(frame)

@@ -198,6 +198,23 @@ def test_non_finite_factors_raise_model_fit_error(monkeypatch):
     monkeypatch.setattr(mod, "half_step", poison)
     with pytest.raises(ModelFitError, match="regularization"):
         ImplicitALS(iterations=2).fit(synthetic(0, 6, 5))
+    # without the loss, the factors themselves are checked every iteration
+    with pytest.raises(ModelFitError, match=r"non-finite values in \w+ \(iteration 1\)"):
+        ImplicitALS(iterations=2, calculate_training_loss=False).fit(synthetic(0, 6, 5))
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky", "gd"])
+def test_training_loss_is_optional_and_changes_nothing_else(solver):
+    """calculate_training_loss=False: no loss in history_, the same factors bit for bit (the loss pass only reads)."""
+    data = synthetic(3, 40, 30)
+    on = ImplicitALS(factors=6, iterations=3, solver=solver).fit(data)
+    off = ImplicitALS(factors=6, iterations=3, solver=solver, calculate_training_loss=False).fit(data)
+    assert all("loss" in h for h in on.history_) and not any("loss" in h for h in off.history_)
+    assert [h["iteration"] for h in off.history_] == [1, 2, 3] and all("seconds" in h for h in off.history_)
+    np.testing.assert_array_equal(on.user_factors_, off.user_factors_)
+    np.testing.assert_array_equal(on.item_factors_, off.item_factors_)
+    with pytest.raises(InvalidParameterError, match="calculate_training_loss must be True or False"):
+        ImplicitALS(calculate_training_loss="no").fit(data)
 
 
 def test_not_fitted():

@@ -45,6 +45,13 @@ def check_float(
     return value
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """True or False (numpy's bool too); anything else, 0 and 1 included, is refused."""
+    if not isinstance(value, bool | np.bool_):
+        raise InvalidParameterError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     choices = tuple(choices)
     if value not in choices:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from mfrec._params import check_choice, check_dtype, check_float, check_int
+from mfrec._params import check_bool, check_choice, check_dtype, check_float, check_int
 from mfrec._random import rng
 from mfrec.data.interactions import Interactions
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError
@@ -373,6 +373,9 @@ class ExplicitALS(_ExplicitModel):
     early_stopping_rounds : int or None, default None
         With ``validation`` given to :meth:`fit`: stop after this many iterations without a better validation
         RMSE and keep the best iteration's factors.
+    calculate_training_loss : bool, default True
+        Compute the objective and the training RMSE every iteration (one pass over the ratings after the item
+        half-step); False leaves ``loss`` and ``rmse`` out of ``history_`` (non-finite factors are still caught).
 
     Defaults were chosen on an inner holdout of MovieLens-100K ``u1.base`` only (docs/benchmarks-history.md,
     "Explicit feedback"; the bias penalty: docs/benchmarks.md, "Defaults").
@@ -391,7 +394,9 @@ class ExplicitALS(_ExplicitModel):
         early_stopping_rounds: int | None = None,
         bias_regularization: float | str | None = "auto",
         regularization_scaling: str = "none",
+        calculate_training_loss: bool = True,
     ) -> None:
+        self.calculate_training_loss = calculate_training_loss
         self.regularization_scaling = regularization_scaling
         self.factors = factors
         self.regularization = regularization
@@ -463,6 +468,7 @@ class _ExplicitPlan(ALSPlan):
         dt, d = p["dtype"], p["factors"]
         model._start_fit(inter, dt)
         self.model, self.inter, self.iterations = model, inter, p["iterations"]
+        self.compute_loss = check_bool("calculate_training_loss", model.calculate_training_loss)
         self.val = model._validation_pairs(validation)
         if self.val is not None:
             self.val_key, self.patience = "val_rmse", p["early_stopping_rounds"]

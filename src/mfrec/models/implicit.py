@@ -31,7 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from mfrec._params import check_choice, check_dtype, check_float, check_int
+from mfrec._params import check_bool, check_choice, check_dtype, check_float, check_int
 from mfrec._random import rng, uniform_matrix
 from mfrec.data.feedback import entry_confidence
 from mfrec.data.interactions import Interactions, show_id
@@ -123,7 +123,8 @@ class ImplicitALS(FactorModel):
         Initial factors ~ U[0, 0.01) (implicit's scheme: see :func:`mfrec._random.uniform_matrix`). Row solves
         are independent, so the result does not depend on the number of threads.
     dtype : {"float32", "float64"}, default "float32"
-        Storage and arithmetic of the factors (exact solves factorise in float64).
+        Storage and arithmetic of the factors (the exact solver factorises each row's system in this dtype and
+        retries a row that is not positive definite in float32 in float64).
     num_threads : int, default 0
         kernel threads (0: the pool's, :mod:`mfrec.kernels.threads`); BLAS is limited to one thread inside the
         parallel kernels.
@@ -131,13 +132,18 @@ class ImplicitALS(FactorModel):
         With ``validation``: stop after this many iterations without a better validation ndcg@``validation_k``
         and keep the best iteration's factors.
     validation_k : int, default 10
+    calculate_training_loss : bool, default True
+        Compute the loss L every iteration (``history_["loss"]``): one more pass over each user's entries, in the
+        user half-step while the row is in cache (measured cost in ``docs/benchmarks.md``). False (implicit's
+        default) leaves ``loss`` out of ``history_``; non-finite factors are still caught every iteration.
 
     Attributes
     ----------
     user_factors_ : ndarray (n_users, factors), ``dtype``, C-contiguous
     item_factors_ : ndarray (n_items, factors), ``dtype``, C-contiguous
     history_ : list of dict
-        Per iteration: ``iteration``, ``loss`` (the full weighted loss L, computed in O(nnz d + (m + n) d^2)),
+        Per iteration: ``iteration``, ``loss`` (the full weighted loss L, computed in O(nnz d + (m + n) d^2);
+        absent with ``calculate_training_loss=False``),
         ``seconds`` (cumulative), and ``val_ndcg`` when validation data was given.
     best_iteration_ : int
     unobserved_confidence_ : float
@@ -162,6 +168,7 @@ class ImplicitALS(FactorModel):
         num_threads: int = 0,
         early_stopping_rounds: int | None = None,
         validation_k: int = 10,
+        calculate_training_loss: bool = True,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -177,6 +184,7 @@ class ImplicitALS(FactorModel):
         self.num_threads = num_threads
         self.early_stopping_rounds = early_stopping_rounds
         self.validation_k = validation_k
+        self.calculate_training_loss = calculate_training_loss
 
     # ------------------------------------------------------------------ validation
     def _checked_params(self) -> dict[str, Any]:
@@ -193,6 +201,7 @@ class ImplicitALS(FactorModel):
             "dtype": check_dtype("dtype", self.dtype),
             "num_threads": check_int("num_threads", self.num_threads, minimum=0),
             "validation_k": check_int("validation_k", self.validation_k, minimum=1),
+            "calculate_training_loss": check_bool("calculate_training_loss", self.calculate_training_loss),
         }
         esr = self.early_stopping_rounds
         p["early_stopping_rounds"] = None if esr is None else check_int("early_stopping_rounds", esr, minimum=1)
@@ -526,6 +535,7 @@ class _ImplicitPlan(ALSPlan):
         if inter.nnz == 0:
             raise InvalidDataError("no interactions to fit")
         self.model, self.p, self.inter, self.c0, self.mode = model, p, inter, float(c0), mode
+        self.compute_loss = p["calculate_training_loss"]
         self._conf, self._pref = conf, pref
         self.iterations = p["iterations"]
         dt, d = p["dtype"], p["factors"]

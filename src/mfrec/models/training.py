@@ -131,7 +131,8 @@ class ALSPlan:
     order), ``loss_side`` (the half-step whose blocks also return the observed loss), ``warm_start`` (blocks
     solve into their previous rows), ``row_order`` (blocks carry a longest-first schedule), ``kernel`` (the
     block function), ``state_names`` (model attributes that early stopping snapshots) and ``nonfinite_hint``.
-    Instance attributes: ``model``, ``iterations``, ``val_key`` / ``maximize`` / ``patience`` (validation and
+    Instance attributes: ``compute_loss`` (False: no ``loss`` in the history, no loss pass over the data; the
+    factors are scanned for non-finite values instead), ``model``, ``iterations``, ``val_key`` / ``maximize`` / ``patience`` (validation and
     early stopping; ``val_key`` None without validation data) and ``theoretical_bytes`` (one copy of both
     factor matrices, for the distributed statistics).
     """
@@ -146,6 +147,8 @@ class ALSPlan:
     nonfinite_hint = "increase regularization"
     #: why this configuration cannot run on a cluster (None: it can)
     not_distributable: str | None = None
+    #: compute the training loss every iteration (the models' ``calculate_training_loss``)
+    compute_loss = True
 
     model: Any
     iterations: int
@@ -274,7 +277,8 @@ def run(plan: ALSPlan, executor: Any = None, on_iteration: Callable[[int, Any], 
     """Fit by ``plan`` with ``executor`` (default :class:`LocalExecutor`); returns the fitted model.
 
     Every iteration runs the half-steps in ``plan.order``, refuses failed rows (``ModelFitError`` naming the side),
-    computes the loss (a non-finite loss is a ``ModelFitError`` that names the iteration), adds the validation
+    computes the loss (a non-finite loss is a ``ModelFitError`` that names the iteration; without
+    ``plan.compute_loss``, non-finite factors are), adds the validation
     metric and the cumulative ``seconds``, records the entry (:class:`Tracker`) and calls
     ``on_iteration(iteration, model)``. Early stopping ends the loop and restores the best state.
     """
@@ -289,14 +293,17 @@ def run(plan: ALSPlan, executor: Any = None, on_iteration: Callable[[int, Any], 
         for it in range(1, plan.iterations + 1):
             t0 = time.perf_counter()
             for name in plan.order:
-                own, partial = executor.half_step(plan, name, name == plan.loss_side)
+                own, partial = executor.half_step(plan, name, plan.compute_loss and name == plan.loss_side)
                 failed = int(partial.pop("failed", 0) or 0)
                 if failed:
                     raise ModelFitError(plan.failure_message(name, failed))
                 plan.update(name, own, partial)
             executor.end_iteration(t0)
-            entry: dict[str, Any] = {"iteration": it, **plan.entry()}
-            if not np.isfinite(entry["loss"]):
+            if not plan.compute_loss:
+                plan.publish()
+                plan.check_finite(it)
+            entry: dict[str, Any] = {"iteration": it, **(plan.entry() if plan.compute_loss else {})}
+            if plan.compute_loss and not np.isfinite(entry["loss"]):
                 plan.publish()
                 plan.check_finite(it)
                 raise ModelFitError(f"{plan.name}: the training loss became non-finite at iteration {it}; "
