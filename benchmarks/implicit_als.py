@@ -1,17 +1,14 @@
-"""Implicit ALS: mfrec.ImplicitALS against ``implicit`` (0.7) in one process, same matrix and hyperparameters.
+"""Implicit ALS: the quality of mfrec.ImplicitALS against ``implicit`` (0.7), same data and hyperparameters.
 
 Usage::
 
-    python benchmarks/implicit_als.py                 # small synthetic matrix (~20 s) + quality on shared data
-    python benchmarks/implicit_als.py --full          # 200k x 50k, ~9.7M nnz, d=64 (minutes)
-    python benchmarks/implicit_als.py --full --factors 128 --skip-quality
-    python benchmarks/implicit_als.py --skip-quality --factors 64 128   # both d in one process
-    python benchmarks/implicit_als.py --skip-speed --data-dir ../shared/data   # quality only (a few minutes)
-    python benchmarks/implicit_als.py --skip-speed --skip-tune --seeds 0       # quality, issue's settings only
+    python benchmarks/implicit_als.py --data-dir ../shared/data        # quality (a few minutes)
+    python benchmarks/implicit_als.py --skip-tune --seeds 0             # quality, issue's settings only
+    python benchmarks/implicit_als.py --skip-quality --curves           # loss vs seconds of mfrec's 3 solvers
 
-Speed: seconds per iteration of both libraries (CG with 3 steps and Cholesky), their ratio, the FLOP rate of
-each against the float32 GEMM peak measured here, and peak resident memory during fit against the size of
-the CSR matrix (both orientations) plus the factor matrices.
+Speed is not measured here: it was, with both libraries in this one process, and implicit ran up to 1.85x slower
+after mfrec than alone. ``side_by_side.py implicit`` times each library in its own fresh process, alternating.
+The matrix family of those runs (``power_law_matrix``) is defined here.
 
 Quality: ml-100k binarized and lastfm-2k with confidence log(1 + plays), ``mfrec.split.per_user_split``
 (80/20, seed 0), precision@10 and ndcg@10 from ``mfrec.evaluate`` for both libraries (``implicit``'s factors
@@ -31,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import time
 
 import numpy as np
@@ -50,61 +46,6 @@ def power_law_matrix(n_users, n_items, min_len=13, max_len=84, exponent=0.8, see
     m.data[:] = 1.0  # merged duplicates count once
     m.sort_indices()
     return m
-
-
-class PeakRSS:
-    """Samples the resident set size (``/proc/self/statm``) every 5 ms; ``peak - base`` in bytes."""
-
-    def __init__(self):
-        self.page = os.sysconf("SC_PAGE_SIZE")
-
-    def _rss(self):
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page
-
-    def __enter__(self):
-        self.base = self.peak = self._rss()
-        self._stop = False
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def _run(self):
-        while not self._stop:
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self._t.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def delta(self):
-        return self.peak - self.base
-
-
-def gemm_peak(threads: int) -> float:
-    """GFLOP/s of a float32 4096^2 matrix product (best of 3)."""
-    from threadpoolctl import threadpool_limits
-
-    a = np.random.default_rng(0).random((4096, 4096), dtype=np.float32)
-    b = a.T.copy()
-    best = np.inf
-    with threadpool_limits(limits=threads, user_api="blas"):
-        a @ b
-        for _ in range(3):
-            t = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - t)
-    return 2 * 4096**3 / best / 1e9
-
-
-def flops(solver, nnz, m, n, d, steps=3):
-    """FLOPs of one full iteration (both halves), the same model for both libraries (PERF-NOTES.md)."""
-    if solver == "cholesky":
-        return 2 * nnz * d * d + (m + n) * d**3 / 3
-    return (steps + 1) * (2 * (m + n) * d * d + 8 * nnz * d)
 
 
 def fit_mfrec(C, factors, reg, iters, solver, threads, confidence="given", alpha=1.0, seed=0):
@@ -136,69 +77,11 @@ def fit_implicit(C, factors, reg, iters, solver, threads, seed=0):
     return model
 
 
-def speed(args):
-    """Speed table for every ``--factors`` value, in this process (so the ratios share one machine state)."""
-    rows = []
-    for d in args.factors:
-        rows += speed_one(args, d)
-    return rows
-
-
-def speed_one(args, d):
-    from mfrec.kernels.threads import set_num_threads
-
-    set_num_threads(args.threads)
-    m, n = (200_000, 50_000) if args.full else (args.users, args.items)
-    C = power_law_matrix(m, n, seed=0)
-    C.data[:] = 2.0  # confidence 1 + alpha * 1 for both libraries ("given" to mfrec)
-    csr_bytes = 2 * (C.data.nbytes + C.indices.nbytes + C.indptr.nbytes)
-    factor_bytes = (m + n) * d * 4
-    peak = gemm_peak(args.threads)
-    lens = np.diff(C.indptr)
-    item_lens = np.bincount(C.indices, minlength=n)
-    print(f"matrix {m} x {n}, nnz {C.nnz:,}, longest user row {lens.max()}, longest item row {item_lens.max()}, "
-          f"d={d}, threads={args.threads}")
-    print(f"float32 GEMM peak: {peak:.0f} GFLOP/s")
-    print(f"CSR (both orientations) + factors: {(csr_bytes + factor_bytes) / 2**20:.0f} MiB")
-    # JIT warm-up outside the timings
-    fit_mfrec(power_law_matrix(300, 200, seed=1), d, 0.05, 1, "cg", args.threads)
-    fit_mfrec(power_law_matrix(300, 200, seed=1), d, 0.05, 1, "cholesky", args.threads)
-    rows = []
-    for solver in [s for s in args.solvers for _ in range(args.rounds)]:
-        res = {}
-        for lib, fn in (("implicit", fit_implicit), ("mfrec", fit_mfrec)):
-            with PeakRSS() as mem:
-                t = time.perf_counter()
-                c = time.process_time()
-                model = fn(C, d, 0.05, args.iterations, solver, args.threads)
-                sec = (time.perf_counter() - t) / args.iterations
-                cpu = (time.process_time() - c) / args.iterations
-            gf = flops(solver, C.nnz, m, n, d) / sec / 1e9
-            res[lib] = sec
-            res[lib + "_cpu"] = cpu
-            res[lib + "_iter"] = float(np.median(model.iteration_seconds_))
-            print(f"  {solver:8s} {lib:8s} {sec:7.3f} s/iter (CPU {cpu:6.3f} s/iter, all threads)  {gf:6.1f} GFLOP/s "
-                  f"({100 * gf / peak:4.1f}% of peak)  "
-                  f"peak RSS +{mem.delta / 2**20:.0f} MiB ({mem.delta / (csr_bytes + factor_bytes):.2f}x data); "
-                  f"iterations alone (median) {res[lib + '_iter']:.3f} s")
-            sys.stdout.flush()
-        # s/iter = the whole fit (set-up included: conversion, transpose, initial factors) over the iterations;
-        # the CPU-time ratio is less sensitive to other jobs on a shared machine than the wall-time ratio (it
-        # still counts busy-waiting threads, and cache/bandwidth contention still slows both); "iterations
-        # alone" leaves out each library's set-up (implicit: its per-iteration callback; mfrec: history_)
-        print(f"  {solver:8s} d={d} ratio mfrec/implicit = {res['mfrec'] / res['implicit']:.2f}  "
-              f"(CPU time {res['mfrec_cpu'] / res['implicit_cpu']:.2f}; iterations alone "
-              f"{res['mfrec_iter'] / res['implicit_iter']:.2f}; load average {os.getloadavg()[0]:.1f})")
-        rows.append((d, solver, res))
-    return rows
-
-
 # ------------------------------------------------------------------------------------------------ quality
 #: the issue's protocol: both libraries at these hyperparameters
 QUALITY_COMMON = dict(factors=64, regularization=0.05, alpha=1.0, iterations=15)
 #: "better when tuned": 8 candidates, cross-validated on the training part only (CG solver, HKV confidence)
 TUNE_GRID = {"factors": [32, 64], "regularization": [0.05, 5.0], "alpha": [1.0, 10.0]}
-
 
 def _external_factor_model():
     """A :class:`mfrec.FactorModel` holding factors learned elsewhere, so that ``mfrec.evaluate`` scores them
@@ -338,17 +221,11 @@ def solver_curves(args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--full", action="store_true", help="200k x 50k, ~9.7M nnz (minutes)")
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--items", type=int, default=5_000)
-    ap.add_argument("--factors", type=int, nargs="+", default=[64], help="one or more d (speed; quality uses 64)")
-    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--factors", type=int, nargs="+", default=[64], help="d of --curves (quality uses 64)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="timed (implicit, mfrec) pairs per solver: on a shared machine the spread of the "
-                         "per-round ratios is the honest error bar")
-    ap.add_argument("--solvers", nargs="+", default=["cg", "cholesky"], choices=["cg", "cholesky", "gd"])
-    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true", help="accepted for old command lines; speed is not here")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--curves", action="store_true", help="loss versus seconds of the three mfrec solvers")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
@@ -359,8 +236,6 @@ def main(argv=None):
     ap.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
     args = ap.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
-    if not args.skip_speed:
-        speed(args)
     if args.curves:
         solver_curves(args)
     if not args.skip_quality:
