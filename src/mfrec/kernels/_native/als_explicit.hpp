@@ -42,7 +42,8 @@ int64_t explicit_ridge_rows(const P* indptr, const I* indices, const R* data, in
           if (M.size() < (size_t)k * ldn) M.resize((size_t)k * ldn);
           if (G.size() < (size_t)n * ldn) G.resize((size_t)n * ldn);
           if (t.size() < (size_t)ldn) t.resize(ldn);
-          for (int e = 0; e < n; ++e) {  // M = D^-1/2 F^T (k x n, row-major, columns padded with zeros)
+          for (int e = 0; e < n; ++e) {
+            if (e + 8 < n) prefetch_row(other + (size_t)indices[start + e + 8] * d, d);
             const I i = indices[start + e];
             const T* yi = other + (size_t)i * d;
             for (int j = 0; j < d; ++j) M[(size_t)j * ldn + e] = (double)yi[j] * isd[j];
@@ -71,6 +72,7 @@ int64_t explicit_ridge_rows(const P* indptr, const I* indices, const R* data, in
         std::fill(b.begin(), b.end(), 0.0);
         if (F.size() < (size_t)n_u * ldf) F.assign((size_t)n_u * ldf, 0.0);  // padding columns stay zero
         for (int64_t e = 0; e < n_u; ++e) {  // gather F_u (rows f_i = [y_i, 1]) and b = F_u^T t_u
+          if (e + 8 < n_u) prefetch_row(other + (size_t)indices[start + e + 8] * d, d);
           const I i = indices[start + e];
           const T* yi = other + (size_t)i * d;
           double* f = F.data() + (size_t)e * ldf;

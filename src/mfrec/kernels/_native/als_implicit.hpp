@@ -149,10 +149,7 @@ void implicit_cholesky_rows(const P* indptr, const I* indices, const T* conf, St
         const int nc = (int)std::min<int64_t>(GRAM_CHUNK, end - e0);
         for (int r = 0; r < nc; ++r) {
           const int64_t e = e0 + r;
-          if (e + 8 < end) {  // the factor row eight entries ahead: its cache misses overlap this copy
-            const char* ahead = reinterpret_cast<const char*>(Y + (size_t)indices[e + 8] * d);
-            for (size_t off = 0; off < d * sizeof(T); off += 64) __builtin_prefetch(ahead + off, 0, 3);
-          }
+          if (e + 8 < end) prefetch_row(Y + (size_t)indices[e + 8] * d, d);  // misses overlap this copy
           const T* y = Y + (size_t)indices[e] * d;
           T* f = Fc.data() + (size_t)r * ldf;  // the padding columns d..ldf stay zero
           const T v = conf[e] * pref[e];

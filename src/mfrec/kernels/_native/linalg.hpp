@@ -21,6 +21,14 @@ struct Strided {
   T operator[](int64_t i) const { return p[i * s]; }
 };
 
+// Ask for the n values at p (a factor row about to be gathered) to be brought into the cache: the misses of the
+// rows a few entries ahead overlap the work on this one.
+template <typename T>
+inline void prefetch_row(const T* p, int n) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (size_t off = 0; off < n * sizeof(T); off += 64) __builtin_prefetch(c + off, 0, 3);
+}
+
 template <typename T>
 inline T dot(const T* __restrict a, const T* __restrict b, int n) {
   T s = 0;
