@@ -253,6 +253,7 @@ def _spark_explicit(m, threads: int, extra: int) -> dict:  # pragma: no cover - 
 
     spark = (SparkSession.builder.master(f"local[{threads}]").config("spark.driver.memory", "12g")
              .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", str(2 * threads))
+             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     coo = m.tocoo()
