@@ -151,6 +151,41 @@ def test_step_reports_non_positive_definite_rows():
                              False, X, bu) == 1
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("biases", [True, False])
+def test_short_rows_batched_eight_per_length_match_numpy_and_fail_alone(dtype, biases):
+    """Short rows are solved eight rows of one length at a time (one per vector lane): full and partial batches
+    of several lengths equal numpy's solve row by row, and a row with a NaN factor fails alone in its batch."""
+    gen = np.random.default_rng(5)
+    d, m = 12, 60
+    lengths = np.r_[[3] * 19, [7] * 8, [11] * 9, [1] * 2, [25] * 3]  # batches of 8, 8, 3 / 8 / 8, 1 / 2 / primal
+    gen.shuffle(lengths)
+    rows = [np.sort(gen.choice(m - 1, size=int(c), replace=False)) for c in lengths]
+    victim = int(np.flatnonzero(lengths == 3)[4])  # the one row rating the last item
+    rows[victim] = np.r_[rows[victim][1:], m - 1]
+    indptr = np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int64)
+    indices = np.concatenate(rows).astype(np.int32)
+    data = gen.integers(1, 6, size=len(indices)).astype(np.float32)
+    csr = sp.csr_matrix((data, indices, indptr), shape=(len(rows), m))
+    Y, bi = gen.normal(size=(m, d)).astype(dtype), gen.normal(size=m).astype(dtype)
+    X, bu = np.zeros((len(rows), d), dtype), np.zeros(len(rows), dtype)
+    assert als_explicit_step(csr.indptr, csr.indices, csr.data, Y, bi, 3.0, 0.4, True, biases, X, bu) == 0
+    X_ref, b_ref = reference_step(csr, Y.astype(np.float64), bi.astype(np.float64), 3.0, 0.4, True, biases)
+    tol = dict(rtol=1e-8, atol=1e-10) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(X, X_ref, **tol)
+    np.testing.assert_allclose(bu, b_ref if biases else 0.0, **tol)
+    # a NaN factor for the victim's private item: that row fails (left unchanged), its batch-mates do not
+    Yp = Y.copy()
+    Yp[m - 1] = np.nan
+    X2 = np.full_like(X, 7.0)
+    bu2 = np.full_like(bu, 7.0)
+    fails = als_explicit_step(csr.indptr, csr.indices, csr.data, Yp, bi, 3.0, 0.4, True, biases, X2, bu2)
+    assert fails == 1
+    np.testing.assert_array_equal(X2[victim], 7.0)
+    good = np.setdiff1d(np.arange(len(rows)), [victim])
+    np.testing.assert_allclose(X2[good], X_ref[good], **tol)
+
+
 @settings(max_examples=40, deadline=None)
 @given(k=st.integers(1, 6), seed=st.integers(0, 10_000))
 def test_cholesky_solve_matches_numpy(k, seed):

@@ -19,7 +19,14 @@ features ``f_i = [y_i, 1]`` and targets ``t_ui = r_ui - mu - b_i``, so the exact
 
     z_u = (F_u^T F_u + D_u)^-1 F_u^T t_u          (F_u: the rows f_i, i in Omega_u; D_u = diag(lambda_u I_d, lambda_bu))
 
-one closed form per row, solved here by a Cholesky factorisation in float64. Without biases ``f_i = y_i``,
+one closed form per row, solved here by a Cholesky factorisation in float64. A row with fewer ratings than
+unknowns (``0 < n_u < k``) is solved in its dual form, the ``n_u x n_u`` system
+
+    z_u = D_u^-1 F_u^T w,   (F_u D_u^-1 F_u^T + I) w = t_u          (the same z_u; eigenvalues >= 1)
+
+eight rows of equal length at a time, one per lane of a 64-byte vector, so its Gram, factorisation and solves run
+on whole vectors; longer rows gather their factor rows and build ``F_u^T F_u`` with register-tiled products.
+Without biases ``f_i = y_i``,
 ``t_ui = r_ui - mu`` and ``z_u = x_u``. The item half-step is the same function on the transposed CSR with
 the roles of the two sides swapped. Each half-step minimises L exactly over one block of unknowns, so L
 never increases from one half-step to the next.
