@@ -15,7 +15,8 @@ Suites (``python benchmarks/side_by_side.py SUITE --competitor-python ENV/bin/py
   take hours there).
 * ``sgd``: mfrec ``SGDFactorization`` against Surprise ``SVD`` (100 factors, 20 epochs, lr 0.005, lambda 0.02,
   Surprise's defaults) and SVD++ (``implicit_feedback=True`` against ``SVDpp``: 20 factors, 20 epochs, lr 0.007)
-  on MovieLens-100K ``u1.base``, test RMSE on ``u1.test``; seconds per epoch = fit seconds / epochs for both.
+  on MovieLens-100K ``u1.base``, test RMSE on ``u1.test``; seconds per epoch = fit seconds / epochs for both
+  (set-up included). mfrec without the per-epoch training loss (Surprise computes none), and once with it.
 
 Method (the guide's): every measurement process is new; each round runs a float32 GEMM (numpy, 4096^2, all
 cores, best of 5) for the peak, then the two libraries, mfrec first in odd rounds and the competitor first in even
@@ -161,7 +162,7 @@ def configs(suite: str, lib: str, with_50m: bool = False) -> list[str]:
         return names + (["cg d=64 +loss", "cholesky d=64 +loss"] if lib == "mfrec" else [])
     if suite == "explicit":
         return ["4m ratings d=64"] + (["50m ratings d=64"] if with_50m and lib == "mfrec" else [])
-    return ["SVD (100 factors)", "SVD++ (20 factors)"]
+    return ["SVD (100 factors)", "SVD++ (20 factors)"] + (["SVD (100 factors) +loss"] if lib == "mfrec" else [])
 
 
 def worker_gemm() -> dict:
@@ -278,7 +279,7 @@ def worker_sgd(lib: str, config: str) -> dict:
     if fold is None:
         raise SystemExit("the sgd suite needs MovieLens-100K: set MFREC_SHARED_DATA to the folder holding ml-100k")
     train, test = fold
-    svdpp = config.startswith("SVD++")
+    svdpp, loss = config.startswith("SVD++"), config.endswith("+loss")
     factors, lr, epochs = (20, 0.007, 20) if svdpp else (100, 0.005, 20)
     if lib == "mfrec":
         import mfrec
@@ -286,7 +287,8 @@ def worker_sgd(lib: str, config: str) -> dict:
         tr = mfrec.Interactions.from_frame(train, user="user", item="item", value="rating")
         make = lambda e: mfrec.SGDFactorization(  # noqa: E731
             factors=factors, epochs=e, learning_rate=lr, regularization=0.02, bias_regularization=0.02,
-            init_std=0.1, regularization_scaling="count", implicit_feedback=svdpp, seed=0)
+            init_std=0.1, regularization_scaling="count", implicit_feedback=svdpp, seed=0,
+            calculate_training_loss=loss)
         make(1).fit(tr)
         with PeakMemory() as mem:
             t0 = time.perf_counter()

@@ -96,6 +96,19 @@ def test_reproducible_by_seed():
     assert a.user_factors_.dtype == np.float32 and a.user_factors_.flags.c_contiguous
 
 
+@pytest.mark.parametrize("svdpp", [False, True])
+def test_training_loss_is_optional_and_changes_nothing_else(svdpp):
+    data = data_of(planted())
+    on = SGDFactorization(factors=5, epochs=3, implicit_feedback=svdpp).fit(data)
+    off = SGDFactorization(factors=5, epochs=3, implicit_feedback=svdpp, calculate_training_loss=False).fit(data)
+    assert all({"loss", "rmse"} <= set(h) for h in on.history_)
+    assert not any({"loss", "rmse"} & set(h) for h in off.history_) and len(off.history_) == 3
+    np.testing.assert_array_equal(on.user_factors_, off.user_factors_)
+    np.testing.assert_array_equal(on.item_factors_, off.item_factors_)
+    with pytest.raises(InvalidParameterError, match="calculate_training_loss"):
+        SGDFactorization(calculate_training_loss="yes").fit(data)
+
+
 def penalty_weights(data, scaling):
     """Row weights of lambda in the objective SGD minimises: each row's count ("count") or 1 ("none")."""
     csr = data.matrix

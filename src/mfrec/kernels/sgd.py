@@ -19,7 +19,9 @@ Summed over an epoch, row ``u`` is penalised once per rating, so the classic ste
 the uniform penalty ``lambda ||x_u||^2`` of ExplicitALS.
 
 An epoch visits every rating once in the order given by ``order`` (a permutation the caller draws from the
-model's seeded generator), sequentially, so a seed reproduces the factors bit for bit.
+model's seeded generator), sequentially, so a seed reproduces the factors bit for bit. The dot product and the
+factor updates run in the factor dtype (the update as ``x (1 - gamma lambda s_u) + (gamma e) y``: two
+multiply-adds per entry on whole vectors); the error, the biases and the step coefficients in float64.
 """
 
 from __future__ import annotations

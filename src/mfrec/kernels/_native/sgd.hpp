@@ -19,9 +19,9 @@ double sgd_epoch(const I* users, const I* items, const float* ratings, const int
     const int64_t u = users[p], i = items[p];
     T* __restrict xr = X + (size_t)u * d;
     T* __restrict yr = Y + (size_t)i * d;
-    double dt = 0.0;  // products in T, summed in double (as the numba kernel did)
-    for (int j = 0; j < d; ++j) dt += (double)(xr[j] * yr[j]);
-    double pred = mu + dt;  // r_hat = mu + b_u + b_i + x_u . y_i
+    T dt = 0;  // in the factor dtype (reassociated: vector partial sums)
+    for (int j = 0; j < d; ++j) dt += xr[j] * yr[j];
+    double pred = mu + (double)dt;  // r_hat = mu + b_u + b_i + x_u . y_i
     if (biases) pred += (double)bu[u] + (double)bi[i];
     const double e = (double)ratings[p] - pred;  // e_ui = r_ui - r_hat_ui
     sse += e * e;
@@ -30,11 +30,13 @@ double sgd_epoch(const I* users, const I* items, const float* ratings, const int
       bu[u] = (T)((double)bu[u] + lr * (e - bias_reg * su * (double)bu[u]));
       bi[i] = (T)((double)bi[i] + lr * (e - bias_reg * si * (double)bi[i]));
     }
-    const double ru = reg * su, ri = reg * si;
-    for (int j = 0; j < d; ++j) {  // updates computed in double, stored in T
-      const double xo = xr[j], yo = yr[j];
-      xr[j] = (T)(xo + lr * (e * yo - ru * xo));  // x_u <- x_u + gamma (e y_i - lambda s_u x_u)
-      yr[j] = (T)(yo + lr * (e * xo - ri * yo));  // y_i <- y_i + gamma (e x_u - lambda s_i y_i), old x_u
+    // x_u <- x_u + gamma (e y_i - lambda s_u x_u), y_i <- y_i + gamma (e x_u - lambda s_i y_i) with the old x_u,
+    // as x (1 - gamma lambda s_u) + (gamma e) y: two multiply-adds per entry in the factor dtype
+    const T ge = (T)(lr * e), du = (T)(1.0 - lr * reg * su), di = (T)(1.0 - lr * reg * si);
+    for (int j = 0; j < d; ++j) {
+      const T xo = xr[j], yo = yr[j];
+      xr[j] = du * xo + ge * yo;
+      yr[j] = di * yo + ge * xo;
     }
   }
   return sse;
