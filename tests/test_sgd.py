@@ -334,7 +334,8 @@ def test_svdpp_single_rating_step_is_minus_lr_times_gradient(seed, d):
     np.testing.assert_allclose(np.r_[P[0], Y[0], Z[0], bu, bi], theta - lr * grad, rtol=1e-6, atol=1e-8)
 
 
-def reference_svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z, mu, lr, reg, breg):
+def reference_svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z, mu, lr, reg, breg,
+                           z_reg_per_rating=False):
     """Plain-numpy SVD++ epoch: the equations of the kernel's docstring, one user at a time."""
     for u in user_order:
         rng_u = np.arange(indptr[u], indptr[u + 1])
@@ -349,11 +350,13 @@ def reference_svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu
             bu[u], bi[i] = bu[u] + lr * (e - breg * bu[u]), bi[i] + lr * (e - breg * bi[i])
             g += e * Y[i]
             P[u], Y[i] = P[u] + lr * (e * Y[i] - reg * P[u]), Y[i] + lr * (e * (P[u] + c) - reg * Y[i])
+        rz = reg * (len(rng_u) if z_reg_per_rating else 1)
         for j in indices[rng_u]:
-            Z[j] = Z[j] + lr * (s * g - reg * Z[j])
+            Z[j] = Z[j] + lr * (s * g - rz * Z[j])
 
 
-def test_svdpp_epoch_matches_numpy_reference():
+@pytest.mark.parametrize("z_reg_per_rating", [False, True])
+def test_svdpp_epoch_matches_numpy_reference(z_reg_per_rating):
     import scipy.sparse as sp
 
     gen = np.random.default_rng(0)
@@ -365,9 +368,10 @@ def test_svdpp_epoch_matches_numpy_reference():
     state = [gen.normal(0, 0.3, size=(12, 4)), gen.normal(size=12), gen.normal(0, 0.3, size=(9, 4)),
              gen.normal(size=9), gen.normal(0, 0.3, size=(9, 4))]
     ref = [a.copy() for a in state]
-    reference_svdpp_epoch(indptr, indices, csr.data.astype(np.float64), positions, user_order, *ref, 3.2, 0.02, 0.1, 0.03)
+    reference_svdpp_epoch(indptr, indices, csr.data.astype(np.float64), positions, user_order, *ref, 3.2, 0.02, 0.1, 0.03,
+                          z_reg_per_rating)
     svdpp_epoch(indptr, indices, csr.data, positions, user_order, *state, 3.2, 0.02, 0.1, 0.03, True, True,
-                np.empty((2, 4)))
+                np.empty((2, 4)), z_reg_per_rating=z_reg_per_rating)
     for got, want in zip(state, ref):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 

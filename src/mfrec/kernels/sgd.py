@@ -80,7 +80,7 @@ def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg,
 
 
 def svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z, mu, lr, reg, bias_reg, biases,
-                implicit, scratch, user_scale=None, item_scale=None) -> float:
+                implicit, scratch, user_scale=None, item_scale=None, z_reg_per_rating=False) -> float:
     """One SVD++ epoch (Koren 2008), user by user; updates ``P, bu, Y, bi, Z`` in place.
 
     The model adds to every user the normalised sum of the *implicit* factors ``z_j`` of the items the user rated,
@@ -117,6 +117,11 @@ def svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z
     user_scale : float64 (n_users,), optional;  item_scale : float64 (n_items,), optional
         Multipliers of lambda and lambda_b per row, as in :func:`sgd_epoch` (``z_j`` takes ``item_scale[j]``: it
         is stepped once per user of ``j``).
+    z_reg_per_rating : bool, default False
+        Multiply ``z_j``'s penalty step by ``|N(u)|``: the per-rating (count-scaled) objective, in which every rating
+        of ``u`` penalises ``lambda ||z_j||^2`` for all ``j in N(u)`` (Koren 2008; Surprise's ``SVDpp``, which steps
+        every ``z_j`` after every rating). False: once per user, the uniform objective's step (with
+        ``item_scale = 1/n_j``).
 
     Returns
     -------
@@ -129,4 +134,4 @@ def svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z
         _args.inp(indptr, np.int64), _args.index(indices), _args.inp(ratings, np.float32), _args.inp(positions, np.int64),
         _args.inp(user_order, np.int64), _args.out(P, dt, "P"), _args.out(bu, dt, "bu"), _args.out(Y, dt, "Y"),
         _args.out(bi, dt, "bi"), _args.out(Z, dt, "Z"), float(mu), float(lr), float(reg), float(bias_reg), bool(biases),
-        bool(implicit), su, si, _args.out(scratch, np.float64, "scratch")))
+        bool(implicit), su, si, _args.out(scratch, np.float64, "scratch"), bool(z_reg_per_rating)))

@@ -711,10 +711,14 @@ class SGDFactorization(_ExplicitModel):
             step_size = lr * decay ** epoch[0]
             epoch[0] += 1
             svdpp_epoch(indptr, indices, csr.data, positions, user_order, P, self.user_bias_, self.item_factors_,
-                        self.item_bias_, Z, mu, step_size, reg, breg, biases, True, scratch, *steps)
+                        self.item_bias_, Z, mu, step_size, reg, breg, biases, True, scratch, *steps,
+                        z_reg_per_rating=count)
             effective()
 
         s_u, s_i = self._penalty_scales(csr, count)
+        # z_j's weight in the objective: per rating, every rating of a user of j (sum of their counts); else once
+        s_z = np.bincount(indices, weights=np.repeat(counts, counts).astype(np.float64), minlength=n_items) \
+            if count else s_i
 
         def norms(a: np.ndarray) -> np.ndarray:
             a = a.astype(np.float64)
@@ -723,7 +727,7 @@ class SGDFactorization(_ExplicitModel):
         def objective() -> tuple[float, float]:
             sse = explicit_sse(indptr, indices, csr.data, self.user_factors_, self.user_bias_, self.item_factors_,
                                self.item_bias_, mu, biases)
-            loss = sse + reg * float(s_u @ norms(P) + s_i @ (norms(self.item_factors_) + norms(Z)))
+            loss = sse + reg * float(s_u @ norms(P) + s_i @ norms(self.item_factors_) + s_z @ norms(Z))
             if biases:
                 loss += breg * float(s_u @ norms(self.user_bias_) + s_i @ norms(self.item_bias_))
             return float(loss), float(np.sqrt(sse / max(csr.nnz, 1)))

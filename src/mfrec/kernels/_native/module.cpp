@@ -168,14 +168,14 @@ double b_svdpp_epoch(Arr<const int64_t> indptr, Arr<const int32_t> indices, Arr<
                      Arr<const int64_t> positions, Arr<const int64_t> user_order, Arr<T> P, Arr<T> bu, Arr<T> Y,
                      Arr<T> bi, Arr<T> Z, double mu, double lr, double reg, double bias_reg, bool biases,
                      bool implicit, Arr<const double> user_scale, Arr<const double> item_scale,
-                     Arr<double> scratch) {
+                     Arr<double> scratch, bool z_reg_per_rating) {
   const int d = (int)P.shape(1);
   double* c = scratch.data();
   nb::gil_scoped_release release;
   return svdpp_epoch<T, int64_t, int32_t>(indptr.data(), indices.data(), ratings.data(), positions.data(),
                                           user_order.data(), (int64_t)user_order.size(), P.data(), bu.data(),
                                           Y.data(), bi.data(), Z.data(), d, mu, lr, reg, bias_reg, biases, implicit,
-                                          user_scale.data(), item_scale.data(), c, c + d);
+                                          user_scale.data(), item_scale.data(), c, c + d, z_reg_per_rating);
 }
 
 void b_select_rows(Arr<const float> scores, int64_t row_offset, Arr<const int64_t> excl_indptr,

@@ -46,7 +46,7 @@ template <typename T, typename P, typename I>
 double svdpp_epoch(const P* indptr, const I* indices, const float* ratings, const int64_t* positions,
                    const int64_t* user_order, int64_t n_users, T* Pf, T* bu, T* Y, T* bi, T* Z, int d, double mu,
                    double lr, double reg, double bias_reg, bool biases, bool implicit, const double* user_scale,
-                   const double* item_scale, double* c, double* g) {
+                   const double* item_scale, double* c, double* g, bool z_reg_per_rating) {
   double sse = 0.0;
   for (int64_t t = 0; t < n_users; ++t) {
     const int64_t u = user_order[t];
@@ -88,7 +88,9 @@ double svdpp_epoch(const P* indptr, const I* indices, const float* ratings, cons
     if (implicit) {
       for (int64_t q = start; q < end; ++q) {  // z_j <- z_j + gamma (s_u sum_i e y_i - lambda z_j)
         T* zr = Z + (size_t)indices[q] * d;
-        const double rz = reg * item_scale[indices[q]];  // z_j is stepped once per user of j, like y_j
+        // z_j is stepped once per user of j; its penalty once (uniform) or once per rating of u (the per-rating
+        // objective, where every rating of u penalises all of N(u): Surprise's and Koren's SVD++)
+        const double rz = reg * item_scale[indices[q]] * (z_reg_per_rating ? (double)(end - start) : 1.0);
         for (int k = 0; k < d; ++k) zr[k] = (T)((double)zr[k] + lr * (s * g[k] - rz * (double)zr[k]));
       }
     }
