@@ -29,7 +29,6 @@ import time
 import warnings
 
 import numpy as np
-import scipy.sparse as sp
 
 # this file is named like the ``distributed`` package: keep its folder off the import path
 _here = os.path.dirname(os.path.abspath(__file__))

@@ -157,12 +157,12 @@ def tune_defaults(data: Path) -> pd.DataFrame:
     train, valid = inner_holdout(data)
     rows = []
     grids = {
-        "ExplicitALS(regularization_scaling="count")": (
+        'ExplicitALS(regularization_scaling="count")': (
             lambda f, r: ExplicitALS(factors=f, regularization=r, iterations=25, regularization_scaling="count"),
             [5, 10, 20, 50],
             [0.05, 0.1, 0.15, 0.2, 0.3],
         ),
-        "ExplicitALS(regularization_scaling="none")": (
+        'ExplicitALS(regularization_scaling="none")': (
             lambda f, r: ExplicitALS(factors=f, regularization=r, iterations=25, regularization_scaling="none"),
             [2, 3, 5, 8, 10, 20],
             [5.0, 7.0, 10.0, 12.0, 15.0, 20.0],
@@ -190,23 +190,11 @@ def tune_defaults(data: Path) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------- scale
 def synthetic_ratings(n_users: int, n_items: int, nnz: int, seed: int = 0) -> mfrec.Interactions:
-    """About ``nnz`` distinct (user, item) ratings 1..5 from a planted rank-8 biased model, built as CSR directly."""
-    import scipy.sparse as sp
+    """About ``nnz`` distinct (user, item) ratings 1..5 from a planted rank-8 biased model (``side_by_side.py``'s
+    generator, which the peers' environments can run without mfrec)."""
+    from side_by_side import planted_ratings
 
-    gen = np.random.default_rng(seed)
-    keys = np.unique(gen.integers(0, n_users * n_items, size=nnz, dtype=np.int64))
-    users, items = (keys // n_items).astype(np.int32), (keys % n_items).astype(np.int32)
-    del keys
-    X = gen.normal(size=(n_users, 8)).astype(np.float32)
-    Y = gen.normal(size=(n_items, 8)).astype(np.float32)
-    r = np.empty(len(users), dtype=np.float32)
-    for start in range(0, len(users), 5_000_000):  # chunked to bound the temporaries
-        sl = slice(start, start + 5_000_000)
-        r[sl] = np.einsum("ij,ij->i", X[users[sl]], Y[items[sl]]) * 0.3 + 3.5
-    np.clip(np.rint(r + gen.normal(0.0, 0.5, size=len(r)).astype(np.float32)), 1, 5, out=r)
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
-    return mfrec.Interactions(sp.csr_matrix((r, items, indptr), shape=(n_users, n_items)))
+    return mfrec.Interactions(planted_ratings(n_users, n_items, nnz, seed))
 
 
 def scale(n_users: int, n_items: int, nnz: int, factors: int, iterations: int) -> dict:
