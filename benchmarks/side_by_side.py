@@ -32,6 +32,7 @@ Usage::
     python benchmarks/side_by_side.py explicit --competitor-python /tmp/bench/bin/python --rounds 3 --with-50m
     python benchmarks/side_by_side.py sgd --competitor-python /tmp/bench/bin/python --rounds 3
     python benchmarks/side_by_side.py implicit --small --rounds 1     # a quick look (20k x 5k)
+    python benchmarks/side_by_side.py implicit --configs "cg d=128" --competitor-python ...   # one row of the table
 
 The competitor's environment needs numpy, scipy, pandas and the competitor (``pip install implicit
 scikit-surprise pyspark``, Java for Spark); it does not need mfrec: the data generators here use numpy only.
@@ -386,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", action="store_true", help="small data, for a quick look")
     ap.add_argument("--with-50m", action="store_true", help="explicit: mfrec alone at 50M ratings too")
     ap.add_argument("--out", default=None, help="append the raw results here (JSON lines)")
+    ap.add_argument("--configs", nargs="+", default=None, metavar="TEXT",
+                    help="only the configurations whose name contains one of these (e.g. 'cg d=128')")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--config", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -409,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         entry = {"suite": args.suite, "round": rnd + 1, "order": order, "load": os.getloadavg(),
                  "gemm": run_worker(args, "gemm", args.python), "mfrec": {}, "competitor": {}}
         for config in configs(args.suite, "mfrec", args.with_50m):
+            if args.configs and not any(c in config for c in args.configs):
+                continue
             for who in order:
                 if who == "competitor" and config not in configs(args.suite, "peer"):
                     continue
