@@ -48,8 +48,10 @@ def child(small: bool, threads: int, implicit_only: bool = False) -> dict:
     winter = mfrec.Interactions.from_matrix(power_law_matrix(2_000, 500, seed=1))
     for d in (64, 128):
         for solver in ("cg", "cholesky"):
-            mfrec.ImplicitALS(factors=d, solver=solver, iterations=1, num_threads=threads).fit(winter)
-            model = mfrec.ImplicitALS(factors=d, solver=solver, iterations=3, num_threads=threads).fit(inter)
+            # the settings of every earlier run (lambda 0.05, alpha 1), not the model's defaults, which changed
+            kw = dict(factors=d, solver=solver, num_threads=threads, regularization=0.05, alpha=1.0)
+            mfrec.ImplicitALS(iterations=1, **kw).fit(winter)
+            model = mfrec.ImplicitALS(iterations=3, **kw).fit(inter)
             secs = [h["seconds"] for h in model.history_]
             out[f"implicit {solver} d={d} s/iter"] = float(np.median(np.diff([0.0] + secs)[1:]))
     if implicit_only:
