@@ -134,7 +134,7 @@ int64_t explicit_dual_batched(const P* indptr, const I* indices, const R* data, 
       for (int e = 0; e < n; ++e) top = G[(size_t)e * n + e] > top ? G[(size_t)e * n + e] : top;
       const v8d floor = top * ((double)n * std::numeric_limits<double>::epsilon());
       const v8d one = v8d{} + 1.0;
-      auto bad = floor > one;  // all false: the lanes' failure flags
+      decltype(floor > one) bad = {};  // the lanes' failure flags, all clear
       for (int c = 0; c < n; ++c) {
         v8d* Uc = G.data() + (size_t)c * n;
         v8d s = Uc[c];
