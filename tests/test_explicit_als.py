@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 
 from mfrec import Interactions
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, NotFittedError, UnknownIdError
-from mfrec.kernels.als_explicit import als_explicit_step, cholesky_solve, explicit_sse, predict_pairs
+from mfrec.kernels.als_explicit import (
+    als_explicit_step,
+    cholesky_solve,
+    explicit_ridge_rows,
+    explicit_sse,
+    predict_pairs,
+)
 from mfrec.models.base import clone
 from mfrec.models.explicit import ExplicitALS
 
@@ -184,6 +190,25 @@ def test_short_rows_batched_eight_per_length_match_numpy_and_fail_alone(dtype, b
     np.testing.assert_array_equal(X2[victim], 7.0)
     good = np.setdiff1d(np.arange(len(rows)), [victim])
     np.testing.assert_allclose(X2[good], X_ref[good], **tol)
+
+
+def test_short_rows_with_huge_factors_match_numpy_dual_solve():
+    """Factors around 1e8 put the pivot floor (n eps max G_ee) far above 1; the batched dual solve must still run
+    every row (numpy's primal solve is the inaccurate one here: cond(F^T F + lambda I) ~ 1e17)."""
+    gen = np.random.default_rng(0)
+    d, m = 12, 30
+    rows = [np.sort(gen.choice(m, 5, replace=False)) for _ in range(9)]
+    indptr = np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int64)
+    indices = np.concatenate(rows).astype(np.int32)
+    data = gen.integers(1, 6, len(indices)).astype(np.float32)
+    Y = gen.normal(size=(m, d)) * 1e8
+    X, bu, failed = np.zeros((9, d)), np.zeros(9), np.zeros(9, np.uint8)
+    explicit_ridge_rows(indptr, indices, data, Y, np.zeros(m), 3.0, 0.1, False, False, X, bu, failed)
+    assert not failed.any()
+    for u, cols in enumerate(rows):
+        F, t = Y[cols], data[indptr[u] : indptr[u + 1]].astype(np.float64) - 3.0
+        np.testing.assert_allclose(X[u], F.T @ np.linalg.solve(F @ F.T + 0.1 * np.eye(len(cols)), t), rtol=1e-9,
+                                   atol=1e-25)
 
 
 @settings(max_examples=40, deadline=None)
