@@ -191,7 +191,8 @@ int64_t explicit_dual_batched(const P* indptr, const I* indices, const R* data, 
 // throughout. A row whose system is numerically singular (pivot floor) is marked in failed and left unchanged.
 // A row with fewer ratings than unknowns (0 < n_u < k) solves the same problem in its dual form, an n_u x n_u
 // system: z_u = D^-1 F^T w with (F D^-1 F^T + I) w = t (multiply out (F^T F + D) D^-1 F^T w = F^T (F D^-1 F^T + I) w
-// = F^T t), about half the work at n_u = 40, k = 65, and better conditioned (its eigenvalues are >= 1).
+// = F^T t), about half the work at n_u = 40, k = 65, and better conditioned (its eigenvalues are >= 1), eight rows
+// at a time (explicit_dual_batched, GCC and Clang); other compilers solve those rows in the primal form below.
 template <typename T, typename P, typename I, typename R>
 int64_t explicit_ridge_rows(const P* indptr, const I* indices, const R* data, int64_t n_rows, const T* other,
                             const T* other_bias, int d, double mu, double reg, bool frequency_weighted, bool biases,
@@ -207,50 +208,16 @@ int64_t explicit_ridge_rows(const P* indptr, const I* indices, const R* data, in
 #endif
   const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(n_rows, 1024));
   std::atomic<int64_t> next{0};
-  const int ldf = (k + 15) / 16 * 16;  // gathered rows padded with zeros to whole 16-double tiles
+  const int ldf = gram_ld<double>(k);  // gathered rows padded with zeros to whole register tiles
   parallel_workers(n_chunks, n_threads, [&](int) {
-    std::vector<double> A((size_t)k * ldf), b(k), F, M, G, t, isd(k);  // A's rows padded like F's
+    std::vector<double> A((size_t)k * ldf), b(k), F;  // A's rows padded like F's
     for (;;) {
       const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
       if (c >= n_chunks) break;
       for (int64_t u = c * n_rows / n_chunks; u < (c + 1) * n_rows / n_chunks; ++u) {
         const int64_t start = indptr[u], n_u = indptr[u + 1] - start;
+        if (n_u > 0 && n_u < k && batched) continue;  // solved above, in their dual form
         const double scale = frequency_weighted ? (double)std::max<int64_t>(n_u, 1) : 1.0;
-        if (n_u > 0 && n_u < k && batched) continue;  // solved above
-        if (n_u > 0 && n_u < k) {  // the dual n_u x n_u system, one row at a time
-          const int n = (int)n_u, ldn = (n + 15) / 16 * 16;
-          for (int j = 0; j < d; ++j) isd[j] = 1.0 / std::sqrt(reg * scale);  // D^-1/2
-          if (biases) isd[d] = 1.0 / std::sqrt((bias_reg >= 0.0 ? bias_reg : reg) * scale);
-          if (M.size() < (size_t)k * ldn) M.resize((size_t)k * ldn);
-          if (G.size() < (size_t)n * ldn) G.resize((size_t)n * ldn);
-          if (t.size() < (size_t)ldn) t.resize(ldn);
-          for (int e = 0; e < n; ++e) {
-            if (e + 8 < n) prefetch_row(other + (size_t)indices[start + e + 8] * d, d);
-            const I i = indices[start + e];
-            const T* yi = other + (size_t)i * d;
-            for (int j = 0; j < d; ++j) M[(size_t)j * ldn + e] = (double)yi[j] * isd[j];
-            t[e] = (double)data[start + e] - mu;
-            if (biases) {
-              M[(size_t)d * ldn + e] = isd[d];
-              t[e] -= (double)other_bias[i];
-            }
-          }
-          for (int j = 0; j < k; ++j) std::fill(M.begin() + (size_t)j * ldn + n, M.begin() + (size_t)(j + 1) * ldn, 0.0);
-          gram_upper_set(M.data(), k, n, ldn, G.data(), ldn);  // G = M^T M = F D^-1 F^T
-          for (int e = 0; e < n; ++e) G[(size_t)e * ldn + e] += 1.0;
-          if (cholesky_upper(G.data(), n, ldn)) {
-            cholesky_upper_solve(G.data(), t.data(), n, ldn);  // w
-            for (int j = 0; j < k; ++j) {  // z_j = D_j^-1/2 (M w)_j
-              const double zj = isd[j] * dot(M.data() + (size_t)j * ldn, t.data(), n);
-              if (j < d) target[(size_t)u * d + j] = (T)zj;
-              else target_bias[u] = (T)zj;
-            }
-          } else {
-            failed[u] = 1;
-            failures.fetch_add(1, std::memory_order_relaxed);
-          }
-          continue;
-        }
         std::fill(b.begin(), b.end(), 0.0);
         if (F.size() < (size_t)n_u * ldf) F.assign((size_t)n_u * ldf, 0.0);  // padding columns stay zero
         for (int64_t e = 0; e < n_u; ++e) {  // gather F_u (rows f_i = [y_i, 1]) and b = F_u^T t_u

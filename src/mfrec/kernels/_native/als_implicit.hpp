@@ -27,10 +27,7 @@ inline void gram_apply(int64_t start, int64_t end, const I* __restrict indices, 
   int64_t e = start;
   for (; e + 8 <= end; e += 8) {
     const int64_t pf_end = std::min<int64_t>(e + 16, end);
-    for (int64_t f = e + 8; f < pf_end; ++f) {
-      const char* row = reinterpret_cast<const char*>(Y + (size_t)indices[f] * d);
-      for (size_t off = 0; off < d * sizeof(T); off += 64) __builtin_prefetch(row + off, 0, 3);
-    }
+    for (int64_t f = e + 8; f < pf_end; ++f) prefetch_row(Y + (size_t)indices[f] * d, d);
     const T* y0 = Y + (size_t)indices[e] * d;
     const T* y1 = Y + (size_t)indices[e + 1] * d;
     const T* y2 = Y + (size_t)indices[e + 2] * d;
