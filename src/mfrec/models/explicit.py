@@ -105,6 +105,7 @@ class _ExplicitModel(FactorModel):
             "early_stopping_rounds": None
             if self.early_stopping_rounds is None
             else check_int("early_stopping_rounds", self.early_stopping_rounds, minimum=1),
+            "calculate_training_loss": check_bool("calculate_training_loss", self.calculate_training_loss),
         }
 
     def _count_scaled(self) -> bool:
@@ -229,12 +230,12 @@ class _ExplicitModel(FactorModel):
                     "regularization, lower the learning rate, or use dtype='float64'"
                 )
 
-    def _train_loop(self, step, n_iter: int, val, patience: int | None, objective) -> None:
+    def _train_loop(self, step, n_iter: int, val, patience: int | None, objective, with_loss: bool) -> None:
         """Run ``step()`` (one SGD epoch) up to ``n_iter`` times with the bookkeeping of every fit
-        (:class:`mfrec.models.training.Tracker`: history, progress events, early stopping on validation RMSE)."""
+        (:class:`mfrec.models.training.Tracker`: history, progress events, early stopping on validation RMSE);
+        ``objective()`` after every epoch when ``with_loss``, else a check of the factors."""
         started = time.perf_counter()
         tracker = Tracker(self, type(self).__name__, n_iter, self._state_names, "val_rmse", False, patience)
-        with_loss = check_bool("calculate_training_loss", getattr(self, "calculate_training_loss", True))
         for it in range(1, n_iter + 1):
             step()
             entry: dict[str, Any] = {"iteration": it}
@@ -473,7 +474,7 @@ class _ExplicitPlan(ALSPlan):
         dt, d = p["dtype"], p["factors"]
         model._start_fit(inter, dt)
         self.model, self.inter, self.iterations = model, inter, p["iterations"]
-        self.compute_loss = check_bool("calculate_training_loss", model.calculate_training_loss)
+        self.compute_loss = p["calculate_training_loss"]
         self.val = model._validation_pairs(validation)
         if self.val is not None:
             self.val_key, self.patience = "val_rmse", p["early_stopping_rounds"]
@@ -680,7 +681,7 @@ class SGDFactorization(_ExplicitModel):
                       self.item_bias_, mu, step_size, reg, breg, biases, *steps)
 
         self._train_loop(step, p["iterations"], val, p["early_stopping_rounds"],
-                         lambda: self._objective(csr, reg, count))
+                         lambda: self._objective(csr, reg, count), p["calculate_training_loss"])
         return self
 
     def _fit_svdpp(self, csr, gen, init_std, lr, decay, reg, breg, mu, biases, val, p, count, steps) -> None:
@@ -733,4 +734,5 @@ class SGDFactorization(_ExplicitModel):
             return float(loss), float(np.sqrt(sse / max(csr.nnz, 1)))
 
         effective()
-        self._train_loop(step, p["iterations"], val, p["early_stopping_rounds"], objective)
+        self._train_loop(step, p["iterations"], val, p["early_stopping_rounds"], objective,
+                         p["calculate_training_loss"])
