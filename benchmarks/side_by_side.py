@@ -166,6 +166,12 @@ def configs(suite: str, lib: str, with_50m: bool = False) -> list[str]:
     return ["SVD (100 factors)", "SVD++ (20 factors)"] + (["SVD (100 factors) +loss"] if lib == "mfrec" else [])
 
 
+def implicit_config(config: str) -> tuple[str, int, bool]:
+    """``"cg d=64 +loss"`` -> ``("cg", 64, True)``."""
+    solver, factors = config.split()[:2]
+    return solver, int(factors[2:]), config.endswith("+loss")
+
+
 def worker_gemm() -> dict:
     n = 4096
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
@@ -190,7 +196,7 @@ def implicit_data(small: bool):
 
 def worker_implicit(lib: str, config: str, small: bool, threads: int) -> dict:
     m, warm = implicit_data(small)
-    solver, d, loss = config.split()[0], int(config.split()[1][2:]), config.endswith("+loss")
+    solver, d, loss = implicit_config(config)
     shape = {"nnz": int(m.nnz), "shape": list(m.shape)}
     factor_bytes = (m.shape[0] + m.shape[1]) * d * 4
     if lib == "mfrec":
@@ -225,6 +231,7 @@ def worker_implicit(lib: str, config: str, small: bool, threads: int) -> dict:
     return {"s_per_iter": float(np.median(per_iter[1:])), **shape, **memory_entry(mem, csr_bytes(conf), factor_bytes)}
 
 
+EXPLICIT_RANK = 64  # mfrec's factors and Spark's rank, the "d=64" of the configuration names
 EXPLICIT_SIZE = {"4m": (100_000, 20_000, 4_000_000), "50m": (1_000_000, 100_000, 50_000_000),
                  "small": (10_000, 2_000, 200_000)}
 
@@ -237,15 +244,15 @@ def worker_explicit(lib: str, config: str, small: bool, threads: int, extra_iter
         return {**_spark_explicit(m, threads, extra_iterations), **shape}
     import mfrec
 
-    kw = dict(factors=64, regularization=0.1, biases=False, regularization_scaling="count", num_threads=threads,
-              calculate_training_loss=False)
+    kw = dict(factors=EXPLICIT_RANK, regularization=0.1, biases=False, regularization_scaling="count",
+              num_threads=threads, calculate_training_loss=False)
     mfrec.ExplicitALS(iterations=1, **kw).fit(mfrec.Interactions(planted_ratings(2_000, 500, 20_000, 1)))
     inter = mfrec.Interactions(m)
     with PeakMemory() as mem:
         model = mfrec.ExplicitALS(iterations=3, **kw).fit(inter)
     per_iter = np.diff([0.0] + [h["seconds"] for h in model.history_])
     return {"s_per_iter": float(np.median(per_iter[1:])), **shape,
-            **memory_entry(mem, csr_bytes(m), (m.shape[0] + m.shape[1]) * 64 * 4)}
+            **memory_entry(mem, csr_bytes(m), (m.shape[0] + m.shape[1]) * EXPLICIT_RANK * 4)}
 
 
 def _spark_explicit(m, threads: int, extra: int) -> dict:  # pragma: no cover - needs pyspark and Java
@@ -265,8 +272,8 @@ def _spark_explicit(m, threads: int, extra: int) -> dict:  # pragma: no cover - 
     sdf.count()
     times = {}
     for iters in (1, 1, 1 + extra):  # the first fit warms the JVM (it ran longer than a 3-iteration fit)
-        als = ALS(rank=64, regParam=0.1, maxIter=iters, userCol="user", itemCol="item", ratingCol="rating",
-                  seed=0, implicitPrefs=False, nonnegative=False, coldStartStrategy="nan")
+        als = ALS(rank=EXPLICIT_RANK, regParam=0.1, maxIter=iters, userCol="user", itemCol="item",
+                  ratingCol="rating", seed=0, implicitPrefs=False, nonnegative=False, coldStartStrategy="nan")
         t0 = time.perf_counter()
         model = als.fit(sdf)
         model.userFactors.count()  # the fit is lazy in parts: force the factors
@@ -314,14 +321,14 @@ def worker_sgd(lib: str, config: str) -> dict:
 
 
 # ============================================================================================ driver
-def flops(suite: str, config: str, entry: dict, small: bool) -> float | None:
+def flops(suite: str, config: str, entry: dict) -> float | None:
     """The work of one iteration by the issue's model (None where it has none)."""
     if suite == "explicit":
-        (n_u, n_i), nnz, k = entry["shape"], entry["nnz"], 64
+        (n_u, n_i), nnz, k = entry["shape"], entry["nnz"], EXPLICIT_RANK
         return 2 * nnz * k**2 + (n_u + n_i) * k**3 / 3
     if suite == "implicit":
         (n_u, n_i), nnz = entry["shape"], entry["nnz"]
-        solver, d = config.split()[0], int(config.split()[1][2:])
+        solver, d, _ = implicit_config(config)
         if solver == "cholesky":
             return 2 * nnz * d**2 + (n_u + n_i) * d**3 / 3
         return 4 * (2 * (n_u + n_i) * d**2 + 8 * nnz * d)
@@ -356,22 +363,21 @@ def summarise(args, rounds: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: f"{np.median(v):.3g} ({min(v):.3g}-{max(v):.3g})" if v else "—"  # noqa: E731
     for config in rounds[0]["mfrec"]:
-        mine = [r["mfrec"][config]["s_per_iter"] for r in rounds]
-        theirs = [r["competitor"][config]["s_per_iter"] for r in rounds if config in r.get("competitor", {})]
+        def values(who: str, key: str, first: str | None = None) -> list[float]:
+            """``key`` of ``config`` for ``who`` in every round that has it (whose order starts with ``first``)."""
+            return [r[who][config][key] for r in rounds if key in r.get(who, {}).get(config, {})
+                    and (first is None or r["order"][0] == first)]
+
+        mine, theirs = values("mfrec", "s_per_iter"), values("competitor", "s_per_iter")
         ratio = f"**{np.median(mine) / np.median(theirs):.2f}**" if theirs else "—"
-        first = [r["competitor"][config]["s_per_iter"] for r in rounds if config in r.get("competitor", {})
-                 and r["order"][0] == "competitor"]
-        after = [r["competitor"][config]["s_per_iter"] for r in rounds if config in r.get("competitor", {})
-                 and r["order"][0] == "mfrec"]
+        first, after = values("competitor", "s_per_iter", "competitor"), values("competitor", "s_per_iter", "mfrec")
         order = f"{np.median(first):.3g} / {np.median(after):.3g}" if first and after else "—"
-        f = flops(args.suite, config, rounds[0]["mfrec"][config], args.small)
+        f = flops(args.suite, config, rounds[0]["mfrec"][config])
         pct = [f / s / 1e9 / p * 100 for s, p in zip(mine, peaks)] if f else []
         pct_s = f"{np.median(pct):.1f} % ({min(pct):.1f}-{max(pct):.1f})" if pct else "—"
-        mem_m = np.median([r["mfrec"][config].get("memory_ratio", np.nan) for r in rounds])
-        mem_c = [r["competitor"][config].get("memory_ratio", np.nan) for r in rounds if config in r.get("competitor", {})]
-        mem = f"{mem_m:.2f}x, " + (f"{np.nanmedian(mem_c):.2f}x" if mem_c and not np.isnan(mem_c).all() else "—")
-        q_m = [r["mfrec"][config]["rmse"] for r in rounds if "rmse" in r["mfrec"][config]]
-        q_c = [r["competitor"][config]["rmse"] for r in rounds if "rmse" in r.get("competitor", {}).get(config, {})]
+        mem_m, mem_c = values("mfrec", "memory_ratio"), values("competitor", "memory_ratio")
+        mem = (f"{np.median(mem_m):.2f}x" if mem_m else "—") + ", " + (f"{np.median(mem_c):.2f}x" if mem_c else "—")
+        q_m, q_c = values("mfrec", "rmse"), values("competitor", "rmse")
         quality = f"RMSE {np.median(q_m):.4f}, {np.median(q_c):.4f}" if q_m and q_c else "—"
         lines.append(f"| {config} | {fmt(mine)} | {fmt(theirs)} | {ratio} | {order} | {pct_s} | {mem} | {quality} |")
     return "\n".join(lines)
