@@ -132,9 +132,9 @@ class ALSPlan:
     solve into their previous rows), ``row_order`` (blocks carry a longest-first schedule), ``kernel`` (the
     block function), ``state_names`` (model attributes that early stopping snapshots) and ``nonfinite_hint``.
     Instance attributes: ``compute_loss`` (False: no ``loss`` in the history, no loss pass over the data; the
-    factors are scanned for non-finite values instead), ``model``, ``iterations``, ``val_key`` / ``maximize`` / ``patience`` (validation and
-    early stopping; ``val_key`` None without validation data) and ``theoretical_bytes`` (one copy of both
-    factor matrices, for the distributed statistics).
+    factors are scanned for non-finite values instead), ``model``, ``iterations``, ``val_key`` / ``maximize`` /
+    ``patience`` (validation and early stopping; ``val_key`` None without validation data) and
+    ``theoretical_bytes`` (one copy of both factor matrices, for the distributed statistics).
     """
 
     name = "ALS"
@@ -299,15 +299,17 @@ def run(plan: ALSPlan, executor: Any = None, on_iteration: Callable[[int, Any], 
                     raise ModelFitError(plan.failure_message(name, failed))
                 plan.update(name, own, partial)
             executor.end_iteration(t0)
-            if not plan.compute_loss:
+            entry: dict[str, Any] = {"iteration": it}
+            if plan.compute_loss:
+                entry.update(plan.entry())
+                if not np.isfinite(entry["loss"]):
+                    plan.publish()
+                    plan.check_finite(it)
+                    raise ModelFitError(f"{plan.name}: the training loss became non-finite at iteration {it}; "
+                                        f"{plan.nonfinite_hint}")
+            else:  # no loss to watch: the factors themselves are checked
                 plan.publish()
                 plan.check_finite(it)
-            entry: dict[str, Any] = {"iteration": it, **(plan.entry() if plan.compute_loss else {})}
-            if plan.compute_loss and not np.isfinite(entry["loss"]):
-                plan.publish()
-                plan.check_finite(it)
-                raise ModelFitError(f"{plan.name}: the training loss became non-finite at iteration {it}; "
-                                    f"{plan.nonfinite_hint}")
             if plan.val_key is not None or on_iteration is not None:
                 plan.publish()
             if plan.val_key is not None:
