@@ -233,7 +233,7 @@ int64_t explicit_ridge_rows(const P* indptr, const I* indices, const R* data, in
           }
           for (int a = 0; a < k; ++a) b[a] += f[a] * t;
         }
-        gram_upper_set(F.data(), (int)n_u, k, ldf, A.data(), ldf);  // A = F_u^T F_u (upper triangle; no zeroing)
+        gram_upper<double>(F.data(), nullptr, (int)n_u, k, ldf, A.data(), ldf);  // A = F_u^T F_u (upper; no zeroing)
         for (int a = 0; a < d; ++a) A[(size_t)a * ldf + a] += reg * scale;
         if (biases) A[(size_t)d * ldf + d] += (bias_reg >= 0.0 ? bias_reg : reg) * scale;
         if (cholesky_upper(A.data(), k, ldf)) {

@@ -323,9 +323,4 @@ inline void gram_upper(const T* __restrict F, const T* __restrict w, int n, int 
 #endif
 }
 
-// A = F^T F (gram_upper with unit weights), double.
-inline void gram_upper_set(const double* __restrict F, int n, int k, int ldf, double* __restrict A, int lda) {
-  gram_upper<double, false>(F, nullptr, n, k, ldf, A, lda);
-}
-
 }  // namespace mfrec
