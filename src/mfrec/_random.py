@@ -56,23 +56,64 @@ def uniform_matrix(gen: np.random.Generator, rows: int, cols: int, scale: float,
 
 def _block_matrix(gen, rows, cols, scale, dtype, threads, method: str) -> np.ndarray:
     """``scale`` times float32 draws of ``Generator.<method>`` in thread-independent blocks of rows."""
-    rows, cols = int(rows), int(cols)
-    out = np.empty((rows, cols), dtype=np.float32)
-    step = max(1, NORMAL_BLOCK // max(cols, 1))
-    starts = range(0, rows, step)
-    children = gen.spawn(len(starts))
+    return BlockDraws(gen, rows, cols, scale, dtype, method).full(threads)
 
-    def fill(j: int) -> None:
-        lo = starts[j]
-        getattr(children[j], method)(out=out[lo:lo + step], dtype=np.float32)
 
-    if threads > 1 and len(starts) > 1:
-        from concurrent.futures import ThreadPoolExecutor
+class BlockDraws:
+    """The recipe of one :func:`normal_matrix` / :func:`uniform_matrix` draw, whose rows can be drawn piecewise.
 
-        with ThreadPoolExecutor(max_workers=min(threads, len(starts))) as pool:
-            list(pool.map(fill, range(len(starts))))
-    else:
-        for j in range(len(starts)):
-            fill(j)
-    out *= np.float32(scale)
-    return out if np.dtype(dtype) == np.float32 else np.ascontiguousarray(out, dtype=dtype)
+    Made from ``gen`` exactly as the whole-matrix functions use it (the same children spawned, so ``gen`` ends in
+    the same state), it produces rows ``lo:hi`` of that matrix alone (:meth:`rows`), from fresh copies of the
+    children that cover them: a distributed fit starts each block of rows from the values a local fit starts
+    from, without any process holding the whole matrix.
+    """
+
+    def __init__(self, gen: np.random.Generator, rows: int, cols: int, scale: float, dtype, method: str) -> None:
+        self.n_rows, self.cols, self.scale, self.dtype, self.method = int(rows), int(cols), scale, np.dtype(dtype), method
+        self.step = max(1, NORMAL_BLOCK // max(self.cols, 1))
+        n_children = len(range(0, self.n_rows, self.step))
+        bit = gen.bit_generator
+        self._bit_type = type(bit)
+        self._children = bit.seed_seq.spawn(n_children)  # what Generator.spawn does
+
+    def _fill(self, j: int, out: np.ndarray, skip: int = 0) -> None:
+        """Rows of child ``j`` from its ``skip``-th on into ``out`` (float32)."""
+        child = np.random.Generator(self._bit_type(self._children[j]))
+        if skip:
+            head = np.empty((skip, self.cols), dtype=np.float32)
+            getattr(child, self.method)(out=head, dtype=np.float32)
+        getattr(child, self.method)(out=out, dtype=np.float32)
+
+    def _finish(self, out: np.ndarray) -> np.ndarray:
+        out *= np.float32(self.scale)
+        return out if self.dtype == np.float32 else np.ascontiguousarray(out, dtype=self.dtype)
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo:hi`` of the matrix, equal to ``full()[lo:hi]``."""
+        out = np.empty((hi - lo, self.cols), dtype=np.float32)
+        r = lo
+        while r < hi:
+            j, skip = divmod(r, self.step)
+            take = min(hi - r, self.step - skip)
+            self._fill(j, out[r - lo:r - lo + take], skip)
+            r += take
+        return self._finish(out)
+
+    def full(self, threads: int = 1) -> np.ndarray:
+        """The whole ``(rows, cols)`` matrix, child ``j`` filling rows ``j * step:`` on up to ``threads`` threads."""
+        out = np.empty((self.n_rows, self.cols), dtype=np.float32)
+        starts = range(0, self.n_rows, self.step)
+
+        def fill(j: int) -> None:
+            lo = starts[j]
+            self._fill(j, out[lo:lo + self.step])
+
+        if threads > 1 and len(starts) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(threads, len(starts))) as pool:
+                list(pool.map(fill, range(len(starts))))
+        else:
+            for j in range(len(starts)):
+                fill(j)
+        return self._finish(out)

@@ -244,7 +244,7 @@ _MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
 }
 _MANIFEST_OPTIONAL: dict[str, tuple[type, ...]] = {
     "mfrec_version": (str,), "created": (str,), "training_data": (dict, type(None)), "metrics": (dict,),
-    "extra": (dict,), "checksum": (str,),
+    "extra": (dict,), "checksum": (str,), "shards": (dict,),
 }
 _ID_KINDS = ("int", "float", "str")
 
@@ -319,10 +319,41 @@ def save(model: Any, path: str | os.PathLike | Any, *, metrics: dict[str, float]
     metrics : optional evaluation results to record in the manifest
     extra : optional JSON-able metadata (e.g. item titles' source) to record
     """
+    arrays, manifest = _payload(model, metrics, extra)
+    if hasattr(path, "write"):  # a binary file object: written in place (no atomic rename, no fsync)
+        _write_archive(path, arrays, manifest)
+        return path
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(folder, path.name)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            _write_archive(fh, arrays, manifest)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())  # the usual mode of a new file (mkstemp makes it 0600)
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def _payload(model: Any, metrics: dict[str, float] | None, extra: dict[str, Any] | None,
+             leave_out: tuple[str, ...] = ()) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``(arrays, manifest)`` of a model (the manifest without its array entries and checksum yet).
+
+    ``leave_out``: fitted attributes stored elsewhere (a sharded model directory's per-block factor files).
+    """
     cls = type(model)
     if MODEL_REGISTRY.get(cls.__name__) is not cls:
         raise ModelFileError(f"{cls.__name__} is not a registered mfrec model class and cannot be saved")
-    state = _fitted_state(model)
+    state = {k: v for k, v in _fitted_state(model).items() if k not in leave_out}
     if not state:
         raise ModelFileError(f"{cls.__name__} is not fitted: nothing to save")
     arrays: dict[str, np.ndarray] = {}
@@ -365,28 +396,7 @@ def save(model: Any, path: str | os.PathLike | Any, *, metrics: dict[str, float]
         "structured": structured,
         "arrays": {},
     }
-    if hasattr(path, "write"):  # a binary file object: written in place (no atomic rename, no fsync)
-        _write_archive(path, arrays, manifest)
-        return path
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(folder, path.name)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            _write_archive(fh, arrays, manifest)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o666 & ~_umask())  # the usual mode of a new file (mkstemp makes it 0600)
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return arrays, manifest
 
 
 def _write_archive(fh: Any, arrays: dict[str, np.ndarray], manifest: dict[str, Any]) -> None:
@@ -490,6 +500,12 @@ def _read_manifest(zf: zipfile.ZipFile, source: str) -> dict[str, Any]:
             raw = fh.read(MAX_MANIFEST_BYTES + 1)
     except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
         raise ModelFileError(f"{source}: manifest is unreadable ({exc})") from None
+    return parse_manifest(raw, source)
+
+
+def parse_manifest(raw: bytes, source: str) -> dict[str, Any]:
+    """The manifest in ``raw`` (at most :data:`MAX_MANIFEST_BYTES` + 1 bytes read), parsed, validated against its
+    schema and, from format 2 on, against its checksum."""
     if len(raw) > MAX_MANIFEST_BYTES:
         raise ModelFileError(f"{source}: manifest is implausibly large (over {MAX_MANIFEST_BYTES} bytes)")
     try:
@@ -516,19 +532,9 @@ def _read_manifest(zf: zipfile.ZipFile, source: str) -> dict[str, Any]:
 
 
 def _read_array(zf: zipfile.ZipFile, name: str, meta: dict[str, Any], source: str) -> np.ndarray:
+    shape, dtype, nbytes, digest = array_meta(meta, name, source)
     try:
-        entry, shape, dtype_str, nbytes, digest = (
-            meta["entry"], tuple(int(s) for s in meta["shape"]), meta["dtype"], int(meta["nbytes"]), meta["sha256"],
-        )
-        dtype = np.dtype(dtype_str)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{source}: manifest entry for array {name!r} is malformed ({exc})") from exc
-    if dtype.kind not in _ALLOWED_KINDS + "U" or dtype.hasobject:
-        raise ModelFileError(f"{source}: array {name!r} has a forbidden dtype {dtype}")
-    if any(s < 0 for s in shape) or int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != nbytes:
-        raise ModelFileError(f"{source}: array {name!r} declares inconsistent shape/dtype/size")
-    try:
-        info = zf.getinfo(entry)
+        info = zf.getinfo(meta["entry"])
     except KeyError:
         raise ModelFileError(f"{source}: array {name!r} is missing from the archive (truncated file?)") from None
     if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
@@ -539,6 +545,26 @@ def _read_array(zf: zipfile.ZipFile, name: str, meta: dict[str, Any], source: st
         raw = zf.read(info)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ModelFileError(f"{source}: array {name!r} cannot be read ({exc}); the file is truncated or corrupt") from exc
+    return decode_npy(raw, name, shape, dtype, digest, source)
+
+
+def array_meta(meta: dict[str, Any], name: str, source: str) -> tuple[tuple[int, ...], np.dtype, int, str]:
+    """``(shape, dtype, nbytes, sha256)`` of a manifest's array entry, checked for consistency and dtype."""
+    try:
+        shape, dtype_str, nbytes, digest = (tuple(int(s) for s in meta["shape"]), meta["dtype"], int(meta["nbytes"]),
+                                            meta["sha256"])
+        dtype = np.dtype(dtype_str)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{source}: manifest entry for array {name!r} is malformed ({exc})") from exc
+    if dtype.kind not in _ALLOWED_KINDS + "U" or dtype.hasobject:
+        raise ModelFileError(f"{source}: array {name!r} has a forbidden dtype {dtype}")
+    if any(s < 0 for s in shape) or int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != nbytes:
+        raise ModelFileError(f"{source}: array {name!r} declares inconsistent shape/dtype/size")
+    return shape, dtype, nbytes, digest
+
+
+def decode_npy(raw: bytes, name: str, shape: tuple[int, ...], dtype: np.dtype, digest: str, source: str) -> np.ndarray:
+    """The array in the ``.npy`` bytes ``raw``, after checking their SHA-256 and that the header matches."""
     if hashlib.sha256(raw).hexdigest() != digest:
         raise ModelFileError(f"{source}: checksum mismatch for array {name!r}: the file was modified or corrupted")
     buf = io.BytesIO(raw)
@@ -572,6 +598,10 @@ def load(path: str | os.PathLike | Any, *, on_manifest: Callable[[dict[str, Any]
     else:
         path = Path(path)
         source = str(path)
+        if path.is_dir():  # a sharded model directory (mfrec.distributed.fit(..., path=...))
+            from mfrec.persist_sharded import load_dir
+
+            return load_dir(path, on_manifest=on_manifest)
         if not path.is_file():
             raise ModelFileError(f"{source}: no such model file")
         size = path.stat().st_size
@@ -581,6 +611,8 @@ def load(path: str | os.PathLike | Any, *, on_manifest: Callable[[dict[str, Any]
         raise ModelFileError(f"{source}: not a readable mfrec model file ({exc}); truncated or corrupt?") from exc
     with zf:
         manifest = _read_manifest(zf, source)
+        if "shards" in manifest:
+            raise ModelFileError(f"{source}: the manifest lists per-block shards, which only a model directory has")
         if on_manifest is not None:
             on_manifest(manifest)
         _ensure_registry()
@@ -596,6 +628,12 @@ def load(path: str | os.PathLike | Any, *, on_manifest: Callable[[dict[str, Any]
         if declared > size:
             raise ModelFileError(f"{source}: manifest declares {declared} bytes of arrays but the file is smaller")
         arrays = {name: _read_array(zf, name, meta, source) for name, meta in manifest["arrays"].items()}
+    return build_model(cls, manifest, arrays, source)
+
+
+def build_model(cls: type, manifest: dict[str, Any], arrays: dict[str, np.ndarray], source: str) -> Any:
+    """The model of a validated manifest and its arrays (shared by the archive and the directory formats)."""
+    class_name = cls.__name__
     params = manifest["params"]
     try:
         model = cls(**params)

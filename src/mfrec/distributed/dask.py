@@ -55,6 +55,7 @@ from mfrec._params import check_choice, check_int
 from mfrec._progress import report
 from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError, require_extra
+from mfrec.distributed.sharded import ShardedExecutor
 from mfrec.models.training import RowBlock, add_partials, run
 
 __all__ = ["fit", "DaskInteractions", "from_dask_dataframe", "read_parquet", "local_client", "cluster_client",
@@ -368,6 +369,13 @@ class BlockStats:
         Half-steps rerun after a lost worker.
     block_bytes : list of int
         Size of every block (user blocks then item blocks) as stored on the workers.
+    layout : {"sharded", "broadcast"}
+        Where the factors lived during the fit (:func:`fit`'s ``layout``).
+    client_bytes : list of int
+        Per iteration: every byte of arrays and numbers the client sent or received (factor rows, the Grams and
+        maps sent with the tasks, the per-block sums).
+    route_rows : list of int
+        Sharded layout: per block (user blocks then item blocks), the rows of the other side it references.
     """
 
     n_workers: int = 0
@@ -379,6 +387,9 @@ class BlockStats:
     seconds: list = field(default_factory=list)
     restarts: int = 0
     block_bytes: list = field(default_factory=list)
+    layout: str = "broadcast"
+    client_bytes: list = field(default_factory=list)
+    route_rows: list = field(default_factory=list)
 
 
 def _is_lost(exc: BaseException) -> bool:
@@ -456,6 +467,7 @@ class DaskExecutor:
     def end_iteration(self, started: float) -> None:
         self.stats.bytes_sent.append(self._sent)
         self.stats.bytes_received.append(self._received)
+        self.stats.client_bytes.append(self._sent + self._received)  # every factor byte passes the client
         self.stats.seconds.append(time.perf_counter() - started)
         self._sent = self._received = 0
 
@@ -512,7 +524,7 @@ class DaskExecutor:
             self.stats.restarts += 1
             warnings.warn(f"a dask worker was lost ({type(exc).__name__}: {exc}); rebuilding its blocks and "
                           "rerunning the half-step from the last checkpoint", RuntimeWarning, stacklevel=5)
-            self._wait_for_workers()
+            _wait_for_workers(self.client)
             for k, fut in enumerate(side.futures):  # rebuild lost blocks; warm starts come from the checkpoint
                 if fut.status != "finished":
                     side.futures[k] = side.rebuild[k]()
@@ -523,12 +535,15 @@ class DaskExecutor:
         self._received += sum(_nbytes(res) for res in results)
         return results
 
-    def _wait_for_workers(self, timeout: float = 60.0) -> None:
-        end = time.monotonic() + timeout
-        while not self.client.scheduler_info(n_workers=-1)["workers"]:
-            if time.monotonic() > end:
-                raise ModelFitError("all dask workers are gone; the fit cannot continue")
-            time.sleep(0.25)
+
+
+def _wait_for_workers(client, timeout: float = 60.0) -> None:
+    """Return once the cluster has a worker again; ModelFitError after ``timeout`` seconds without one."""
+    end = time.monotonic() + timeout
+    while not client.scheduler_info(n_workers=-1)["workers"]:
+        if time.monotonic() > end:
+            raise ModelFitError("all dask workers are gone; the fit cannot continue")
+        time.sleep(0.25)
 
 
 def _nbytes(result) -> int:
@@ -544,7 +559,8 @@ def _n_blocks(client, n_blocks: int | None) -> int:
 
 
 # ============================================================================================ fit
-def fit(model: Any, data: Any, client: Any, n_blocks: int | None = None, *, max_restarts: int = 3,
+def fit(model: Any, data: Any, client: Any, n_blocks: int | None = None, *, layout: str = "sharded",
+        gather: bool | str = "auto", path: Any = None, max_restarts: int = 3,
         on_iteration: Callable[[int, Any], None] | None = None, user_attributes: Any = None,
         item_attributes: Any = None) -> Any:
     """Fit ``model`` (ImplicitALS, ExplicitALS or HybridALS) on a dask.distributed cluster; returns it fitted.
@@ -562,11 +578,24 @@ def fit(model: Any, data: Any, client: Any, n_blocks: int | None = None, *, max_
     n_blocks : int, optional
         Blocks per side (user blocks, item blocks); default: the number of workers. More blocks than workers
         balance load better.
+    layout : {"sharded", "broadcast"}, default "sharded"
+        ``"sharded"`` (:mod:`mfrec.distributed.sharded`): each block's factor rows stay on its worker, a block
+        receives only the rows of the other side that its entries reference (worker to worker), and the client
+        handles O(d^2) per block and half-step. ``"broadcast"``: the client gathers each side's factors and
+        broadcasts them to every worker (fewer, larger messages; the client holds both factor matrices).
+    gather : bool or "auto", default "auto"
+        Sharded layout: gather the factors into the returned model at the end. ``"auto"``: when both factor
+        matrices take at most half of this process's available memory. Without gathering, ``path`` is required
+        and the returned model holds no factors (``user_factors_`` is None): load it with ``mfrec.load(path)``.
+    path : str or path-like, optional
+        Sharded layout: also save the model as a sharded model directory (:mod:`mfrec.persist_sharded`), each
+        worker writing its blocks' rows; the workers must see this path too.
     max_restarts : int, default 3
         How many times a half-step is rerun after a lost worker before the error propagates.
     on_iteration : callable ``(iteration, model)``, optional
-        Called on the client after every iteration (the model holds that iteration's factors; for HybridALS
-        the rows of cold ids are 0 until the end of the fit).
+        Called on the client after every iteration. Broadcast layout: the model holds that iteration's factors
+        (for HybridALS the rows of cold ids are 0 until the end of the fit). Sharded layout: the factors are on
+        the workers; the model holds the history so far.
     user_attributes, item_attributes : Attributes or DataFrame indexed by id, optional
         HybridALS only, as in ``HybridALS.fit``. Each block carries its rows of them to its worker.
 
@@ -588,6 +617,13 @@ def fit(model: Any, data: Any, client: Any, n_blocks: int | None = None, *, max_
     if not hasattr(client, "scatter") or not hasattr(client, "submit"):
         raise InvalidParameterError(f"client must be a distributed.Client, got {type(client).__name__}")
     max_restarts = check_int("max_restarts", max_restarts, minimum=0)
+    check_choice("layout", layout, ("sharded", "broadcast"))
+    if not (isinstance(gather, bool) or gather == "auto"):
+        raise InvalidParameterError(f"gather must be True, False or 'auto', got {gather!r}")
+    sharded = layout == "sharded"
+    if not sharded and (path is not None or gather is False):
+        raise InvalidParameterError("path= and gather=False are for layout='sharded' (the broadcast layout holds the "
+                                    "factors in this process: save the returned model with model.save)")
     name = type(model).__name__
     if not hasattr(model, "_als_plan"):
         raise InvalidParameterError(
@@ -610,14 +646,14 @@ def fit(model: Any, data: Any, client: Any, n_blocks: int | None = None, *, max_
                                         "not a dask DataFrame or Parquet input yet")
         users, items, uside, iside = _dask_blocks(client, data, B)
         inter = _collect_interactions(client, uside, users, items, has_values=data.value is not None)
-        plan = model._als_plan(inter, entries_on_workers=True)
+        plan = model._als_plan(inter, entries_on_workers=True, sharded=sharded)
         sides = {"user": uside, "item": iside}
         transform = plan.entry_transform()
         if transform is not None:
             sides = {key: _transform_side(client, side, transform, k, users, items)
                      for k, (key, side) in enumerate(sides.items())}
     else:
-        plan = model._als_plan(data, **attributes)
+        plan = model._als_plan(data, sharded=sharded, **attributes)
         if plan.not_distributable:
             raise InvalidParameterError(plan.not_distributable)
         sides = {key: _scatter_side(client, plan.side(key), B, plan.row_order) for key in ("user", "item")}
@@ -625,10 +661,67 @@ def fit(model: Any, data: Any, client: Any, n_blocks: int | None = None, *, max_
     sizes = client.gather([client.submit(_block_nbytes, f, pure=False) for f in futures])
     stats = BlockStats(n_workers=len(client.scheduler_info(n_workers=-1)["workers"]),
                        n_user_blocks=len(sides["user"].futures), n_item_blocks=len(sides["item"].futures),
-                       theoretical_bytes=int(plan.theoretical_bytes), block_bytes=[int(s) for s in sizes])
-    run(plan, DaskExecutor(client, sides, max_restarts, stats), on_iteration)
-    model.distributed_stats_ = asdict(stats)  # plain JSON-able dict: the model file can hold it
+                       theoretical_bytes=int(plan.theoretical_bytes), block_bytes=[int(s) for s in sizes],
+                       layout=layout)
+    if not sharded:
+        run(plan, DaskExecutor(client, sides, max_restarts, stats), on_iteration)
+        model.distributed_stats_ = asdict(stats)  # plain JSON-able dict: the model file can hold it
+        return model
+    do_gather = _decide_gather(gather, path, plan, name)
+    executor = ShardedExecutor(client, sides, max_restarts, stats, gather=do_gather)
+    run(plan, executor, on_iteration)
+    stats.route_rows = [int(n) for side in ("user", "item") for n in executor.routes[side].sizes.sum(axis=1)]
+    model.distributed_stats_ = asdict(stats)
+    if path is not None:
+        save_sharded(model, executor, path)
     return model
+
+
+def _decide_gather(gather: bool | str, path: Any, plan: Any, name: str) -> bool:
+    """Whether a sharded fit gathers its factors into the client at the end (``fit``'s ``gather``)."""
+    if plan.row_stats is None:
+        raise InvalidParameterError(f"{name} cannot be fitted with layout='sharded'; use layout='broadcast'")
+    if gather == "auto":
+        import psutil
+
+        gather = plan.theoretical_bytes <= 0.5 * psutil.virtual_memory().available
+        if not gather and path is None:
+            raise InvalidParameterError(
+                f"the factor matrices ({plan.theoretical_bytes / 2**30:.1f} GiB) would take more than half of this "
+                "process's available memory: give path= to save the model sharded from the workers")
+    if not gather:
+        if path is None:
+            raise InvalidParameterError("gather=False keeps the factors on the workers: give path= to save them")
+        if not plan.model_can_stay_sharded:
+            raise InvalidParameterError(f"{name} must gather its factors at the end of the fit (its cold-id step "
+                                        "needs them whole): use gather=True")
+    return bool(gather)
+
+
+def save_sharded(model: Any, executor: ShardedExecutor, path: Any) -> Any:
+    """Write ``model`` as a sharded model directory at ``path``: each worker writes its blocks' rows, the client
+    the id maps, the training pattern and the manifest (:mod:`mfrec.persist_sharded`)."""
+    from mfrec.persist_sharded import finish_directory, new_directory, write_shard
+
+    client = executor.client
+    names = executor.row_names
+    tmp = new_directory(path)
+    try:
+        shards: dict[str, list] = {}
+        for side in ("user", "item"):
+            futures = [client.submit(write_shard, rows, names[side], str(tmp), k, lo, hi,
+                                     workers=None if worker is None else [worker], allow_other_workers=True,
+                                     pure=False)
+                       for k, (lo, hi, rows, worker) in enumerate(executor.blocks_of(side))]
+            for written in client.gather(futures):
+                for key, entry in written.items():
+                    shards.setdefault(key, []).append(entry)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return finish_directory(model, tmp, path, shards)
 
 
 @contextlib.contextmanager

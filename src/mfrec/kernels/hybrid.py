@@ -82,19 +82,22 @@ def prior_ridge_rows(indptr, indices, weight, target, Y, G0, c0, reg, prior, X, 
                              _args.out(failed, np.uint8, "failed"))
 
 
-def prior_half_step(indptr, indices, weight, target, Y, X, prior, *, c0: float, reg: float) -> np.ndarray:
+def prior_half_step(indptr, indices, weight, target, Y, X, prior, *, c0: float, reg: float,
+                    YtY: np.ndarray | None = None, n_fixed: int | None = None) -> np.ndarray:
     """Update every row of ``X`` in place by :func:`prior_ridge_rows`; returns the ``failed`` mask (uint8).
 
+    ``YtY``: ``Y^T Y`` (float64 (d, d)) of the whole fixed side when ``Y`` holds only the rows that ``indices``
+    reference (a sharded fit), with ``n_fixed`` its number of rows; by default both come from ``Y``.
     Rows the kernel finds numerically singular are solved again by minimum-norm least squares
     (:func:`mfrec.kernels.dense.solve_psd`); only rows whose system is not finite stay marked.
     """
-    G0 = (Y.T @ Y) * float(c0)
+    G0 = (Y.T @ Y if YtY is None else np.array(YtY, dtype=np.float64)) * float(c0)
     G0[np.diag_indices_from(G0)] += reg
     failed = np.zeros(X.shape[0], dtype=np.uint8)
     prior_ridge_rows(indptr, indices, weight, target, Y, np.ascontiguousarray(G0), float(c0), float(reg),
                      prior, X, failed)
     # rows numerically singular in the kernel (lambda lost in rounding): minimum-norm least squares, in numpy
-    rcond = rank_tolerance(Y.shape[1], Y.dtype, Y.shape[0])  # G0 is a Gram over every row of Y
+    rcond = rank_tolerance(Y.shape[1], Y.dtype, Y.shape[0] if n_fixed is None else n_fixed)  # G0: every row of Y
     for u in np.flatnonzero(failed):
         lo, hi = int(indptr[u]), int(indptr[u + 1])
         Ys = Y[indices[lo:hi]].astype(np.float64)

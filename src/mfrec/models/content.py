@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from mfrec._params import check_choice, check_dtype, check_float, check_int
-from mfrec._random import rng, uniform_matrix
+from mfrec._random import BlockDraws, rng
 from mfrec.data.attribute_data import AttributeData, check_finite_values
 from mfrec.data.feedback import entry_confidence
 from mfrec.data.interactions import Interactions
@@ -338,11 +338,12 @@ class HybridALS(FactorModel):
         return run(self._als_plan(interactions, user_attributes=user_attributes, item_attributes=item_attributes))
 
     def _als_plan(self, data: Any, validation: Any = None, *, user_attributes: Any = None,
-                  item_attributes: Any = None) -> _HybridPlan:
-        """The plan of a fit (:mod:`mfrec.models.training`); no validation data (it must be None)."""
+                  item_attributes: Any = None, sharded: bool = False) -> _HybridPlan:
+        """The plan of a fit (:mod:`mfrec.models.training`); no validation data (it must be None);
+        ``sharded``: the factors live on the workers until the end of the fit."""
         if validation is not None:
             raise InvalidParameterError("HybridALS takes no validation data")
-        return _HybridPlan(self, self._prepare_fit(data, user_attributes, item_attributes))
+        return _HybridPlan(self, self._prepare_fit(data, user_attributes, item_attributes), sharded)
 
     def _finish_fit(self, setup: dict[str, Any], X: np.ndarray, Y: np.ndarray, W: np.ndarray | None,
                     E: np.ndarray | None, history: list[dict[str, Any]]) -> HybridALS:
@@ -555,11 +556,18 @@ def hybrid_block(block: RowBlock, fixed: tuple, small: dict, own: None, with_los
     # the prior is the buffer the solve writes into: prior_ridge_rows reads all of row u's prior before it
     # writes row u (and leaves failed rows at m_u), so one (n_rows, d) array serves as both
     X = np.ascontiguousarray(block.feats @ M) if M is not None else np.zeros((n_rows, d))
-    failed = prior_half_step(block.indptr, block.indices, block.values, block.pref, Y, X, X, c0=c0, reg=small["lam"])
+    failed = prior_half_step(block.indptr, block.indices, block.values, block.pref, Y, X, X, c0=c0, reg=small["lam"],
+                             YtY=small.get("YtY"), n_fixed=small.get("n_fixed"))
     X[np.diff(block.indptr) == 0] = 0.0
     loss = implicit_observed_loss(block.indptr, block.indices, block.values, block.pref, X, Y, c0) if with_loss else 0.0
     AtX = None if M is None else block.feats.T @ X
     return (X,), {"failed": int(failed.sum()), "AtX": AtX, "loss": float(loss)}
+
+
+def hybrid_row_stats(block: RowBlock, rows: tuple, small: dict) -> dict:
+    """What a sharded HybridALS fit needs of a block's new rows: ``gram`` = ``X_b^T X_b`` (float64 (d, d); the
+    cold rows are 0, so over the warm rows): the next half-step's ``c0 X^T X`` and the loss's dense terms."""
+    return {"gram": rows[0].T @ rows[0]}
 
 
 def hybrid_map_block(block: RowBlock, fixed: tuple, small: dict, own: None, with_loss: bool) -> tuple[tuple, dict]:
@@ -592,8 +600,10 @@ class _HybridPlan(ALSPlan):
     loss_side = "user"
     warm_start = False
     nonfinite_hint = "increase regularization"
+    row_stats = staticmethod(hybrid_row_stats)
+    model_can_stay_sharded = False  # the cold-id step at the end needs both factor matrices
 
-    def __init__(self, model: HybridALS, setup: dict[str, Any]) -> None:
+    def __init__(self, model: HybridALS, setup: dict[str, Any], sharded: bool = False) -> None:
         self.model, self.s, self.iterations = model, setup, setup["iterations"]
         d, dt, self.free = setup["d"], setup["dt"], setup["free"]
         self.lam, self.lam_a, self.c0 = setup["lam"], setup["lam_a"], setup["c0"]
@@ -604,13 +614,18 @@ class _HybridPlan(ALSPlan):
         F = max((A.shape[1] for A in self.feats.values() if A is not None), default=0)
         check_factor_memory("HybridALS", d, n["user"], n["item"], 8, get_num_threads(), extra=3.0 * F * (F + d) * 8)
         gen = rng(model.seed)
+        self.sharded, self.n = sharded, n
         # ImplicitALS's start (its draws in the factor dtype: users, then items), solved in float64
-        self.F = {name: uniform_matrix(gen, n[name], d, 0.01, dt).astype(np.float64) for name in ("user", "item")}
+        self._draws = {name: BlockDraws(gen, n[name], d, 0.01, dt, "random") for name in ("user", "item")}
+        self.F: dict[str, np.ndarray | None] = {name: None for name in ("user", "item")}
+        self._gram: dict[str, np.ndarray] = {}  # sharded: X^T X of each side, summed from the blocks
+        self._atx: dict[str, np.ndarray | None] = {}
         self.maps: dict[str, np.ndarray | None] = {}
         self.grams: dict[str, tuple[np.ndarray, float] | None] = {}
-        ratio = self.lam_a / self.lam
+        self.ratio = ratio = self.lam_a / self.lam
         for name in ("user", "item"):
-            self.F[name][~self.warm[name]] = 0.0
+            if not sharded:
+                self.F[name] = self.initial_rows(name)(0, n[name])[0]
             A = self.feats[name]
             self.maps[name] = None if A is None else np.zeros((A.shape[1], d))
             if A is None or not self.free:
@@ -639,10 +654,33 @@ class _HybridPlan(ALSPlan):
         return (F if self.free or warm.all() else np.where(warm[:, None], F, 0.0),)
 
     def small(self, name: str) -> dict[str, Any]:
-        return {"M": self.maps[name], "c0": self.c0, "lam": self.lam, "lam_a": self.lam_a}
+        small = {"M": self.maps[name], "c0": self.c0, "lam": self.lam, "lam_a": self.lam_a}
+        if self.sharded:  # the blocks see only the fixed rows they reference: the whole side's Gram comes along
+            other = "item" if name == "user" else "user"
+            small.update(YtY=self._gram[other], n_fixed=self.n[other])
+        return small
 
-    def update(self, name: str, own: tuple, partial: dict) -> None:
-        self.F[name] = own[0]
+    def initial_rows(self, name: str):
+        """ImplicitALS's start in float64, the rows of cold ids at 0 (they stay out of ``c0 Y^T Y``)."""
+        draws, warm = self._draws[name], self.warm[name]
+
+        def rows(lo: int, hi: int):
+            F = draws.rows(lo, hi).astype(np.float64)
+            F[~warm[lo:hi]] = 0.0
+            return (F,)
+
+        return rows
+
+    def adopt(self, name: str, rows: tuple) -> None:
+        self.F[name] = rows[0]
+
+    def update(self, name: str, own: tuple | None, partial: dict) -> None:
+        if own is None:
+            self._gram[name], self._atx[name] = partial["gram"], partial.get("AtX")
+        else:
+            self.adopt(name, own)
+        if "AtX" not in partial and "M" not in partial:  # a sharded fit's starting statistics
+            return
         if not self.free:
             self.maps[name] = partial["M"]
         elif self.grams[name] is not None:
@@ -656,6 +694,8 @@ class _HybridPlan(ALSPlan):
 
     def entry(self) -> dict[str, float]:
         """``observed + c0 <X_w^T X_w, Y_w^T Y_w> + lambda ||free parts||^2 + lambda_a ||maps||^2``."""
+        if self.sharded:
+            return self._sharded_entry()
         Xw, Yw = self.F["user"][self.warm["user"]], self.F["item"][self.warm["item"]]
         loss = self._observed + (self.c0 * float(np.sum((Xw.T @ Xw) * (Yw.T @ Yw))) if self.c0 else 0.0)
         if self.free:
@@ -666,7 +706,23 @@ class _HybridPlan(ALSPlan):
         loss += self.lam_a * sum(float(np.sum(M * M)) for M in self.maps.values() if M is not None)
         return {"loss": float(loss)}
 
+    def _sharded_entry(self) -> dict[str, float]:
+        """:meth:`entry` from the summed block statistics: with ``G = X_w^T X_w`` and ``A_w^T X_w`` (the
+        ``AtX`` the map was solved from), ``||X_w - A_w M||^2 = tr G - 2 <A_w^T X_w, M> + <A_w^T A_w M, M>``."""
+        loss = self._observed + (self.c0 * float(np.sum(self._gram["user"] * self._gram["item"])) if self.c0 else 0.0)
+        for name in ("user", "item"):
+            G, M = self._gram[name], self.maps[name]
+            pen = float(np.trace(G))
+            if M is not None:
+                AtA = self.grams[name][0] - self.ratio * np.eye(M.shape[0])
+                pen += -2.0 * float(np.sum(self._atx[name] * M)) + float(np.sum((AtA @ M) * M))
+            loss += self.lam * pen
+        loss += self.lam_a * sum(float(np.sum(M * M)) for M in self.maps.values() if M is not None)
+        return {"loss": float(loss)}
+
     def publish(self) -> None:
+        if self.F["user"] is None:  # a sharded fit: the rows are on the workers
+            return
         dt = self.s["dt"]
         self.model.user_factors_ = self.F["user"].astype(dt)
         self.model.item_factors_ = self.F["item"].astype(dt)

@@ -435,10 +435,11 @@ class ExplicitALS(_ExplicitModel):
             return distributed_fit(self, interactions, client)
         return run(self._als_plan(interactions, validation))
 
-    def _als_plan(self, data: Any, validation: Any = None, *, entries_on_workers: bool = False) -> _ExplicitPlan:
+    def _als_plan(self, data: Any, validation: Any = None, *, entries_on_workers: bool = False,
+                  sharded: bool = False) -> _ExplicitPlan:
         """The plan of a fit (:mod:`mfrec.models.training`); the raw ratings are the kernel's entries, so
-        ``entries_on_workers`` changes nothing."""
-        return _ExplicitPlan(self, data, validation)
+        ``entries_on_workers`` changes nothing; ``sharded``: the factors live on the workers."""
+        return _ExplicitPlan(self, data, validation, sharded)
 
 
 def explicit_block(block: RowBlock, fixed: tuple, small: dict, own: tuple, with_loss: bool) -> tuple[tuple, dict]:
@@ -456,6 +457,17 @@ def explicit_block(block: RowBlock, fixed: tuple, small: dict, own: tuple, with_
     return (X, b), {"failed": int(bad), "sse": float(sse)}
 
 
+def explicit_row_stats(block: RowBlock, rows: tuple, small: dict) -> dict:
+    """What a sharded ExplicitALS fit needs of a block's new rows ``(X_b, b_b)``: the penalty sums
+    ``penalty`` = ``sum_u s_u ||x_u||^2`` and ``bias_penalty`` = ``sum_u s_u b_u^2`` (``s_u`` the row's rating
+    count, at least 1, when frequency-weighted; else 1), as in :meth:`_ExplicitModel._loss_from_sse`."""
+    X, b = rows
+    # (the starting rows' statistics are taken without ``small``: their penalties are replaced before any loss)
+    scale = np.maximum(np.diff(block.indptr), 1).astype(np.float64) if small.get("fw") else np.ones(len(b))
+    norms = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    return {"penalty": float(scale @ norms), "bias_penalty": float(scale @ (b.astype(np.float64) ** 2))}
+
+
 class _ExplicitPlan(ALSPlan):
     """ExplicitALS: users then items (users start at 0, items at N(0, 0.1^2)); the squared error comes from the
     item half-step, the penalties from the factors (scaled by the row counts when frequency-weighted)."""
@@ -466,8 +478,10 @@ class _ExplicitPlan(ALSPlan):
     kernel = staticmethod(explicit_block)
     state_names = _ExplicitModel._state_names
     nonfinite_hint = "increase regularization or lower the learning rate"
+    row_stats = staticmethod(explicit_row_stats)
+    row_names = {"user": ("user_factors_", "user_bias_"), "item": ("item_factors_", "item_bias_")}
 
-    def __init__(self, model: ExplicitALS, data: Any, validation: Any) -> None:
+    def __init__(self, model: ExplicitALS, data: Any, validation: Any, sharded: bool = False) -> None:
         p = model._check_common()
         self.threads = check_int("num_threads", model.num_threads, minimum=0)
         inter = model._check_data(data)
@@ -481,13 +495,19 @@ class _ExplicitPlan(ALSPlan):
         csr = inter.matrix
         n_users, n_items = csr.shape
         itemsize, threads = np.dtype(dt).itemsize, self.threads or get_num_threads()
-        check_factor_memory("ExplicitALS", d, n_users, n_items, itemsize, threads,
-                            extra=(n_users + n_items) * itemsize + (2 * d + 3) * 8.0 * threads)
         gen = rng(model.seed)
-        model.user_factors_ = np.zeros((n_users, d), dtype=dt)
-        model.item_factors_ = np.ascontiguousarray(gen.normal(0.0, 0.1, size=(n_items, d)).astype(dt))
-        model.user_bias_ = np.zeros(n_users, dtype=dt)
-        model.item_bias_ = np.zeros(n_items, dtype=dt)
+        self.sharded, self.d, self.dt = sharded, d, dt
+        if sharded:  # the rows are drawn block by block (in order: one normal stream), where they will live
+            self._gen = gen
+            self._penalties: dict[str, tuple[float, float]] = {}
+            model.user_factors_ = model.item_factors_ = model.user_bias_ = model.item_bias_ = None
+        else:
+            check_factor_memory("ExplicitALS", d, n_users, n_items, itemsize, threads,
+                                extra=(n_users + n_items) * itemsize + (2 * d + 3) * 8.0 * threads)
+            model.user_factors_ = np.zeros((n_users, d), dtype=dt)
+            model.item_factors_ = np.ascontiguousarray(gen.normal(0.0, 0.1, size=(n_items, d)).astype(dt))
+            model.user_bias_ = np.zeros(n_users, dtype=dt)
+            model.item_bias_ = np.zeros(n_items, dtype=dt)
         self.reg, self.fw = p["regularization"], model._count_scaled()
         self._small = {"mu": float(model.global_bias_), "reg": self.reg, "fw": self.fw,
                        "biases": bool(model.biases), "breg": model._bias_reg()}
@@ -515,10 +535,33 @@ class _ExplicitPlan(ALSPlan):
     def own(self, name: str) -> tuple[np.ndarray, ...]:
         return self._rows(name)
 
-    def update(self, name: str, own: tuple, partial: dict) -> None:
-        setattr(self.model, f"{name}_factors_", own[0])
-        setattr(self.model, f"{name}_bias_", own[1])
-        if name == self.loss_side:
+    def initial_rows(self, name: str):
+        """Users start at 0; items at ``N(0, 0.1^2)`` drawn in order, block after block (the same values as the
+        local fit's one draw: numpy's normal stream does not depend on how it is cut)."""
+        d, dt = self.d, self.dt
+        if name == "user":
+            return lambda lo, hi: (np.zeros((hi - lo, d), dtype=dt), np.zeros(hi - lo, dtype=dt))
+        gen, at = self._gen, [0]
+
+        def rows(lo: int, hi: int):
+            if lo != at[0]:
+                raise ValueError(f"item rows must be drawn in order: asked for {lo}:{hi} after {at[0]}")
+            at[0] = hi
+            return (np.ascontiguousarray(gen.normal(0.0, 0.1, size=(hi - lo, d)).astype(dt)),
+                    np.zeros(hi - lo, dtype=dt))
+
+        return rows
+
+    def adopt(self, name: str, rows: tuple) -> None:
+        setattr(self.model, f"{name}_factors_", rows[0])
+        setattr(self.model, f"{name}_bias_", rows[1])
+
+    def update(self, name: str, own: tuple | None, partial: dict) -> None:
+        if own is None:
+            self._penalties[name] = (float(partial["penalty"]), float(partial["bias_penalty"]))
+        else:
+            self.adopt(name, own)
+        if name == self.loss_side and "sse" in partial:
             self._sse = float(partial["sse"])
 
     def failure_message(self, name: str, n_failed: int) -> str:
@@ -527,6 +570,10 @@ class _ExplicitPlan(ALSPlan):
 
     def entry(self) -> dict[str, float]:
         """The objective of the module docstring and the training RMSE."""
+        if self.sharded:  # the penalties come summed from the blocks
+            (pu, bu), (pi, bi) = self._penalties["user"], self._penalties["item"]
+            loss = self._sse + self.reg * (pu + pi) + (self.model._bias_reg() * (bu + bi) if self.model.biases else 0.0)
+            return {"loss": float(loss), "rmse": float(np.sqrt(self._sse / max(self.inter.nnz, 1)))}
         loss, rmse = self.model._loss_from_sse(self._sse, self.reg, self.scales, self.inter.nnz)
         return {"loss": loss, "rmse": rmse}
 
@@ -540,7 +587,8 @@ class _ExplicitPlan(ALSPlan):
         return threads_and_blas(self.threads, blas_single=True)
 
     def finish(self, history: list, best_iteration: int) -> None:
-        self.model._check_finite()
+        if self.model.user_factors_ is not None:  # a sharded fit saved without gathering holds none
+            self.model._check_finite()
 
 
 @register_model

@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from mfrec._params import check_bool, check_choice, check_dtype, check_float, check_int
-from mfrec._random import rng, uniform_matrix
+from mfrec._random import BlockDraws, rng, uniform_matrix
 from mfrec.data.feedback import entry_confidence
 from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError, UnknownIdError
@@ -262,10 +262,12 @@ class ImplicitALS(FactorModel):
             return distributed_fit(self, interactions, client)
         return run(self._als_plan(interactions, validation))
 
-    def _als_plan(self, data: Any, validation: Any = None, *, entries_on_workers: bool = False) -> _ImplicitPlan:
+    def _als_plan(self, data: Any, validation: Any = None, *, entries_on_workers: bool = False,
+                  sharded: bool = False) -> _ImplicitPlan:
         """The plan of a fit (:mod:`mfrec.models.training`); ``entries_on_workers``: ``data`` holds raw values
-        and the confidences are computed block by block where the blocks live (a cluster fit of a dask log)."""
-        return _ImplicitPlan(self, data, validation, entries_on_workers)
+        and the confidences are computed block by block where the blocks live (a cluster fit of a dask log);
+        ``sharded``: the factors live on the workers (the plan keeps their Grams, not the matrices)."""
+        return _ImplicitPlan(self, data, validation, entries_on_workers, sharded)
 
     def _check_finite(self, it: int) -> None:
         for name in ("user_factors_", "item_factors_"):
@@ -495,6 +497,12 @@ def implicit_block(block: RowBlock, fixed: tuple, small: dict, own: tuple, with_
     return (X,), {"failed": int(failed.sum()), "loss": float(np.sum(row_loss)) if with_loss else 0.0}
 
 
+def implicit_row_stats(block: RowBlock, rows: tuple, small: dict) -> dict:
+    """What a sharded ImplicitALS fit needs of a block's new rows ``X_b``: ``gram`` = ``X_b^T X_b`` (float64
+    (d, d)); summed over blocks it is ``X^T X``, the next half-step's ``G0`` and the loss's dense terms."""
+    return {"gram": factor_gram(rows[0])}
+
+
 def confidence_block(block: RowBlock, side: int, users: pd.Index, items: pd.Index, *, mode: str, alpha: float,
                      eps: float, dtype: str) -> RowBlock:
     """A raw block (values r_ui) with its confidences c_ui in ``dtype`` and its row schedule; errors name the pair."""
@@ -525,7 +533,10 @@ class _ImplicitPlan(ALSPlan):
     nonfinite_hint = "increase regularization or use dtype='float64'"
     maximize = True
 
-    def __init__(self, model: ImplicitALS, data: Any, validation: Any, entries_on_workers: bool) -> None:
+    row_stats = staticmethod(implicit_row_stats)
+
+    def __init__(self, model: ImplicitALS, data: Any, validation: Any, entries_on_workers: bool,
+                 sharded: bool = False) -> None:
         p = model._checked_params()
         if entries_on_workers:
             inter, conf, pref = data, None, None
@@ -544,10 +555,16 @@ class _ImplicitPlan(ALSPlan):
         model.unobserved_confidence_ = float(c0)
         model.confidence_mode_ = mode
         threads = p["num_threads"] or get_num_threads()
-        check_factor_memory("ImplicitALS", d, n_users, n_items, np.dtype(dt).itemsize, threads)
         gen = rng(model.seed)
-        model.user_factors_ = uniform_matrix(gen, n_users, d, 0.01, dt, threads)  # U[0, 0.01), as implicit
-        model.item_factors_ = uniform_matrix(gen, n_items, d, 0.01, dt, threads)
+        self.sharded = sharded
+        if sharded:  # the rows are drawn block by block, where they will live
+            self._draws = {name: BlockDraws(gen, n, d, 0.01, dt, "random")
+                           for name, n in (("user", n_users), ("item", n_items))}
+            model.user_factors_ = model.item_factors_ = None
+        else:
+            check_factor_memory("ImplicitALS", d, n_users, n_items, np.dtype(dt).itemsize, threads)
+            model.user_factors_ = uniform_matrix(gen, n_users, d, 0.01, dt, threads)  # U[0, 0.01), as implicit
+            model.item_factors_ = uniform_matrix(gen, n_items, d, 0.01, dt, threads)
         self.val = model._validation_truth(validation, p["validation_k"])
         if self.val is not None:
             self.val_key, self.patience = "val_ndcg", p["early_stopping_rounds"]
@@ -596,10 +613,20 @@ class _ImplicitPlan(ALSPlan):
     def own(self, name: str) -> tuple[np.ndarray, ...]:
         return (self._factors(name),)
 
-    def update(self, name: str, own: tuple, partial: dict) -> None:
-        setattr(self.model, f"{name}_factors_", own[0])
+    def initial_rows(self, name: str):
+        draws = self._draws[name]
+        return lambda lo, hi: (draws.rows(lo, hi),)
+
+    def adopt(self, name: str, rows: tuple) -> None:
+        setattr(self.model, f"{name}_factors_", rows[0])
         self._grams.pop(name, None)
-        if name == self.loss_side:
+
+    def update(self, name: str, own: tuple | None, partial: dict) -> None:
+        if own is None:
+            self._grams[name] = partial["gram"]
+        else:
+            self.adopt(name, own)
+        if name == self.loss_side and "loss" in partial:
             self._observed = float(partial["loss"])
 
     def entry(self) -> dict[str, float]:
@@ -619,7 +646,8 @@ class _ImplicitPlan(ALSPlan):
         return threads_and_blas(self.p["num_threads"], blas_single=False)
 
     def finish(self, history: list, best_iteration: int) -> None:
-        self.model._check_finite(best_iteration)
+        if self.model.user_factors_ is not None:  # a sharded fit saved without gathering holds none
+            self.model._check_finite(best_iteration)
 
 
 _OTHER = {"user": "item", "item": "user"}

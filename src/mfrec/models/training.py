@@ -180,8 +180,32 @@ class ALSPlan:
         """The current rows of side ``name`` (solved in place locally), or None (no warm start)."""
         return None
 
-    def update(self, name: str, own: tuple[np.ndarray, ...], partial: dict[str, Any]) -> None:
-        """Take a half-step's result: the side's new rows and the summed partials (``failed`` removed)."""
+    def update(self, name: str, own: tuple[np.ndarray, ...] | None, partial: dict[str, Any]) -> None:
+        """Take a half-step's result: the side's new rows and the summed partials (``failed`` removed).
+
+        In a sharded fit ``own`` is None (the rows stay on the workers) and ``partial`` also holds the summed
+        :attr:`row_stats` of the new rows, which stand in for the rows in the Grams and the loss.
+        """
+        raise NotImplementedError
+
+    # -- sharded fits (mfrec.distributed.sharded: the factor rows never leave the workers)
+    #: module-level ``f(block, rows, small) -> dict`` of the sums over a block's new rows that the plan needs
+    #: instead of the rows themselves (Grams, penalties); None: the plan cannot run sharded
+    row_stats: Callable[..., dict] | None = None
+    #: set by the constructor of a sharded plan: the model holds no factor matrix until :meth:`adopt`
+    sharded = False
+    #: the model's attributes that hold each side's rows, in the order of the kernel's ``own`` arrays
+    row_names: dict[str, tuple[str, ...]] = {"user": ("user_factors_",), "item": ("item_factors_",)}
+    #: a sharded fit may end without gathering the rows (False: :meth:`finish` needs them whole)
+    model_can_stay_sharded = True
+
+    def initial_rows(self, name: str) -> Callable[[int, int], tuple[np.ndarray, ...]]:
+        """``rows(lo, hi)``: the starting rows ``lo:hi`` of side ``name`` (the local fit's, without the whole
+        matrix); called for increasing, contiguous ranges."""
+        raise NotImplementedError
+
+    def adopt(self, name: str, rows: tuple[np.ndarray, ...]) -> None:
+        """Make the model hold side ``name``'s rows (a local half-step, or the gathered end of a sharded fit)."""
         raise NotImplementedError
 
     def failure_message(self, name: str, n_failed: int) -> str:

@@ -1,0 +1,192 @@
+"""Sharded model directories: a model whose factor matrices were written block by block, by the workers.
+
+A distributed fit whose factors do not fit in one process (``mfrec.distributed.fit(..., gather=False,
+path=DIR)``) never assembles them: each worker writes the rows of its blocks. The directory is the ``.mfrec``
+format spread over files, with the same rules (no pickle, every array's SHA-256 in the manifest, the manifest's
+own checksum, shapes and dtypes checked before the bytes are read)::
+
+    DIR/manifest.json                 the .mfrec manifest, plus "shards": {name: [{entry, rows: [lo, hi], shape,
+                                      dtype, nbytes, sha256}, ...]} for the arrays stored by rows
+    DIR/arrays/<name>.npy             the other arrays (id maps, the training pattern = the seen items, biases...)
+    DIR/shards/<name>.<k:05d>.npy     rows lo:hi of array <name>, written by the worker that held them
+
+:func:`mfrec.load` (and so ``mfrec serve``) reads either form: given a directory, it checks every file against
+the manifest and assembles the sharded arrays (one copy in memory: the process that serves a model holds it).
+Writes are atomic at the level of the directory: everything goes to a temporary sibling directory, fsynced,
+which then replaces ``DIR`` (an earlier model directory there is moved aside and removed only after the rename).
+The workers and the client must see the same filesystem (a local disk for a ``LocalCluster``, else NFS or the
+like).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mfrec.exceptions import ModelFileError
+from mfrec.persist import (
+    MANIFEST,
+    MAX_MANIFEST_BYTES,
+    MODEL_REGISTRY,
+    _ARRAY_NAME,
+    _ensure_registry,
+    _HashingWriter,
+    _payload,
+    _umask,
+    array_meta,
+    build_model,
+    decode_npy,
+    manifest_checksum,
+    parse_manifest,
+)
+
+__all__ = ["write_shard", "new_directory", "finish_directory", "load_dir"]
+
+
+def _write_npy(path: Path, arr: np.ndarray) -> dict[str, Any]:
+    """Write ``arr`` to ``path`` (fsynced) and return its manifest entry fields (shape, dtype, nbytes, sha256)."""
+    with open(path, "wb") as fh:
+        sink = _HashingWriter(fh)
+        np.lib.format.write_array(sink, np.ascontiguousarray(arr), allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(path, 0o666 & ~_umask())
+    return {"shape": list(arr.shape), "dtype": arr.dtype.str, "nbytes": int(arr.nbytes), "sha256": sink.hexdigest()}
+
+
+def write_shard(rows: tuple[np.ndarray, ...], names: tuple[str, ...], folder: str, index: int,
+                lo: int, hi: int) -> dict[str, dict[str, Any]]:
+    """Write one block's rows ``lo:hi`` (``rows[j]`` for array ``names[j]``) into ``folder/shards``; runs on the
+    worker that holds them. Returns each array's shard entry for the manifest."""
+    out = {}
+    for name, arr in zip(names, rows):
+        if arr.shape[0] != hi - lo:
+            raise ModelFileError(f"shard {index} of {name} has {arr.shape[0]} rows, expected {hi - lo}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ModelFileError(f"{name} rows {lo}:{hi} hold NaN or infinite values; nothing was saved")
+        entry = f"shards/{name}.{index:05d}.npy"
+        out[name] = {"entry": entry, "rows": [int(lo), int(hi)], **_write_npy(Path(folder) / entry, arr)}
+    return out
+
+
+def new_directory(path: str | os.PathLike) -> Path:
+    """A fresh temporary directory beside ``path`` (with ``arrays/`` and ``shards/``) to write a model into."""
+    path = Path(path)
+    if path.exists() and not (path.is_dir() and (path / MANIFEST).is_file()):
+        raise ModelFileError(f"{path}: exists and is not an mfrec model directory; choose another path")
+    parent = path.parent if str(path.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
+    (tmp / "arrays").mkdir()
+    (tmp / "shards").mkdir()
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+def finish_directory(model: Any, tmp: Path, path: str | os.PathLike, shards: dict[str, list[dict[str, Any]]], *,
+                     metrics: dict[str, float] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write the model's other arrays and the manifest into ``tmp`` and put ``tmp`` in place of ``path``.
+
+    ``shards`` maps the sharded attribute names (``user_factors_``...) to their entries (from :func:`write_shard`),
+    in row order. The model's own values of those attributes (None, or the gathered arrays) are not stored again.
+    """
+    path = Path(path)
+    try:
+        arrays, manifest = _payload(model, metrics, extra, leave_out=tuple(shards))
+        for key, arr in arrays.items():
+            entry = f"arrays/{key}.npy"
+            manifest["arrays"][key] = {"entry": entry, **_write_npy(tmp / entry, arr)}
+        manifest["shards"] = shards
+        manifest["checksum"] = manifest_checksum(manifest)
+        with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        load_dir(tmp)  # what was written reads back (checksums, shapes, the state's consistency)
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.{os.getpid()}.old")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _read_file(folder: Path, entry: str, name: str, meta: dict[str, Any], source: str) -> np.ndarray:
+    shape, dtype, nbytes, digest = array_meta(meta, name, source)
+    file = folder / entry
+    try:
+        size = file.stat().st_size
+        if not (nbytes <= size <= nbytes + 65536):
+            raise ModelFileError(f"{source}: {entry} has {size} bytes, the manifest says {nbytes} (+ header)")
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"{source}: {entry} is missing (incomplete model directory?)") from None
+    except OSError as exc:
+        raise ModelFileError(f"{source}: {entry} cannot be read ({exc})") from exc
+    return decode_npy(raw, name, shape, dtype, digest, source)
+
+
+def _assemble(folder: Path, name: str, parts: Any, source: str) -> np.ndarray:
+    """One sharded array from its shard files: contiguous row ranges from 0, one dtype and row shape."""
+    if not isinstance(parts, list) or not parts or not _ARRAY_NAME.fullmatch(name):
+        raise ModelFileError(f"{source}: shards of {name[:40]!r} are malformed")
+    metas = []
+    for k, meta in enumerate(parts):
+        rows = meta.get("rows") if isinstance(meta, dict) else None
+        if (not isinstance(rows, list) or len(rows) != 2 or not all(isinstance(r, int) and not isinstance(r, bool)
+                                                                    for r in rows)
+                or meta.get("entry") != f"shards/{name}.{k:05d}.npy"):
+            raise ModelFileError(f"{source}: shard {k} of {name!r} is malformed")
+        shape, dtype, _, _ = array_meta(meta, name, source)
+        metas.append((rows, shape, dtype))
+    tail, dtype = metas[0][1][1:], metas[0][2]
+    at = 0
+    for k, (rows, shape, dt) in enumerate(metas):
+        if rows[0] != at or rows[1] < rows[0] or shape != (rows[1] - rows[0], *tail) or dt != dtype:
+            raise ModelFileError(f"{source}: shard {k} of {name!r} does not continue the rows before it "
+                                 f"(rows {rows}, shape {shape}, dtype {dt})")
+        at = rows[1]
+    out = np.empty((at, *tail), dtype=dtype)
+    for meta, (rows, _, _) in zip(parts, metas):
+        out[rows[0]:rows[1]] = _read_file(folder, meta["entry"], name, meta, source)
+    return out
+
+
+def load_dir(path: str | os.PathLike, *, on_manifest: Callable[[dict[str, Any]], None] | None = None) -> Any:
+    """Load a sharded model directory (see the module docstring); every problem raises ModelFileError."""
+    folder = Path(path)
+    source = str(folder)
+    try:
+        with open(folder / MANIFEST, "rb") as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        raise ModelFileError(f"{source}: a directory without {MANIFEST} is not an mfrec model") from None
+    except OSError as exc:
+        raise ModelFileError(f"{source}: {MANIFEST} cannot be read ({exc})") from exc
+    manifest = parse_manifest(raw, source)
+    if on_manifest is not None:
+        on_manifest(manifest)
+    _ensure_registry()
+    class_name = manifest.get("model_class")
+    cls = MODEL_REGISTRY.get(class_name) if isinstance(class_name, str) else None
+    if cls is None:
+        raise ModelFileError(f"{source}: unknown model class {class_name!r}")
+    arrays = {name: _read_file(folder, meta["entry"], name, meta, source) for name, meta in manifest["arrays"].items()}
+    for name, parts in manifest.get("shards", {}).items():
+        if name in arrays:
+            raise ModelFileError(f"{source}: {name!r} is both an array and sharded")
+        arrays[name] = _assemble(folder, name, parts, source)
+    return build_model(cls, manifest, arrays, source)
+
