@@ -227,3 +227,28 @@ def synthetic(
             f"synthetic: {n_users} users x {n_items} items, rank {factors}, density ~{density:g}, seed {seed!r}"
         ),
     )
+
+
+def community_interactions(n_communities: int = 4, users_per: int = 1000, items_per: int = 250,
+                           per_user: int = 10, ratings: bool = False, seed: SeedLike = 0) -> Interactions:
+    """Users in ``n_communities`` groups, each using only its own group's items: data with locality.
+
+    Community ``c`` holds users ``c * users_per ...`` and items ``c * items_per ...`` (integer ids in that order);
+    every user touches ``per_user`` distinct items of its community, drawn uniformly (values 1, or ratings 1-5
+    with ``ratings``). Every community has the same number of entries, so the nnz-balanced blocks of a
+    distributed fit with ``n_communities`` blocks per side fall on the community boundaries: each block then
+    references one block of the other side (the best case of a sharded fit's traffic).
+    """
+    n_communities = check_int("n_communities", n_communities, minimum=1)
+    users_per = check_int("users_per", users_per, minimum=1)
+    items_per = check_int("items_per", items_per, minimum=1)
+    per_user = check_int("per_user", per_user, minimum=1, maximum=items_per)
+    gen = rng(seed)
+    n_users = n_communities * users_per
+    # per user: per_user distinct items of its community (the first columns of a random permutation)
+    picks = np.argsort(gen.random((n_users, items_per)), axis=1)[:, :per_user]
+    rows = np.repeat(np.arange(n_users), per_user)
+    cols = (picks + (np.arange(n_users) // users_per)[:, None] * items_per).ravel()
+    vals = gen.integers(1, 6, len(rows)).astype(np.float32) if ratings else np.ones(len(rows), np.float32)
+    frame = pd.DataFrame({"user": rows, "item": cols, "value": vals})
+    return Interactions.from_frame(frame, user="user", item="item", value="value" if ratings else None)

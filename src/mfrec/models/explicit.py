@@ -581,7 +581,8 @@ class _ExplicitPlan(ALSPlan):
         return self.model._validation_rmse(self.val)
 
     def check_finite(self, iteration: int) -> None:
-        self.model._check_finite()
+        if not self.sharded:  # (a sharded executor counts the non-finite values of every block it solves)
+            self.model._check_finite()
 
     def local_context(self):
         return threads_and_blas(self.threads, blas_single=True)

@@ -640,7 +640,8 @@ class _ImplicitPlan(ALSPlan):
         return self.model._validation_ndcg(self.val, self.p["validation_k"])
 
     def check_finite(self, iteration: int) -> None:
-        self.model._check_finite(iteration)
+        if not self.sharded:  # (a sharded executor counts the non-finite values of every block it solves)
+            self.model._check_finite(iteration)
 
     def local_context(self):
         return threads_and_blas(self.p["num_threads"], blas_single=False)
