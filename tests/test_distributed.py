@@ -112,8 +112,10 @@ def test_implicit_cholesky_same_factors_and_recommendations(client, inter, n_blo
     assert stats["layout"] == layout
     if layout == "broadcast":  # per iteration the client gets back exactly one copy of both factor matrices
         assert stats["bytes_received"] == [stats["theoretical_bytes"]] * 3
-    else:  # one d x d float64 Gram and 3 numbers (failed rows, loss, non-finite count) per block and half-step
-        assert stats["bytes_received"] == [2 * expect_blocks * (6 * 6 * 8 + 3 * 8)] * 3
+    else:  # one d x d float64 Gram and 3 numbers (failed rows, loss, non-finite count) per half-step, summed over
+        # the blocks on a worker; the client also sends the fixed side's Gram (and c0, reg, solver, cg steps) once
+        assert stats["bytes_received"] == [2 * (6 * 6 * 8 + 3 * 8)] * 3
+        assert stats["client_bytes"] == [2 * (6 * 6 * 8 + 3 * 8) + 2 * (6 * 6 * 8 + 4 * 8)] * 3
         # every block receives the rows it references: the route sizes times one factor row
         assert stats["bytes_sent"] == [sum(stats["route_rows"]) * 6 * 4] * 3
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from mfrec._params import check_float, check_int
 from mfrec._random import SeedLike, rng
@@ -245,10 +246,18 @@ def community_interactions(n_communities: int = 4, users_per: int = 1000, items_
     per_user = check_int("per_user", per_user, minimum=1, maximum=items_per)
     gen = rng(seed)
     n_users = n_communities * users_per
-    # per user: per_user distinct items of its community (the first columns of a random permutation)
-    picks = np.argsort(gen.random((n_users, items_per)), axis=1)[:, :per_user]
+    # per user: per_user distinct items of its community (rows with a repeat are drawn again)
+    picks = gen.integers(0, items_per, (n_users, per_user))
+    if 2 * per_user > items_per:  # dense rows: the first columns of random permutations
+        picks = np.argsort(gen.random((n_users, items_per)), axis=1)[:, :per_user]
+    while per_user > 1:
+        repeat = (np.diff(np.sort(picks, axis=1), axis=1) == 0).any(axis=1)
+        if not repeat.any():
+            break
+        picks[repeat] = gen.integers(0, items_per, (int(repeat.sum()), per_user))
     rows = np.repeat(np.arange(n_users), per_user)
     cols = (picks + (np.arange(n_users) // users_per)[:, None] * items_per).ravel()
     vals = gen.integers(1, 6, len(rows)).astype(np.float32) if ratings else np.ones(len(rows), np.float32)
-    frame = pd.DataFrame({"user": rows, "item": cols, "value": vals})
-    return Interactions.from_frame(frame, user="user", item="item", value="value" if ratings else None)
+    matrix = sp.csr_matrix((vals, (rows, cols)), shape=(n_users, n_communities * items_per))
+    matrix.sort_indices()
+    return Interactions(matrix, has_values=ratings)

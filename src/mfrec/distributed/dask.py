@@ -154,16 +154,25 @@ class _Side:
         return [(int(self.bounds[k]), int(self.bounds[k + 1])) for k in range(len(self.bounds) - 1)]
 
 
+def _placement(client) -> list[str]:
+    """Where block ``k`` of either side goes first: worker ``k mod W`` (addresses sorted), so that user block
+    ``k`` and item block ``k`` share a worker: with ids ordered by locality (communities, regions), the rows a
+    block references then mostly live beside it."""
+    return sorted(client.scheduler_info(n_workers=-1)["workers"])
+
+
 def _scatter_side(client, whole: RowBlock, n_blocks: int, with_order: bool) -> _Side:
-    """Scatter a side (one :class:`RowBlock`) as nnz-balanced blocks, one future per block."""
+    """Scatter a side (one :class:`RowBlock`) as nnz-balanced blocks, one future per block (placed by
+    :func:`_placement`; a block rebuilt after a lost worker goes wherever dask puts it)."""
     bounds = _boundaries(whole.indptr, n_blocks)
+    workers = _placement(client)
     futures, rebuild = [], []
     for k in range(len(bounds) - 1):
 
-        def make(start=int(bounds[k]), stop=int(bounds[k + 1])):
-            return client.scatter(whole.rows(start, stop, with_order), hash=False, direct=True)
+        def make(start=int(bounds[k]), stop=int(bounds[k + 1]), where=None):
+            return client.scatter(whole.rows(start, stop, with_order), hash=False, direct=True, workers=where)
 
-        futures.append(make())
+        futures.append(make(where=[workers[k % len(workers)]] if workers else None))
         rebuild.append(make)
     return _Side(bounds, futures, rebuild)
 
@@ -326,7 +335,9 @@ def _dask_blocks(client, data: DaskInteractions, n_blocks: int):
         blocks = [dask.delayed(_assemble, pure=True)(k, int(bounds[k]), int(bounds[k + 1]), n_cols,
                                                      data.duplicates, umap_d, imap_d, side, *encoded)
                   for k in range(len(bounds) - 1)]
-        futures = client.compute(blocks)
+        workers = _placement(client)
+        futures = [client.compute(blk, workers=[workers[k % len(workers)]] if workers else None,
+                                  allow_other_workers=True) for k, blk in enumerate(blocks)]
         rebuild = [(lambda blk=blk: client.compute(blk)) for blk in blocks]
         sides.append(_Side(bounds, futures, rebuild))
     return users, items, sides[0], sides[1]

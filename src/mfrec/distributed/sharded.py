@@ -18,10 +18,11 @@ One half-step of side ``s``::
     for every route (b, a): piece[b][a] = own[o][a][need[b][a]]          (a task where own[o][a] lives)
     for every block b:      own[s][b], sums_b = kernel(block_b, concat_a piece[b][a], small, own[s][b])
                                                                             (a task where block b lives)
-    client: sums = sum_b sums_b   (the partial results plus plan.row_stats of the new rows: O(d^2) each)
+    on a worker: sums = sum_b sums_b   (the partial results plus plan.row_stats of the new rows: O(d^2))
 
 The pieces travel worker to worker (dask moves a task's inputs between workers directly); the client sends
-``small`` (Grams, maps: O(d^2)) with each task and receives each block's sums. ``bytes_sent`` counts the
+``small`` (Grams, maps: O(d^2)) once per half-step and receives the one summed set, so its traffic does not grow
+with the number of blocks. ``bytes_sent`` counts the
 pieces: ``sum over routes |need[b][a]| x row bytes`` per half-step, against ``n_workers (m + n) d`` for a
 broadcast. With users in communities that use only their own items, each block references one block of the
 other side, and the pieces add up to ``(m + n) d`` per iteration, ``1 / n_workers`` of the broadcast.
@@ -119,6 +120,10 @@ def _wait(futures) -> None:
     from distributed import wait
 
     wait(futures)
+
+
+def _sum_partials(*parts: dict) -> dict:
+    return add_partials(list(parts))
 
 
 def _rows_of(result):
@@ -289,6 +294,8 @@ class ShardedExecutor:
         own_other = self.own[other]
         results, parts = [], []
         try:
+            # the O(d^2) inputs go out once; the workers pass them on to each other
+            small_f = c.scatter([small], hash=False)[0]
             for b, blk in enumerate(routes.blocks):
                 sources = [a for a in range(len(own_other)) if routes.need[b][a] is not None]
                 if sources:
@@ -297,12 +304,12 @@ class ShardedExecutor:
                     pieces = [c.submit(_take, own_other[0], np.empty(0, dtype=np.int32), pure=False)]
                 prev = self.own[name][b] if plan.warm_start else None
                 workers = None if self.holder[name][b] is None else [self.holder[name][b]]
-                res = c.submit(shard_task, plan.kernel, plan.row_stats, blk, small, prev, with_loss, *pieces,
+                res = c.submit(shard_task, plan.kernel, plan.row_stats, blk, small_f, prev, with_loss, *pieces,
                                workers=workers, allow_other_workers=True, pure=False)
                 results.append(res)
                 parts.append(c.submit(_partial_of, res, pure=False))
-            got = c.gather(parts, direct=True)
-            summed = add_partials(got)
+            # the blocks' sums are added on a worker: the client receives one set per half-step
+            summed = c.gather(c.submit(_sum_partials, *parts, pure=False), direct=True)
             rows = [c.submit(_rows_of, res, pure=False) for res in results]
             _wait(rows)
         except Exception as exc:  # noqa: BLE001 - filtered right below
@@ -314,9 +321,9 @@ class ShardedExecutor:
         self.own[name] = rows
         if counted:
             self._sent += int(routes.sizes.sum()) * self.row_bytes
-            received = sum(_small_bytes(p) for p in got)
+            received = _small_bytes(summed)
             self._received += received
-            self._client += received + len(results) * _small_bytes(small)
+            self._client += received + _small_bytes(small)
         return summed
 
     # ------------------------------------------------------------------ recovery
