@@ -71,7 +71,7 @@ def test_localize_routes_cover_exactly_the_referenced_rows(rows, cuts):
     assert np.array_equal(fixed_rows, np.unique(indices))
     assert np.array_equal(fixed_rows[local.indices], indices)
     assert all(n.dtype == np.int32 and np.all((n >= 0) & (n < bounds[a + 1] - bounds[a])) for a, n in enumerate(need))
-    assert local.indptr is block.indptr and local.values is block.values  # nothing else is copied
+    assert local.indptr is block.indptr and local.values is block.values  # aligned arrays are not copied
 
 
 # ------------------------------------------------------------------------------------------ traffic targets
@@ -219,3 +219,39 @@ def test_sharded_refusals(client, communities, tmp_path, monkeypatch):
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Tiny())
     with pytest.raises(InvalidParameterError, match="more than half of this process's available memory"):
         fit(ImplicitALS(factors=3, iterations=1), communities, client)
+
+
+# ------------------------------------------------------------------------------------------ memory-limited cluster
+def _peak_rss() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
+
+
+@pytest.mark.slow  # 4 worker processes, 1M x 250k, 4M entries, d = 64 float64: ~1 min here
+def test_fit_on_workers_limited_below_one_copy_of_the_factors(tmp_path):
+    """The issue's target: a LocalCluster of 4 workers, each with a memory limit below one full copy of both
+    factor matrices (spilling and pausing off: a worker over 95% of it is killed), completes and equals the
+    local fit. The client never holds the factors: the model is saved sharded and loaded afterwards."""
+    import dask
+
+    data = community_interactions(4, 250_000, 62_500, 4, seed=0)
+    kw = dict(factors=64, iterations=2, solver="cg", dtype="float64", seed=1)
+    F = (1_000_000 + 250_000) * 64 * 8  # 640 MB
+    config = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
+              "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": 0.95}
+    with dask.config.set(config), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, memory_limit=int(0.9 * F))
+    with cluster, distributed.Client(cluster) as c, warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a lost (killed) worker would warn: fail instead
+        model = fit(ImplicitALS(**kw), data, c, n_blocks=4, gather=False, path=tmp_path / "m")
+        peaks = c.run(_peak_rss)
+    assert model.distributed_stats_["restarts"] == 0
+    assert max(peaks.values()) < 0.9 * F
+    loaded = mfrec.load(tmp_path / "m")
+    local = ImplicitALS(**kw).fit(data)
+    np.testing.assert_allclose(loaded.user_factors_, local.user_factors_, rtol=1e-8, atol=1e-11)
+    np.testing.assert_allclose(loaded.item_factors_, local.item_factors_, rtol=1e-8, atol=1e-11)
+    users = data.user_ids[::50_000]
+    assert _top(loaded, users) == _top(local, users)

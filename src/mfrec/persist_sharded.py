@@ -109,7 +109,9 @@ def finish_directory(model: Any, tmp: Path, path: str | os.PathLike, shards: dic
             json.dump(manifest, fh, indent=2, sort_keys=True)
             fh.flush()
             os.fsync(fh.fileno())
-        load_dir(tmp)  # what was written reads back (checksums, shapes, the state's consistency)
+        # the manifest reads back (schema, checksum); the shards are not read again: that would assemble in this
+        # process the factor matrices the sharded layout keeps out of it
+        parse_manifest((tmp / MANIFEST).read_bytes(), str(tmp))
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.{os.getpid()}.old")

@@ -92,11 +92,20 @@ def _own(a: np.ndarray) -> np.ndarray:
     The previous result of a block is referenced by nothing but the task that consumes it (the executor drops
     its future as soon as the new one exists, and a lost worker makes it re-scatter the rows from the client's
     checkpoint), so overwriting it keeps one copy of the block's own rows on the worker instead of two. A
-    read-only buffer (a deserialised frame that could not be reused) is copied once.
+    read-only or misaligned buffer (a deserialised frame that could not be reused: a float32 array at an odd
+    offset in a received frame, which numpy's matrix products would copy, as float64, at every use) is copied
+    once.
     """
-    if a.flags.writeable and a.flags.c_contiguous:
+    if a.flags.writeable and a.flags.c_contiguous and a.flags.aligned:
         return a
     return np.array(a, copy=True, order="C")
+
+
+def aligned(a: np.ndarray | None) -> np.ndarray | None:
+    """``a``, or an aligned copy of it when a deserialised frame left it misaligned (stride-0 arrays stay)."""
+    if a is None or a.flags.aligned or a.strides == (0,):
+        return a
+    return np.array(a, copy=True)
 
 
 def block_task(kernel, block: RowBlock, small: dict, prev, with_loss: bool, *fixed: np.ndarray):

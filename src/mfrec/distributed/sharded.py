@@ -69,12 +69,16 @@ def localize(block: RowBlock, other_bounds: np.ndarray) -> tuple[RowBlock, list[
     matrix the half-step assembles; ``need[a]`` (int32, sorted) are the rows of the other side's block ``a``
     (``other_bounds[a]:other_bounds[a + 1]``), numbered from that block's start, in ``cols``.
     """
+    from mfrec.distributed.dask import aligned
+
     cols = np.unique(block.indices)
     local = np.searchsorted(cols, block.indices).astype(np.int32)
     bounds = np.asarray(other_bounds, dtype=np.int64)
     cuts = np.searchsorted(cols, bounds)
     need = [(cols[cuts[a]:cuts[a + 1]] - bounds[a]).astype(np.int32) for a in range(len(bounds) - 1)]
-    return replace(block, indices=local), need
+    # the block stays for the whole fit: arrays a received frame left misaligned are copied once, here
+    return replace(block, indices=local, indptr=aligned(block.indptr), values=aligned(block.values),
+                   pref=aligned(block.pref), order=aligned(block.order), feats=aligned(block.feats)), need
 
 
 def _localize_task(block: RowBlock, other_bounds: np.ndarray):
@@ -110,6 +114,12 @@ def shard_task(kernel, row_stats, block: RowBlock, small: dict, prev, with_loss:
         partial.update(row_stats(block, own, small))
     partial["nonfinite"] = _nonfinite(own)
     return own, partial
+
+
+def _settle(rows: tuple) -> tuple:
+    from mfrec.distributed.dask import _own
+
+    return tuple(_own(a) for a in rows)
 
 
 def _stats_task(row_stats, block: RowBlock, rows: tuple, small: dict) -> dict:
@@ -277,7 +287,12 @@ class ShardedExecutor:
             for k in range(len(bounds) - 1):
                 rows = draw(int(bounds[k]), int(bounds[k + 1]))
                 workers = None if self.holder[name][k] is None else [self.holder[name][k]]
-                futures.append(c.scatter(rows, workers=workers, hash=False, direct=True))
+                sent = c.scatter([rows], workers=workers, hash=False, direct=True)[0]
+                # the received frame's buffer can be misaligned or read-only: settled once into the block's own
+                # buffer, which the half-steps then solve in place
+                futures.append(c.submit(_settle, sent, workers=workers, allow_other_workers=True, pure=False))
+                del sent
+                _wait(futures[-1:])
             self.own[name] = futures
         if report_stats:
             for name in ("user", "item"):
