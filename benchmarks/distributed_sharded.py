@@ -78,6 +78,35 @@ def _data(args):
     return module.power_law(args.users, args.items, args.per_user, args.seed)
 
 
+def paper_model(data, d: int, itemsize: int, blocks: int, workers: int, co_located: bool) -> dict:
+    """The paper model of docs/distributed.md, from the degrees alone (no routes computed).
+
+    Rows of a side fall into ``B`` blocks; a row of the other side with ``c`` entries is referenced by
+    ``B (1 - (1 - 1/B)^c)`` blocks on average when its entries land in blocks at random (power law: users are
+    independent), and by exactly one block when its entries stay in one community. Each reference ships one row
+    of ``r = d * itemsize`` bytes per half-step. The client moves ``4 (8 d^2 + ~40)`` bytes per iteration.
+    Worker peak = idle process + its share of the blocks + its own rows of both sides + the pieces of the larger
+    half-step (one copy when the source block shares the worker, two when it does not: ``2 - 1/W`` on average
+    when the sources are spread over all workers) + one block's pieces concatenated when they come from several
+    source blocks.
+    """
+    csr = data.matrix.tocsr()
+    r = d * itemsize
+    n_u = np.diff(csr.indptr)
+    c_i = np.bincount(csr.indices, minlength=csr.shape[1])
+    B = blocks
+
+    def refs(degrees):
+        return float(np.sum(B * (1.0 - (1.0 - 1.0 / B) ** degrees)))
+
+    m, n = csr.shape
+    random_refs = {"user_half": refs(c_i), "item_half": refs(n_u)}
+    return {"pieces_random": (random_refs["user_half"] + random_refs["item_half"]) * r,
+            "pieces_local": (m + n) * r, "client": 4 * (8 * d * d + 40), "F": (m + n) * r,
+            "largest_half_pieces": max(random_refs.values()) * r,
+            "copies": 1 if co_located else 2 - 1 / workers}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", choices=["community", "power-law"], default="community")
@@ -145,6 +174,7 @@ def main(argv=None) -> dict:
         cluster.close()
     s = model.distributed_stats_
     broadcast = s["n_workers"] * s["theoretical_bytes"]
+    s_blocks = int(sum(s["block_bytes"]))
     out.update({
         "seconds_per_iteration": [round(x, 3) for x in s["seconds"]],
         "wall_seconds": round(wall, 2),
@@ -159,6 +189,18 @@ def main(argv=None) -> dict:
         "block_bytes_total": int(sum(s["block_bytes"])),
         "restarts": s["restarts"],
     })
+    # blocks k of both sides share worker k mod W: a community's rows are then beside the block that needs them
+    model_ = paper_model(data, args.factors, itemsize, args.blocks, args.workers, co_located=args.data == "community")
+    pieces = model_["pieces_local"] if args.data == "community" else model_["pieces_random"]
+    largest = (max(m, n) * args.factors * itemsize if args.data == "community" else model_["largest_half_pieces"])
+    out["model"] = {
+        "bytes_sent_over_broadcast": round(pieces / broadcast, 4),
+        "client_bytes_over_F": round(model_["client"] / F, 5),
+        # + the concatenation of one block's pieces when they come from several blocks (power law)
+        "worker_peak_over_F": round((np.median(list(idle.values())) + s_blocks / args.workers + F / args.workers
+                                     + model_["copies"] * largest / args.workers
+                                     + (0 if args.data == "community" else largest / args.blocks)) / F, 3),
+    }
     if args.check_local:
         import mfrec
 

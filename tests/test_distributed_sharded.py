@@ -255,3 +255,33 @@ def test_fit_on_workers_limited_below_one_copy_of_the_factors(tmp_path):
     np.testing.assert_allclose(loaded.item_factors_, local.item_factors_, rtol=1e-8, atol=1e-11)
     users = data.user_ids[::50_000]
     assert _top(loaded, users) == _top(local, users)
+
+
+def test_dask_log_saved_sharded_never_brings_the_pattern_to_the_client(client, tmp_path):
+    """From a dask DataFrame without gathering: the client gets the id maps and the entry count only; the user
+    blocks write the seen items beside the factors, and the loaded model equals the local fit."""
+    import pandas as pd
+
+    dd = pytest.importorskip("dask.dataframe")
+    from mfrec.data.interactions import Interactions
+    from mfrec.distributed import from_dask_dataframe
+
+    r = np.random.default_rng(2)
+    log = pd.DataFrame({"user": [f"u{k:03d}" for k in r.integers(0, 150, 2500)],
+                        "item": [f"i{k:03d}" for k in r.integers(0, 90, 2500)],
+                        "plays": r.integers(1, 9, 2500).astype(float)})
+    kw = dict(factors=4, iterations=2, seed=3, dtype="float64", alpha=2.0)
+    local = ImplicitALS(**kw).fit(Interactions.from_frame(log, user="user", item="item", value="plays"))
+    data = from_dask_dataframe(dd.from_pandas(log, npartitions=3), user="user", item="item", value="plays")
+    dist = fit(ImplicitALS(**kw), data, client, n_blocks=3, gather=False, path=tmp_path / "m")
+    assert dist.user_factors_ is None and dist.interactions_.nnz == 0  # ids only: no pattern, no factors here
+    assert dist.interactions_.user_index_map.equals(local.interactions_.user_index_map)
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert {"interactions_.indptr", "interactions_.indices", "interactions_.data"} <= set(manifest["shards"])
+    loaded = mfrec.load(tmp_path / "m")
+    inter, ref = loaded.interactions_.matrix, local.interactions_.matrix
+    assert inter.shape == ref.shape and (inter != ref).nnz == 0
+    np.testing.assert_allclose(inter.data, ref.data)
+    np.testing.assert_allclose(loaded.user_factors_, local.user_factors_, rtol=1e-9, atol=1e-12)
+    users = list(local.interactions_.user_ids[:20])
+    assert _top(loaded, users, 5) == _top(local, users, 5)  # seen items excluded from the file's pattern

@@ -47,7 +47,7 @@ from mfrec.persist import (
     parse_manifest,
 )
 
-__all__ = ["write_shard", "new_directory", "finish_directory", "load_dir"]
+__all__ = ["write_shard", "write_pattern", "new_directory", "finish_directory", "load_dir"]
 
 
 def _write_npy(path: Path, arr: np.ndarray) -> dict[str, Any]:
@@ -76,6 +76,29 @@ def write_shard(rows: tuple[np.ndarray, ...], names: tuple[str, ...], folder: st
     return out
 
 
+def write_pattern(block: Any, folder: str, index: int, entry_offset: int) -> dict[str, dict[str, Any]]:
+    """Write user block ``index`` of the training pattern (its CSR rows: the seen items ``recommend`` excludes)
+    as shards of ``interactions_.indptr`` / ``.indices`` / ``.data``; runs on the worker that holds the block.
+
+    ``entry_offset``: the entries of the blocks before it. Block 0 writes its whole ``indptr``, the others all but
+    its leading 0, shifted: the concatenated shards are the global CSR arrays.
+    """
+    lo, hi = int(block.start), int(block.stop)
+    ip = np.asarray(block.indptr, dtype=np.int64) + int(entry_offset)
+    if index > 0:
+        ip, first = ip[1:], lo + 1
+    else:
+        first = 0
+    e0, e1 = int(entry_offset), int(entry_offset) + len(block.indices)
+    out = {}
+    for name, arr, span in (("interactions_.indptr", ip, (first, hi + 1)),
+                            ("interactions_.indices", np.asarray(block.indices, dtype=np.int32), (e0, e1)),
+                            ("interactions_.data", np.asarray(block.values, dtype=np.float32), (e0, e1))):
+        entry = f"shards/{name}.{index:05d}.npy"
+        out[name] = {"entry": entry, "rows": [span[0], span[1]], **_write_npy(Path(folder) / entry, arr)}
+    return out
+
+
 def new_directory(path: str | os.PathLike) -> Path:
     """A fresh temporary directory beside ``path`` (with ``arrays/`` and ``shards/``) to write a model into."""
     path = Path(path)
@@ -100,6 +123,8 @@ def finish_directory(model: Any, tmp: Path, path: str | os.PathLike, shards: dic
     path = Path(path)
     try:
         arrays, manifest = _payload(model, metrics, extra, leave_out=tuple(shards))
+        for name in shards:  # sharded parts of a structured value (the training pattern's CSR arrays)
+            arrays.pop(name, None)
         for key, arr in arrays.items():
             entry = f"arrays/{key}.npy"
             manifest["arrays"][key] = {"entry": entry, **_write_npy(tmp / entry, arr)}

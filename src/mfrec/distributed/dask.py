@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import shutil
 import threading
 import time
 import warnings
@@ -56,6 +57,7 @@ from mfrec._progress import report
 from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError, require_extra
 from mfrec.distributed.sharded import ShardedExecutor
+from mfrec.persist_sharded import new_directory
 from mfrec.models.training import RowBlock, add_partials, run
 
 __all__ = ["fit", "DaskInteractions", "from_dask_dataframe", "read_parquet", "local_client", "cluster_client",
@@ -660,13 +662,29 @@ def fit(model: Any, data: Any, client: Any, n_blocks: int | None = None, *, layo
     if hasattr(model, "_invalidate_caches"):
         model._invalidate_caches()
     B = _n_blocks(client, n_blocks)
+    do_gather, pattern_dir, pattern = None, None, None
     if isinstance(data, DaskInteractions):
         if "entries_on_workers" not in takes:
             raise InvalidParameterError(f"the distributed {name} fit takes in-memory Interactions (and attributes), "
                                         "not a dask DataFrame or Parquet input yet")
         users, items, uside, iside = _dask_blocks(client, data, B)
-        inter = _collect_interactions(client, uside, users, items, has_values=data.value is not None)
-        plan = model._als_plan(inter, entries_on_workers=True, sharded=sharded)
+        has_values = data.value is not None
+        if sharded and gather is not True and "n_entries" in takes:
+            # the entries stay on the workers: the plan gets the id maps and the count, the seen items are written
+            # by the user blocks into the model directory unless the fit ends by gathering the model here
+            counts = client.gather([client.submit(_block_nnz, f, pure=False) for f in uside.futures])
+            empty = sp.csr_matrix((len(users), len(items)), dtype=np.float32)
+            plan = model._als_plan(Interactions(empty, users, items, has_values=has_values), entries_on_workers=True,
+                                   sharded=True, n_entries=int(sum(counts)))
+            do_gather = _decide_gather(gather, path, plan, name)
+            if do_gather:
+                plan.inter = model.interactions_ = _collect_interactions(client, uside, users, items, has_values)
+            else:
+                pattern_dir = new_directory(path)
+                pattern = _write_pattern(client, uside, counts, pattern_dir)
+        else:
+            inter = _collect_interactions(client, uside, users, items, has_values=has_values)
+            plan = model._als_plan(inter, entries_on_workers=True, sharded=sharded)
         sides = {"user": uside, "item": iside}
         transform = plan.entry_transform()
         if transform is not None:
@@ -687,14 +705,38 @@ def fit(model: Any, data: Any, client: Any, n_blocks: int | None = None, *, layo
         run(plan, DaskExecutor(client, sides, max_restarts, stats), on_iteration)
         model.distributed_stats_ = asdict(stats)  # plain JSON-able dict: the model file can hold it
         return model
-    do_gather = _decide_gather(gather, path, plan, name)
+    if do_gather is None:
+        do_gather = _decide_gather(gather, path, plan, name)
     executor = ShardedExecutor(client, sides, max_restarts, stats, gather=do_gather)
-    run(plan, executor, on_iteration)
-    stats.route_rows = [int(n) for side in ("user", "item") for n in executor.routes[side].sizes.sum(axis=1)]
-    model.distributed_stats_ = asdict(stats)
-    if path is not None:
-        save_sharded(model, executor, path)
+    try:
+        run(plan, executor, on_iteration)
+        stats.route_rows = [int(n) for side in ("user", "item") for n in executor.routes[side].sizes.sum(axis=1)]
+        model.distributed_stats_ = asdict(stats)
+        if path is not None:
+            save_sharded(model, executor, path, pattern_dir, pattern)
+    except BaseException:
+        if pattern_dir is not None:
+            shutil.rmtree(pattern_dir, ignore_errors=True)
+        raise
     return model
+
+
+def _block_nnz(block: RowBlock) -> int:
+    return block.nnz
+
+
+def _write_pattern(client, side: _Side, counts: list[int], folder) -> dict[str, list]:
+    """The user blocks write the training pattern (the seen items) into ``folder``: ``{array: [shard entries]}``."""
+    from mfrec.persist_sharded import write_pattern
+
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    futures = [client.submit(write_pattern, f, str(folder), k, int(offsets[k]), pure=False)
+               for k, f in enumerate(side.futures)]
+    shards: dict[str, list] = {}
+    for written in client.gather(futures):
+        for key, entry in written.items():
+            shards.setdefault(key, []).append(entry)
+    return shards
 
 
 def _decide_gather(gather: bool | str, path: Any, plan: Any, name: str) -> bool:
@@ -718,16 +760,19 @@ def _decide_gather(gather: bool | str, path: Any, plan: Any, name: str) -> bool:
     return bool(gather)
 
 
-def save_sharded(model: Any, executor: ShardedExecutor, path: Any) -> Any:
+def save_sharded(model: Any, executor: ShardedExecutor, path: Any, tmp: Any = None,
+                 pattern: dict[str, list] | None = None) -> Any:
     """Write ``model`` as a sharded model directory at ``path``: each worker writes its blocks' rows, the client
-    the id maps, the training pattern and the manifest (:mod:`mfrec.persist_sharded`)."""
-    from mfrec.persist_sharded import finish_directory, new_directory, write_shard
+    the id maps, the training pattern and the manifest (:mod:`mfrec.persist_sharded`). ``tmp``, ``pattern``: a
+    directory the user blocks already wrote the training pattern into (a dask log that never came to the client)
+    and its shard entries."""
+    from mfrec.persist_sharded import finish_directory, write_shard
 
     client = executor.client
     names = executor.row_names
-    tmp = new_directory(path)
+    tmp = new_directory(path) if tmp is None else tmp
     try:
-        shards: dict[str, list] = {}
+        shards: dict[str, list] = dict(pattern or {})
         for side in ("user", "item"):
             futures = [client.submit(write_shard, rows, names[side], str(tmp), k, lo, hi,
                                      workers=None if worker is None else [worker], allow_other_workers=True,
@@ -737,8 +782,6 @@ def save_sharded(model: Any, executor: ShardedExecutor, path: Any) -> Any:
                 for key, entry in written.items():
                     shards.setdefault(key, []).append(entry)
     except BaseException:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return finish_directory(model, tmp, path, shards)
