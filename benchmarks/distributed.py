@@ -1,5 +1,8 @@
 """Distributed ImplicitALS on dask: bytes moved, seconds per iteration, worker memory, and a 1B paper estimate.
 
+The broadcast layout by default (``--layout``); the sharded layout, mfrec's default, has its own script with its
+paper model: ``benchmarks/distributed_sharded.py``.
+
 Usage::
 
     python benchmarks/distributed.py                        # 100k x 20k, ~2M nnz, d=32 (a few minutes here)
@@ -80,7 +83,7 @@ def _trace_peak():
     return peak
 
 
-def run_cluster(inter, n_workers, total_threads, kw, n_blocks, trace=False):
+def run_cluster(inter, n_workers, total_threads, kw, n_blocks, trace=False, layout="broadcast"):
     from distributed import Client, LocalCluster, get_task_stream
 
     from mfrec.distributed import fit, worker_memory
@@ -92,7 +95,8 @@ def run_cluster(inter, n_workers, total_threads, kw, n_blocks, trace=False):
                                dashboard_address=None, memory_limit=0)
     with cluster, Client(cluster) as client:
         small = Interactions(inter.matrix[:2000])
-        fit(ImplicitALS(**{**kw, "iterations": 1}), small, client, n_blocks=n_blocks)  # JIT warm-up on workers
+        fit(ImplicitALS(**{**kw, "iterations": 1}), small, client, n_blocks=n_blocks,
+            layout=layout)  # JIT warm-up on workers
         base = worker_memory(client)
         peak = dict(base)
         stop = threading.Event()
@@ -112,7 +116,7 @@ def run_cluster(inter, n_workers, total_threads, kw, n_blocks, trace=False):
         lo0 = loopback_bytes()
         poller.start()
         with get_task_stream(client) as ts:
-            model = fit(ImplicitALS(**kw), inter, client, n_blocks=n_blocks)
+            model = fit(ImplicitALS(**kw), inter, client, n_blocks=n_blocks, layout=layout)
         stop.set()
         poller.join()
         traced = client.run(_trace_peak) if trace else {}
@@ -149,6 +153,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="threads in all (local kernel threads; split over workers)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--blocks-per-worker", type=int, default=1)
+    ap.add_argument("--layout", default="broadcast", choices=["broadcast", "sharded"],
+                    help="the cluster layout (this script's memory bound and 1B estimate are the broadcast "
+                         "layout's; benchmarks/distributed_sharded.py measures the sharded one)")
     ap.add_argument("--trace-memory", action="store_true",
                     help="also measure each worker's peak traced allocations (tracemalloc) during the fit")
     ap.add_argument("--bandwidth-gbit", type=float, default=10.0, help="network for the paper estimate")
@@ -171,7 +178,8 @@ def main(argv=None):
     rows = []
     for w in args.workers:
         model, compute, base, rss, tpw, lo, traced = run_cluster(inter, w, args.threads, kw,
-                                                                 w * args.blocks_per_worker, args.trace_memory)
+                                                                 w * args.blocks_per_worker, args.trace_memory,
+                                                                 args.layout)
         st = argparse.Namespace(**model.distributed_stats_)
         s = np.asarray(st.seconds)
         diff = max(np.abs(model.user_factors_ - local.user_factors_).max(),
