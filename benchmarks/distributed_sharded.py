@@ -49,20 +49,21 @@ def _reset_peak() -> None:
         fh.write("5")
 
 
-def _peak() -> int:
+def _status(key: str) -> int:
+    """A size from /proc/self/status in bytes (``VmHWM``: peak resident, ``VmRSS``: resident now)."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def _peak() -> int:
+    return _status("VmHWM")
 
 
 def _rss() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return _status("VmRSS")
 
 
 def _data(args):

@@ -41,20 +41,6 @@ def _log(seed: int = 0, n_users: int = 120, n_items: int = 80, n: int = 1500) ->
 
 
 @pytest.fixture(scope="module")
-def client():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
-    c = distributed.Client(cluster)
-    try:
-        yield c
-    finally:
-        c.close()
-        cluster.close()
-
-
-@pytest.fixture(scope="module")
 def log() -> pd.DataFrame:
     return _log()
 

@@ -30,20 +30,6 @@ from mfrec.models.training import RowBlock  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def client():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
-    c = distributed.Client(cluster)
-    try:
-        yield c
-    finally:
-        c.close()
-        cluster.close()
-
-
-@pytest.fixture(scope="module")
 def communities():
     """4 communities of 4000 users and 1000 items, 8 items per user: 16k x 4k, 128k entries."""
     return community_interactions(4, 4000, 1000, 8, seed=3)

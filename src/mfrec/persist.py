@@ -615,11 +615,7 @@ def load(path: str | os.PathLike | Any, *, on_manifest: Callable[[dict[str, Any]
             raise ModelFileError(f"{source}: the manifest lists per-block shards, which only a model directory has")
         if on_manifest is not None:
             on_manifest(manifest)
-        _ensure_registry()
-        class_name = manifest.get("model_class")
-        cls = MODEL_REGISTRY.get(class_name) if isinstance(class_name, str) else None
-        if cls is None:
-            raise ModelFileError(f"{source}: unknown model class {class_name!r}")
+        cls = model_class(manifest, source)
         expected_names = {meta.get("entry") for meta in manifest.get("arrays", {}).values() if isinstance(meta, dict)}
         unexpected = [n for n in zf.namelist() if n != MANIFEST and n not in expected_names]
         if unexpected:
@@ -629,6 +625,16 @@ def load(path: str | os.PathLike | Any, *, on_manifest: Callable[[dict[str, Any]
             raise ModelFileError(f"{source}: manifest declares {declared} bytes of arrays but the file is smaller")
         arrays = {name: _read_array(zf, name, meta, source) for name, meta in manifest["arrays"].items()}
     return build_model(cls, manifest, arrays, source)
+
+
+def model_class(manifest: dict[str, Any], source: str) -> type:
+    """The registered class a manifest names (only those can be built: no import of arbitrary code)."""
+    _ensure_registry()
+    class_name = manifest.get("model_class")
+    cls = MODEL_REGISTRY.get(class_name) if isinstance(class_name, str) else None
+    if cls is None:
+        raise ModelFileError(f"{source}: unknown model class {class_name!r}")
+    return cls
 
 
 def build_model(cls: type, manifest: dict[str, Any], arrays: dict[str, np.ndarray], source: str) -> Any:

@@ -34,9 +34,7 @@ from mfrec.exceptions import ModelFileError
 from mfrec.persist import (
     MANIFEST,
     MAX_MANIFEST_BYTES,
-    MODEL_REGISTRY,
     _ARRAY_NAME,
-    _ensure_registry,
     _HashingWriter,
     _payload,
     _umask,
@@ -44,6 +42,7 @@ from mfrec.persist import (
     build_model,
     decode_npy,
     manifest_checksum,
+    model_class,
     parse_manifest,
 )
 
@@ -205,11 +204,7 @@ def load_dir(path: str | os.PathLike, *, on_manifest: Callable[[dict[str, Any]],
     manifest = parse_manifest(raw, source)
     if on_manifest is not None:
         on_manifest(manifest)
-    _ensure_registry()
-    class_name = manifest.get("model_class")
-    cls = MODEL_REGISTRY.get(class_name) if isinstance(class_name, str) else None
-    if cls is None:
-        raise ModelFileError(f"{source}: unknown model class {class_name!r}")
+    cls = model_class(manifest, source)
     arrays = {name: _read_file(folder, meta["entry"], name, meta, source) for name, meta in manifest["arrays"].items()}
     for name, parts in manifest.get("shards", {}).items():
         if name in arrays:
