@@ -271,3 +271,32 @@ def test_dask_log_saved_sharded_never_brings_the_pattern_to_the_client(client, t
     np.testing.assert_allclose(loaded.user_factors_, local.user_factors_, rtol=1e-9, atol=1e-12)
     users = list(local.interactions_.user_ids[:20])
     assert _top(loaded, users, 5) == _top(local, users, 5)  # seen items excluded from the file's pattern
+
+
+def test_explicit_worker_killed_mid_fit_replays_to_the_same_result(client):
+    """Recovery by replay: the lost rows come back from the seeded start (ExplicitALS draws its items from one
+    normal stream, which must restart where it started) and the fit ends where an uninterrupted one does."""
+    import os
+
+    data = community_interactions(4, 300, 60, 5, ratings=True, seed=6)
+    kw = dict(factors=4, iterations=3, seed=8, dtype="float64")
+    local = ExplicitALS(**kw).fit(data)
+
+    def kill_one_worker(it, model):
+        if it == 1:
+            victim = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
+            try:
+                client.run(os._exit, 1, workers=[victim])
+            except Exception:  # noqa: BLE001 - the connection to the dying worker closes under us
+                pass
+
+    with pytest.warns(RuntimeWarning, match="replaying"):
+        dist = fit(ExplicitALS(**kw), data, client, n_blocks=4, on_iteration=kill_one_worker)
+    stats = dist.distributed_stats_
+    assert stats["restarts"] >= 1 and len(dist.history_) == 3
+    # the starting rows were sent once more after the loss
+    assert stats["setup_bytes"] >= 2 * stats["theoretical_bytes"]
+    for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_"):
+        np.testing.assert_allclose(getattr(dist, name), getattr(local, name), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose([h["loss"] for h in dist.history_], [h["loss"] for h in local.history_], rtol=1e-12)
+    client.wait_for_workers(2, timeout=60)

@@ -398,6 +398,9 @@ class BlockStats:
         maps sent with the tasks, the per-block sums).
     route_rows : list of int
         Sharded layout: per block (user blocks then item blocks), the rows of the other side it references.
+    setup_bytes : int
+        Sharded layout: factor bytes the client sent before the first iteration (the starting rows: one copy of
+        both factor matrices, block by block; again after a lost worker).
     """
 
     n_workers: int = 0
@@ -412,6 +415,7 @@ class BlockStats:
     layout: str = "broadcast"
     client_bytes: list = field(default_factory=list)
     route_rows: list = field(default_factory=list)
+    setup_bytes: int = 0
 
 
 def _is_lost(exc: BaseException) -> bool:

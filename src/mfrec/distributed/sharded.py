@@ -286,6 +286,7 @@ class ShardedExecutor:
             futures = []
             for k in range(len(bounds) - 1):
                 rows = draw(int(bounds[k]), int(bounds[k + 1]))
+                self.stats.setup_bytes += int(sum(a.nbytes for a in rows))
                 workers = None if self.holder[name][k] is None else [self.holder[name][k]]
                 sent = c.scatter([rows], workers=workers, hash=False, direct=True)[0]
                 # the received frame's buffer can be misaligned or read-only: settled once into the block's own

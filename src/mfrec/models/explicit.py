@@ -498,7 +498,8 @@ class _ExplicitPlan(ALSPlan):
         gen = rng(model.seed)
         self.sharded, self.d, self.dt = sharded, d, dt
         if sharded:  # the rows are drawn block by block (in order: one normal stream), where they will live
-            self._gen = gen
+            # the stream's start is kept, not the generator: a sharded fit that lost a worker draws them again
+            self._draw_start = (type(gen.bit_generator), gen.bit_generator.state)
             self._penalties: dict[str, tuple[float, float]] = {}
             model.user_factors_ = model.item_factors_ = model.user_bias_ = model.item_bias_ = None
         else:
@@ -541,7 +542,10 @@ class _ExplicitPlan(ALSPlan):
         d, dt = self.d, self.dt
         if name == "user":
             return lambda lo, hi: (np.zeros((hi - lo, d), dtype=dt), np.zeros(hi - lo, dtype=dt))
-        gen, at = self._gen, [0]
+        bit_type, state = self._draw_start
+        bits = bit_type()
+        bits.state = state
+        gen, at = np.random.Generator(bits), [0]
 
         def rows(lo: int, hi: int):
             if lo != at[0]:
