@@ -205,7 +205,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     for name, (key, helptext) in _QUERIES.items():
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("model", metavar="MODEL", help="a model file written by `mfrec train`")
+        p.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
         p.add_argument(f"--{key}", required=True, help=f"the {key} id")
         p.add_argument("-k", type=bounded_int(1, MAX_K), default=10)
         if name == "recommend":
@@ -214,7 +214,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=query_command, query=name, id_key=key)
 
     srv = sub.add_parser("serve", help="serve a model over HTTP (needs the 'serve' extra)")
-    srv.add_argument("model", metavar="MODEL")
+    srv.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
     srv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     srv.add_argument("--port", type=bounded_int(1, 65535), default=8000)
     srv.add_argument("--max-k", type=bounded_int(1, 100_000), default=1000)
@@ -421,6 +421,9 @@ def tune_command(args: argparse.Namespace) -> int:
         print(f"mfrec: note: {message}", file=sys.stderr)
     return 0
 
+
+_MODEL_HELP = ("a model file written by `mfrec train`, or a sharded model directory written by the workers of a "
+               "distributed fit (mfrec.distributed.fit(..., path=DIR))")
 
 #: what a search or cross-validation table shows by default (--verbose: every column, counts and times included)
 _TABLE_METRICS = ("rmse", "mae", "precision@", "recall@", "ndcg@", "map@", "mrr", "hit_rate@", "auc")
