@@ -243,9 +243,11 @@ def test_fit_on_workers_limited_below_one_copy_of_the_factors(tmp_path):
     assert _top(loaded, users) == _top(local, users)
 
 
-def test_dask_log_saved_sharded_never_brings_the_pattern_to_the_client(client, tmp_path):
-    """From a dask DataFrame without gathering: the client gets the id maps and the entry count only; the user
-    blocks write the seen items beside the factors, and the loaded model equals the local fit."""
+@pytest.mark.parametrize("model_cls", [ImplicitALS, ExplicitALS])
+def test_dask_log_saved_sharded_never_brings_the_pattern_to_the_client(client, tmp_path, model_cls):
+    """From a dask DataFrame without gathering: the client gets the id maps and a summary of the entries (count,
+    rating range and sum); the user blocks write the seen items beside the factors, and the loaded model equals
+    the local fit."""
     import pandas as pd
 
     dd = pytest.importorskip("dask.dataframe")
@@ -256,10 +258,13 @@ def test_dask_log_saved_sharded_never_brings_the_pattern_to_the_client(client, t
     log = pd.DataFrame({"user": [f"u{k:03d}" for k in r.integers(0, 150, 2500)],
                         "item": [f"i{k:03d}" for k in r.integers(0, 90, 2500)],
                         "plays": r.integers(1, 9, 2500).astype(float)})
-    kw = dict(factors=4, iterations=2, seed=3, dtype="float64", alpha=2.0)
-    local = ImplicitALS(**kw).fit(Interactions.from_frame(log, user="user", item="item", value="plays"))
+    kw = dict(factors=4, iterations=2, seed=3, dtype="float64", **({"alpha": 2.0} if model_cls is ImplicitALS else {}))
+    local = model_cls(**kw).fit(Interactions.from_frame(log, user="user", item="item", value="plays"))
     data = from_dask_dataframe(dd.from_pandas(log, npartitions=3), user="user", item="item", value="plays")
-    dist = fit(ImplicitALS(**kw), data, client, n_blocks=3, gather=False, path=tmp_path / "m")
+    dist = fit(model_cls(**kw), data, client, n_blocks=3, gather=False, path=tmp_path / "m")
+    np.testing.assert_allclose([h["loss"] for h in dist.history_], [h["loss"] for h in local.history_], rtol=1e-12)
+    if model_cls is ExplicitALS:  # the rating statistics came from the blocks
+        assert dist.rating_range_ == local.rating_range_ and dist.global_bias_ == pytest.approx(local.global_bias_)
     assert dist.user_factors_ is None and dist.interactions_.nnz == 0  # ids only: no pattern, no factors here
     assert dist.interactions_.user_index_map.equals(local.interactions_.user_index_map)
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())

@@ -673,13 +673,18 @@ def fit(model: Any, data: Any, client: Any, n_blocks: int | None = None, *, layo
                                         "not a dask DataFrame or Parquet input yet")
         users, items, uside, iside = _dask_blocks(client, data, B)
         has_values = data.value is not None
-        if sharded and gather is not True and "n_entries" in takes:
-            # the entries stay on the workers: the plan gets the id maps and the count, the seen items are written
-            # by the user blocks into the model directory unless the fit ends by gathering the model here
-            counts = client.gather([client.submit(_block_nnz, f, pure=False) for f in uside.futures])
+        if sharded and gather is not True:
+            # the entries stay on the workers: the plan gets the id maps and a summary of the entries (count, and
+            # the rating range and sum an explicit model starts from); the user blocks write the seen items into
+            # the model directory unless the fit ends by gathering the model here
+            parts = client.gather([client.submit(_entry_summary, f, pure=False) for f in uside.futures])
+            counts = [p["n"] for p in parts]
+            summary = {"n": int(sum(counts)), "sum": float(sum(p["sum"] for p in parts)),
+                       "min": min((p["min"] for p in parts if p["n"]), default=0.0),
+                       "max": max((p["max"] for p in parts if p["n"]), default=0.0)}
             empty = sp.csr_matrix((len(users), len(items)), dtype=np.float32)
             plan = model._als_plan(Interactions(empty, users, items, has_values=has_values), entries_on_workers=True,
-                                   sharded=True, n_entries=int(sum(counts)))
+                                   sharded=True, entry_summary=summary)
             do_gather = _decide_gather(gather, path, plan, name)
             if do_gather:
                 plan.inter = model.interactions_ = _collect_interactions(client, uside, users, items, has_values)
@@ -725,8 +730,12 @@ def fit(model: Any, data: Any, client: Any, n_blocks: int | None = None, *, layo
     return model
 
 
-def _block_nnz(block: RowBlock) -> int:
-    return block.nnz
+def _entry_summary(block: RowBlock) -> dict:
+    """Count, sum, min and max of a raw block's values (what a fit needs of the entries it never collects)."""
+    v = block.values
+    if not len(v):
+        return {"n": 0, "sum": 0.0, "min": 0.0, "max": 0.0}
+    return {"n": int(len(v)), "sum": float(np.sum(v, dtype=np.float64)), "min": float(v.min()), "max": float(v.max())}
 
 
 def _write_pattern(client, side: _Side, counts: list[int], folder) -> dict[str, list]:

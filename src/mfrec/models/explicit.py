@@ -127,13 +127,15 @@ class _ExplicitModel(FactorModel):
             "frequency_weighted=False contradicts regularization_scaling='count'; set only regularization_scaling")
 
     @staticmethod
-    def _check_data(interactions: Any, name: str = "interactions") -> Interactions:
+    def _check_data(interactions: Any, name: str = "interactions", n_entries: int | None = None) -> Interactions:
+        """``interactions`` checked for an explicit fit (``n_entries``: their count, when the ratings themselves
+        stay on a cluster's workers and ``interactions`` holds only the id maps)."""
         if not isinstance(interactions, Interactions):
             raise InvalidDataError(
                 f"{name} must be an mfrec.Interactions (build one with Interactions.from_frame or "
                 f"read_interactions), got {type(interactions).__name__}"
             )
-        if interactions.nnz == 0:
+        if (interactions.nnz if n_entries is None else n_entries) == 0:
             raise InvalidDataError(f"{name} hold no ratings: nothing to fit")
         if not interactions.has_values:
             raise InvalidDataError(
@@ -141,11 +143,17 @@ class _ExplicitModel(FactorModel):
             )
         return interactions
 
-    def _start_fit(self, interactions: Interactions, dtype: np.dtype) -> None:
-        data = interactions.matrix.data
+    def _start_fit(self, interactions: Interactions, dtype: np.dtype, summary: dict | None = None) -> None:
+        """The fitted attributes known before training; ``summary`` (``n``, ``min``, ``max``, ``sum`` of the
+        ratings) stands in for ``interactions``' values when they stay on a cluster's workers."""
         self.interactions_ = interactions
-        self.rating_range_ = [float(data.min()), float(data.max())]
-        self.rating_mean_ = float(np.mean(data, dtype=np.float64))
+        if summary is None:
+            data = interactions.matrix.data
+            self.rating_range_ = [float(data.min()), float(data.max())]
+            self.rating_mean_ = float(np.mean(data, dtype=np.float64))
+        else:
+            self.rating_range_ = [float(summary["min"]), float(summary["max"])]
+            self.rating_mean_ = float(summary["sum"]) / max(int(summary["n"]), 1)
         self.global_bias_ = self.rating_mean_ if self.biases else 0.0
         self.history_ = []
         self.unknown_predictions_ = 0
@@ -436,10 +444,12 @@ class ExplicitALS(_ExplicitModel):
         return run(self._als_plan(interactions, validation))
 
     def _als_plan(self, data: Any, validation: Any = None, *, entries_on_workers: bool = False,
-                  sharded: bool = False) -> _ExplicitPlan:
+                  sharded: bool = False, entry_summary: dict | None = None) -> _ExplicitPlan:
         """The plan of a fit (:mod:`mfrec.models.training`); the raw ratings are the kernel's entries, so
-        ``entries_on_workers`` changes nothing; ``sharded``: the factors live on the workers."""
-        return _ExplicitPlan(self, data, validation, sharded)
+        ``entries_on_workers`` changes nothing; ``sharded``: the factors live on the workers;
+        ``entry_summary`` (``n``, ``min``, ``max``, ``sum`` of the ratings): ``data`` holds only the id maps (an
+        empty pattern: the ratings stay on the workers and the seen items go to a sharded model directory)."""
+        return _ExplicitPlan(self, data, validation, sharded, entry_summary)
 
 
 def explicit_block(block: RowBlock, fixed: tuple, small: dict, own: tuple, with_loss: bool) -> tuple[tuple, dict]:
@@ -481,13 +491,15 @@ class _ExplicitPlan(ALSPlan):
     row_stats = staticmethod(explicit_row_stats)
     row_names = {"user": ("user_factors_", "user_bias_"), "item": ("item_factors_", "item_bias_")}
 
-    def __init__(self, model: ExplicitALS, data: Any, validation: Any, sharded: bool = False) -> None:
+    def __init__(self, model: ExplicitALS, data: Any, validation: Any, sharded: bool = False,
+                 entry_summary: dict | None = None) -> None:
         p = model._check_common()
         self.threads = check_int("num_threads", model.num_threads, minimum=0)
-        inter = model._check_data(data)
+        inter = model._check_data(data, n_entries=None if entry_summary is None else int(entry_summary["n"]))
         dt, d = p["dtype"], p["factors"]
-        model._start_fit(inter, dt)
+        model._start_fit(inter, dt, entry_summary)
         self.model, self.inter, self.iterations = model, inter, p["iterations"]
+        self.nnz = inter.nnz if entry_summary is None else int(entry_summary["n"])
         self.compute_loss = p["calculate_training_loss"]
         self.val = model._validation_pairs(validation)
         if self.val is not None:
@@ -512,7 +524,7 @@ class _ExplicitPlan(ALSPlan):
         self.reg, self.fw = p["regularization"], model._count_scaled()
         self._small = {"mu": float(model.global_bias_), "reg": self.reg, "fw": self.fw,
                        "biases": bool(model.biases), "breg": model._bias_reg()}
-        self.scales = model._penalty_scales(csr, self.fw)
+        self.scales = None if sharded else model._penalty_scales(csr, self.fw)  # (sharded: summed by the blocks)
         self.theoretical_bytes = (n_users + n_items) * (d + 1) * np.dtype(dt).itemsize
         self._sides: dict[str, RowBlock] = {}
         self._sse = 0.0
@@ -577,8 +589,8 @@ class _ExplicitPlan(ALSPlan):
         if self.sharded:  # the penalties come summed from the blocks
             (pu, bu), (pi, bi) = self._penalties["user"], self._penalties["item"]
             loss = self._sse + self.reg * (pu + pi) + (self.model._bias_reg() * (bu + bi) if self.model.biases else 0.0)
-            return {"loss": float(loss), "rmse": float(np.sqrt(self._sse / max(self.inter.nnz, 1)))}
-        loss, rmse = self.model._loss_from_sse(self._sse, self.reg, self.scales, self.inter.nnz)
+            return {"loss": float(loss), "rmse": float(np.sqrt(self._sse / max(self.nnz, 1)))}
+        loss, rmse = self.model._loss_from_sse(self._sse, self.reg, self.scales, self.nnz)
         return {"loss": loss, "rmse": rmse}
 
     def validate(self) -> float:

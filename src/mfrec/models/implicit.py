@@ -263,13 +263,13 @@ class ImplicitALS(FactorModel):
         return run(self._als_plan(interactions, validation))
 
     def _als_plan(self, data: Any, validation: Any = None, *, entries_on_workers: bool = False,
-                  sharded: bool = False, n_entries: int | None = None) -> _ImplicitPlan:
+                  sharded: bool = False, entry_summary: dict | None = None) -> _ImplicitPlan:
         """The plan of a fit (:mod:`mfrec.models.training`); ``entries_on_workers``: ``data`` holds raw values
         and the confidences are computed block by block where the blocks live (a cluster fit of a dask log);
         ``sharded``: the factors live on the workers (the plan keeps their Grams, not the matrices);
-        ``n_entries``: the number of entries when ``data`` holds only the id maps (an empty pattern: the entries
-        stay on the workers and the seen items go to a sharded model directory)."""
-        return _ImplicitPlan(self, data, validation, entries_on_workers, sharded, n_entries)
+        ``entry_summary`` (``n``: the number of entries): ``data`` holds only the id maps (an empty pattern: the
+        entries stay on the workers and the seen items go to a sharded model directory)."""
+        return _ImplicitPlan(self, data, validation, entries_on_workers, sharded, entry_summary)
 
     def _check_finite(self, it: int) -> None:
         for name in ("user_factors_", "item_factors_"):
@@ -538,14 +538,14 @@ class _ImplicitPlan(ALSPlan):
     row_stats = staticmethod(implicit_row_stats)
 
     def __init__(self, model: ImplicitALS, data: Any, validation: Any, entries_on_workers: bool,
-                 sharded: bool = False, n_entries: int | None = None) -> None:
+                 sharded: bool = False, entry_summary: dict | None = None) -> None:
         p = model._checked_params()
         if entries_on_workers:
             inter, conf, pref = data, None, None
             c0, mode = p["unobserved_confidence"], p["confidence"]
         else:
             inter, conf, pref, c0, mode = model._prepare(data, p)
-        if (inter.nnz if n_entries is None else n_entries) == 0:
+        if (inter.nnz if entry_summary is None else int(entry_summary["n"])) == 0:
             raise InvalidDataError("no interactions to fit")
         self.model, self.p, self.inter, self.c0, self.mode = model, p, inter, float(c0), mode
         self.compute_loss = p["calculate_training_loss"]
