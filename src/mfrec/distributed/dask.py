@@ -88,17 +88,17 @@ def _kernel_env():
         yield
 
 
-def _own(a: np.ndarray) -> np.ndarray:
+def _own(a: np.ndarray, align: bool = False) -> np.ndarray:
     """The warm-start buffer itself, to be solved in place and returned as the task's result.
 
     The previous result of a block is referenced by nothing but the task that consumes it (the executor drops
     its future as soon as the new one exists, and a lost worker makes it re-scatter the rows from the client's
     checkpoint), so overwriting it keeps one copy of the block's own rows on the worker instead of two. A
-    read-only or misaligned buffer (a deserialised frame that could not be reused: a float32 array at an odd
-    offset in a received frame, which numpy's matrix products would copy, as float64, at every use) is copied
-    once.
+    read-only buffer (a deserialised frame that could not be reused) is copied once; with ``align`` also a
+    misaligned one (a float32 array at an odd offset in a received frame, which numpy's matrix products copy, as
+    float64, at every use: the sharded layout forms ``X_b^T X_b`` on the workers).
     """
-    if a.flags.writeable and a.flags.c_contiguous and a.flags.aligned:
+    if a.flags.writeable and a.flags.c_contiguous and (a.flags.aligned or not align):
         return a
     return np.array(a, copy=True, order="C")
 

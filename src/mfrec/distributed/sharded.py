@@ -119,7 +119,7 @@ def shard_task(kernel, row_stats, block: RowBlock, small: dict, prev, with_loss:
 def _settle(rows: tuple) -> tuple:
     from mfrec.distributed.dask import _own
 
-    return tuple(_own(a) for a in rows)
+    return tuple(_own(a, align=True) for a in rows)
 
 
 def _stats_task(row_stats, block: RowBlock, rows: tuple, small: dict) -> dict:
