@@ -82,30 +82,40 @@ def _data(args):
 def paper_model(data, d: int, itemsize: int, blocks: int, workers: int, co_located: bool) -> dict:
     """The paper model of docs/distributed.md, from the degrees alone (no routes computed).
 
-    Rows of a side fall into ``B`` blocks; a row of the other side with ``c`` entries is referenced by
-    ``B (1 - (1 - 1/B)^c)`` blocks on average when its entries land in blocks at random (power law: users are
-    independent), and by exactly one block when its entries stay in one community. Each reference ships one row
-    of ``r = d * itemsize`` bytes per half-step. The client moves ``4 (8 d^2 + ~40)`` bytes per iteration.
-    Worker peak = idle process + its share of the blocks + its own rows of both sides + the pieces of the larger
-    half-step (one copy when the source block shares the worker, two when it does not: ``2 - 1/W`` on average
-    when the sources are spread over all workers) + one block's pieces concatenated when they come from several
-    source blocks.
+    Rows of a side fall into ``B`` nnz-balanced blocks of consecutive rows. A row of the other side with ``c``
+    entries is referenced by ``B (1 - (1 - 1/B)^c)`` blocks on average when its entries land in blocks at random
+    (power law: users are independent), and by exactly one block when its entries stay in one community. A route
+    from source block ``a`` to a block that needs at least ``WHOLE_BLOCK_SHARE`` (0.8) of ``a``'s rows ships the
+    whole block, otherwise just those rows; each row is ``r = d * itemsize`` bytes. The client moves ``4 (8 d^2 + ~40)`` bytes per
+    iteration. Worker peak = idle process + its share of the blocks + its own rows of both sides + the received
+    blocks of the larger half-step (none when the source block shares the worker, ``1 - 1/W`` of them when the
+    sources are spread over all workers) + one block's compact fixed matrix.
     """
+    from mfrec.distributed.dask import _boundaries
+    from mfrec.distributed.sharded import WHOLE_BLOCK_SHARE
+
     csr = data.matrix.tocsr()
+    csc = csr.T.tocsr()
     r = d * itemsize
-    n_u = np.diff(csr.indptr)
-    c_i = np.bincount(csr.indices, minlength=csr.shape[1])
     B = blocks
 
-    def refs(degrees):
-        return float(np.sum(B * (1.0 - (1.0 - 1.0 / B) ** degrees)))
+    def shipped(degrees, side_indptr) -> float:
+        """Rows shipped in one half-step whose sources are the rows with these ``degrees``."""
+        bounds = _boundaries(side_indptr, B)
+        refs = B * (1.0 - (1.0 - 1.0 / B) ** degrees)  # blocks referencing each row
+        total = 0.0
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            rows, per_block = hi - lo, refs[lo:hi].sum() / B  # rows of this source block one block needs
+            total += B * (rows if per_block >= WHOLE_BLOCK_SHARE * rows else per_block)
+        return total
 
     m, n = csr.shape
-    random_refs = {"user_half": refs(c_i), "item_half": refs(n_u)}
-    return {"pieces_random": (random_refs["user_half"] + random_refs["item_half"]) * r,
-            "pieces_local": (m + n) * r, "client": 4 * (8 * d * d + 40), "F": (m + n) * r,
-            "largest_half_pieces": max(random_refs.values()) * r,
-            "copies": 1 if co_located else 2 - 1 / workers}
+    user_half = shipped(np.diff(csc.indptr), csc.indptr)  # item rows shipped to the user blocks
+    item_half = shipped(np.diff(csr.indptr), csr.indptr)  # user rows shipped to the item blocks
+    return {"pieces_random": (user_half + item_half) * r, "pieces_local": (m + n) * r,
+            "client": 4 * (8 * d * d + 40), "F": (m + n) * r,
+            "largest_half_pieces": max(user_half, item_half) * r,
+            "received": 0.0 if co_located else 1.0 - 1.0 / workers}
 
 
 def main(argv=None) -> dict:
@@ -197,10 +207,8 @@ def main(argv=None) -> dict:
     out["model"] = {
         "bytes_sent_over_broadcast": round(pieces / broadcast, 4),
         "client_bytes_over_F": round(model_["client"] / F, 5),
-        # + the concatenation of one block's pieces when they come from several blocks (power law)
         "worker_peak_over_F": round((np.median(list(idle.values())) + s_blocks / args.workers + F / args.workers
-                                     + model_["copies"] * largest / args.workers
-                                     + (0 if args.data == "community" else largest / args.blocks)) / F, 3),
+                                     + model_["received"] * largest / args.workers + largest / args.blocks) / F, 3),
     }
     if args.check_local:
         import mfrec

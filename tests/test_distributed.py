@@ -102,8 +102,11 @@ def test_implicit_cholesky_same_factors_and_recommendations(client, inter, n_blo
         # the blocks on a worker; the client also sends the fixed side's Gram (and c0, reg, solver, cg steps) once
         assert stats["bytes_received"] == [2 * (6 * 6 * 8 + 3 * 8)] * 3
         assert stats["client_bytes"] == [2 * (6 * 6 * 8 + 3 * 8) + 2 * (6 * 6 * 8 + 4 * 8)] * 3
-        # every block receives the rows it references: the route sizes times one factor row
-        assert stats["bytes_sent"] == [sum(stats["route_rows"]) * 6 * 4] * 3
+        # every block receives the rows it references (routes that need most of their source block get all of
+        # it): at least the route sizes, at most every block of the other side, times one factor row
+        sent_rows = stats["bytes_sent"][0] // (6 * 4)
+        assert stats["bytes_sent"] == [sent_rows * 6 * 4] * 3
+        assert sum(stats["route_rows"]) <= sent_rows <= expect_blocks * (inter.n_users + inter.n_items)
 
 
 def test_implicit_cg_float64_tight(client, inter):

@@ -60,6 +60,22 @@ def test_localize_routes_cover_exactly_the_referenced_rows(rows, cuts):
     assert local.indptr is block.indptr and local.values is block.values  # aligned arrays are not copied
 
 
+def test_compact_fixed_joins_whole_blocks_and_pieces_in_route_order():
+    r = np.random.default_rng(0)
+    a0 = (r.random((6, 3)), r.random(6))
+    a1 = (r.random((5, 3)), r.random(5))
+    piece = (a1[0][[1, 4]], a1[1][[1, 4]])
+    idx0 = np.array([0, 2, 5], dtype=np.int32)
+    from mfrec.distributed.sharded import compact_fixed
+
+    got = compact_fixed([(a0, idx0), (piece, None)])
+    for j in range(2):
+        np.testing.assert_array_equal(got[j], np.concatenate([a0[j][idx0], piece[j]]))
+    assert compact_fixed([(piece, None)]) is piece  # one taken piece is used as it is
+    alone = compact_fixed([(a1, np.array([3], dtype=np.int32))])
+    np.testing.assert_array_equal(alone[0], a1[0][[3]])
+
+
 # ------------------------------------------------------------------------------------------ traffic targets
 def test_community_data_meets_the_traffic_targets_with_the_local_top10(client, communities):
     """The issue's targets: client bytes per iteration <= 5% of (m + n) d itemsize, bytes sent <= 0.6 of a

@@ -15,20 +15,23 @@ indices of its entries). :func:`localize` cuts ``cols_b`` by the other side's bl
 
 One half-step of side ``s``::
 
-    for every route (b, a): piece[b][a] = own[o][a][need[b][a]]          (a task where own[o][a] lives)
-    for every block b:      own[s][b], sums_b = kernel(block_b, concat_a piece[b][a], small, own[s][b])
-                                                                            (a task where block b lives)
+    for every route (b, a): a piece = own[o][a][need[b][a]]  (a task where own[o][a] lives), or, when block b
+                            needs at least WHOLE_BLOCK_SHARE of block a's rows, own[o][a] itself
+    for every block b:      own[s][b], sums_b = kernel(block_b, compact fixed rows, small, own[s][b])
+                            (a task where block b lives; it copies its routes' rows into one compact matrix)
     on a worker: sums = sum_b sums_b   (the partial results plus plan.row_stats of the new rows: O(d^2))
 
-The pieces travel worker to worker (dask moves a task's inputs between workers directly); the client sends
+The rows travel worker to worker (dask moves a task's inputs between workers directly); the client sends
 ``small`` (Grams, maps: O(d^2)) once per half-step and receives the one summed set, so its traffic does not grow
-with the number of blocks. ``bytes_sent`` counts the
-pieces: ``sum over routes |need[b][a]| x row bytes`` per half-step, against ``n_workers (m + n) d`` for a
-broadcast. With users in communities that use only their own items, each block references one block of the
-other side, and the pieces add up to ``(m + n) d`` per iteration, ``1 / n_workers`` of the broadcast.
+with the number of blocks. ``bytes_sent`` counts the rows delivered: per route ``|need[b][a]|``, or the whole
+source block when it travels whole, times the row bytes, against ``n_workers (m + n) d`` for a broadcast. With
+users in communities that use only their own items, each block references one block of the other side, and
+``bytes_sent`` adds up to ``(m + n) d`` per iteration, ``1 / n_workers`` of the broadcast.
 
-Memory per worker: its data blocks, its own rows of both sides, and during a half-step the compact fixed rows
-of its blocks (the pieces and their concatenation: at most twice the rows its blocks reference).
+A whole block travels from its existing buffer (no copy waits on its worker; on the same worker it does not
+move at all), where a taken piece is a copy that stays on the source worker until the receiving block is solved.
+Memory per worker: its data blocks, its own rows of both sides, and during a half-step the rows received for its
+blocks, the pieces taken for others, and one block's compact fixed matrix at a time.
 
 Fault tolerance by replay
 -------------------------
@@ -55,9 +58,15 @@ from mfrec._progress import report
 from mfrec.exceptions import ModelFitError
 from mfrec.models.training import RowBlock, add_partials
 
-__all__ = ["ShardedExecutor", "localize", "shard_task"]
+__all__ = ["ShardedExecutor", "localize", "shard_task", "compact_fixed", "WHOLE_BLOCK_SHARE"]
 
 _OTHER = {"user": "item", "item": "user"}
+
+#: a route that needs at least this share of its source block's rows sends the whole block, at most 1.25 times the
+#: rows it needs (:meth:`ShardedExecutor._whole_routes`): on power-law data, where a block references ~90% of the
+#: popular blocks, this keeps the source workers from holding a taken copy of their rows until the receivers are
+#: solved (worker peak -24% to -35% for +10% bytes, docs/distributed.md)
+WHOLE_BLOCK_SHARE = 0.8
 
 
 # ============================================================================================ worker side
@@ -98,16 +107,40 @@ def _nonfinite(rows: tuple) -> int:
     return int(sum(a.size - np.count_nonzero(np.isfinite(a)) for a in rows))
 
 
-def shard_task(kernel, row_stats, block: RowBlock, small: dict, prev, with_loss: bool, *pieces):
+def compact_fixed(sources: list[tuple[tuple, np.ndarray | None]]) -> tuple:
+    """A block's compact fixed matrix from its routes, by increasing source block.
+
+    Each source is ``(rows, idx)``: ``rows`` are a piece already taken (``idx`` None) or a whole source block whose
+    rows ``idx`` the block references; either is copied once, straight into the one output array.
+    """
+    if len(sources) == 1 and sources[0][1] is None:
+        return sources[0][0]
+    first = sources[0][0]
+    n = sum(len(rows[0]) if idx is None else len(idx) for rows, idx in sources)
+    out = tuple(np.empty((n, *a.shape[1:]), dtype=a.dtype) for a in first)
+    at = 0
+    for rows, idx in sources:
+        k = len(rows[0]) if idx is None else len(idx)
+        for dst, a in zip(out, rows):
+            if idx is None:
+                dst[at:at + k] = a
+            else:
+                # mode="clip": the indices are valid by construction, and numpy buffers ``out`` (one more copy of
+                # the whole piece) in the default mode="raise"
+                np.take(a, idx, axis=0, out=dst[at:at + k], mode="clip")
+        at += k
+    return out
+
+
+def shard_task(kernel, row_stats, block: RowBlock, small: dict, prev, with_loss: bool, *sources):
     """One block's half-step where the block lives: ``(own rows, partial sums + row statistics)``.
 
-    ``pieces`` are the fixed rows the block references, in the order of its compact numbering (one piece per
-    route, by increasing source block); ``prev`` the block's previous rows (solved in place) or None.
+    ``sources`` are the block's routes, ``(rows, idx)`` each (:func:`compact_fixed`), by increasing source block;
+    ``prev`` the block's previous rows (solved in place) or None.
     """
     from mfrec.distributed.dask import _kernel_env, _own
 
-    fixed = tuple(np.concatenate([p[j] for p in pieces]) if len(pieces) > 1 else pieces[0][j]
-                  for j in range(len(pieces[0])))
+    fixed = compact_fixed(list(sources))
     own = None if prev is None else tuple(_own(a) for a in prev)
     with _kernel_env():
         own, partial = kernel(block, fixed, small, own, with_loss)
@@ -312,15 +345,21 @@ class ShardedExecutor:
         try:
             # the O(d^2) inputs go out once; the workers pass them on to each other
             small_f = c.scatter([small], hash=False)[0]
+            whole = self._whole_routes(name)
             for b, blk in enumerate(routes.blocks):
-                sources = [a for a in range(len(own_other)) if routes.need[b][a] is not None]
-                if sources:
-                    pieces = [c.submit(_take, own_other[a], routes.need[b][a], pure=False) for a in sources]
-                else:  # a block without entries (only cold rows): an empty fixed matrix of the right dtype
-                    pieces = [c.submit(_take, own_other[0], np.empty(0, dtype=np.int32), pure=False)]
+                sources = []
+                for a in range(len(own_other)):
+                    if routes.need[b][a] is None:
+                        continue
+                    if whole[b, a]:  # most of block a: it travels as it is, the receiving task takes its rows
+                        sources.append((own_other[a], routes.need[b][a]))
+                    else:  # a few of its rows: taken where block a lives, only they travel
+                        sources.append((c.submit(_take, own_other[a], routes.need[b][a], pure=False), None))
+                if not sources:  # a block without entries (only cold rows): an empty fixed matrix of the right dtype
+                    sources = [(own_other[0], np.empty(0, dtype=np.int32))]
                 prev = self.own[name][b] if plan.warm_start else None
                 workers = None if self.holder[name][b] is None else [self.holder[name][b]]
-                res = c.submit(shard_task, plan.kernel, plan.row_stats, blk, small_f, prev, with_loss, *pieces,
+                res = c.submit(shard_task, plan.kernel, plan.row_stats, blk, small_f, prev, with_loss, *sources,
                                workers=workers, allow_other_workers=True, pure=False)
                 results.append(res)
                 parts.append(c.submit(_partial_of, res, pure=False))
@@ -336,11 +375,28 @@ class ShardedExecutor:
             raise _Lost() from exc
         self.own[name] = rows
         if counted:
-            self._sent += int(routes.sizes.sum()) * self.row_bytes
+            self._sent += self.route_rows_sent(name) * self.row_bytes
             received = _small_bytes(summed)
             self._received += received
             self._client += received + _small_bytes(small)
         return summed
+
+    def _whole_routes(self, name: str) -> np.ndarray:
+        """``(B_s, B_o)`` bool: the routes of side ``name``'s half-step that send their whole source block.
+
+        A route that needs at least :data:`WHOLE_BLOCK_SHARE` of its source block's rows sends the block itself
+        (dask ships the existing buffer: no copy waits on the source worker, and a block on the same worker moves
+        not at all); the others send a piece taken where the source lives.
+        """
+        bounds = self.sides[_OTHER[name]].bounds
+        rows = np.diff(np.asarray(bounds, dtype=np.int64))
+        return self.routes[name].sizes >= WHOLE_BLOCK_SHARE * np.maximum(rows, 1)[None, :]
+
+    def route_rows_sent(self, name: str) -> int:
+        """Factor rows delivered to the blocks in one half-step of side ``name`` (whole blocks count whole)."""
+        sizes = self.routes[name].sizes
+        rows = np.diff(np.asarray(self.sides[_OTHER[name]].bounds, dtype=np.int64))
+        return int(np.where(self._whole_routes(name), rows[None, :], sizes).sum())
 
     # ------------------------------------------------------------------ recovery
     def _recover(self, plan) -> None:
