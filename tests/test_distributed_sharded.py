@@ -321,3 +321,36 @@ def test_explicit_worker_killed_mid_fit_replays_to_the_same_result(client):
         np.testing.assert_allclose(getattr(dist, name), getattr(local, name), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose([h["loss"] for h in dist.history_], [h["loss"] for h in local.history_], rtol=1e-12)
     client.wait_for_workers(2, timeout=60)
+
+
+def test_dask_log_fit_survives_a_lost_worker(client):
+    """A block computed from a dask DataFrame is rebuilt from the graph (its raw block is not kept beside the
+    confidences) and the replayed fit ends where the local one does."""
+    import os
+
+    import pandas as pd
+
+    dd = pytest.importorskip("dask.dataframe")
+    from mfrec.data.interactions import Interactions
+    from mfrec.distributed import from_dask_dataframe
+
+    r = np.random.default_rng(5)
+    log = pd.DataFrame({"user": r.integers(0, 120, 2000), "item": r.integers(0, 70, 2000),
+                        "plays": r.integers(1, 6, 2000).astype(float)})
+    kw = dict(factors=4, iterations=3, seed=2, dtype="float64", solver="cholesky")
+    local = ImplicitALS(**kw).fit(Interactions.from_frame(log, user="user", item="item", value="plays"))
+
+    def kill_one_worker(it, model):
+        if it == 1:
+            victim = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
+            try:
+                client.run(os._exit, 1, workers=[victim])
+            except Exception:  # noqa: BLE001 - the connection to the dying worker closes under us
+                pass
+
+    data = from_dask_dataframe(dd.from_pandas(log, npartitions=2), user="user", item="item", value="plays")
+    with pytest.warns(RuntimeWarning, match="replaying"):
+        dist = fit(ImplicitALS(**kw), data, client, n_blocks=2, gather=True, on_iteration=kill_one_worker)
+    assert dist.distributed_stats_["restarts"] >= 1
+    np.testing.assert_allclose(dist.user_factors_, local.user_factors_, rtol=1e-9, atol=1e-12)
+    client.wait_for_workers(2, timeout=60)

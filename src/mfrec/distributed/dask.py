@@ -190,12 +190,15 @@ def _scatter_side(client, whole: RowBlock, n_blocks: int, with_order: bool) -> _
 
 def _transform_side(client, side: _Side, transform, which: int, users: pd.Index, items: pd.Index) -> _Side:
     """Raw blocks -> the plan's per-entry arrays, on the workers (``plan.entry_transform()``); errors surface now."""
-    raw = side.futures
+    raw = list(side.futures)
     futures = [client.submit(_transform_task, transform, f, which, users, items, pure=False) for f in raw]
     client.gather(futures)  # surface validation errors now, with their message
+    # the raw blocks are recomputed from the dask graph if a transformed one is ever lost: not kept beside them
+    raw[:] = [None] * len(raw)
+    side.futures[:] = [None] * len(raw)
 
     def rebuild(k):
-        if raw[k].status != "finished":
+        if raw[k] is None or raw[k].status != "finished":
             raw[k] = side.rebuild[k]()
         return client.submit(_transform_task, transform, raw[k], which, users, items, pure=False)
 
