@@ -86,3 +86,22 @@ def client():
     finally:
         c.close()
         cluster.close()
+
+
+def worker_killer(client, at_iteration: int | None = 1):
+    """An ``on_iteration`` callback that kills the first dask worker process (addresses sorted) after iteration
+    ``at_iteration`` (None: after every iteration); its nanny starts a new, empty one. The callback's ``killed``
+    lists the victims."""
+
+    def kill(it, model) -> None:
+        if at_iteration is not None and it != at_iteration:
+            return
+        victim = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
+        kill.killed.append(victim)
+        try:  # the worker process exits at once
+            client.run(os._exit, 1, workers=[victim])
+        except Exception:  # noqa: BLE001 - the connection to the dying worker closes under us
+            pass
+
+    kill.killed = []
+    return kill

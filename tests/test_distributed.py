@@ -6,7 +6,6 @@ every comparison is against the local fit with the same seed, which is the oracl
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
@@ -21,6 +20,7 @@ distributed = pytest.importorskip(
 )
 dd = pytest.importorskip("dask.dataframe", reason="dask.dataframe is not installed")
 
+from conftest import worker_killer  # noqa: E402
 from mfrec.data.interactions import Interactions  # noqa: E402
 from mfrec.distributed import dask as mdask  # noqa: E402
 from mfrec.distributed import fit, from_dask_dataframe, read_parquet  # noqa: E402
@@ -195,20 +195,10 @@ def test_loss_never_increases(client, inter):
 def test_worker_killed_mid_fit_gives_the_same_result(client, inter):
     kw = dict(factors=6, iterations=4, solver="cholesky", seed=11)
     local = ImplicitALS(**kw).fit(inter)
-    killed = []
-
-    def kill_one_worker(it, model):
-        if it == 1:
-            victim = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
-            killed.append(victim)
-            try:  # the worker process exits at once (its nanny starts a new, empty one)
-                client.run(os._exit, 1, workers=[victim])
-            except Exception:  # noqa: BLE001 - the connection to the dying worker closes under us
-                pass
-
+    kill_one_worker = worker_killer(client, at_iteration=1)
     with pytest.warns(RuntimeWarning, match="worker was lost"):
         dist = fit(ImplicitALS(**kw), inter, client, n_blocks=4, on_iteration=kill_one_worker)
-    assert killed and dist.distributed_stats_["restarts"] >= 1
+    assert kill_one_worker.killed and dist.distributed_stats_["restarts"] >= 1
     assert len(dist.history_) == 4
     np.testing.assert_allclose(dist.user_factors_, local.user_factors_, rtol=1e-4, atol=2e-6)
     np.testing.assert_allclose(dist.item_factors_, local.item_factors_, rtol=1e-4, atol=2e-6)
@@ -216,16 +206,9 @@ def test_worker_killed_mid_fit_gives_the_same_result(client, inter):
 
 
 def test_worker_lost_beyond_max_restarts_is_a_clear_error(client, inter):
-    def kill_one_worker(it, model):
-        victim = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
-        try:
-            client.run(os._exit, 1, workers=[victim])
-        except Exception:  # noqa: BLE001
-            pass
-
     with pytest.warns(RuntimeWarning, match="worker was lost"), pytest.raises(ModelFitError, match="max_restarts"):
         fit(ImplicitALS(factors=3, iterations=3, solver="cholesky"), inter, client, max_restarts=0,
-            on_iteration=kill_one_worker)
+            on_iteration=worker_killer(client, at_iteration=None))
     client.wait_for_workers(2, timeout=60)
 
 

@@ -20,6 +20,7 @@ distributed = pytest.importorskip(
 )
 
 import mfrec  # noqa: E402
+from conftest import worker_killer  # noqa: E402
 from mfrec.data.synthetic import community_interactions  # noqa: E402
 from mfrec.distributed import fit  # noqa: E402
 from mfrec.distributed.sharded import localize  # noqa: E402
@@ -297,22 +298,12 @@ def test_dask_log_saved_sharded_never_brings_the_pattern_to_the_client(client, t
 def test_explicit_worker_killed_mid_fit_replays_to_the_same_result(client):
     """Recovery by replay: the lost rows come back from the seeded start (ExplicitALS draws its items from one
     normal stream, which must restart where it started) and the fit ends where an uninterrupted one does."""
-    import os
-
     data = community_interactions(4, 300, 60, 5, ratings=True, seed=6)
     kw = dict(factors=4, iterations=3, seed=8, dtype="float64")
     local = ExplicitALS(**kw).fit(data)
 
-    def kill_one_worker(it, model):
-        if it == 1:
-            victim = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
-            try:
-                client.run(os._exit, 1, workers=[victim])
-            except Exception:  # noqa: BLE001 - the connection to the dying worker closes under us
-                pass
-
     with pytest.warns(RuntimeWarning, match="replaying"):
-        dist = fit(ExplicitALS(**kw), data, client, n_blocks=4, on_iteration=kill_one_worker)
+        dist = fit(ExplicitALS(**kw), data, client, n_blocks=4, on_iteration=worker_killer(client))
     stats = dist.distributed_stats_
     assert stats["restarts"] >= 1 and len(dist.history_) == 3
     # the starting rows were sent once more after the loss
@@ -326,8 +317,6 @@ def test_explicit_worker_killed_mid_fit_replays_to_the_same_result(client):
 def test_dask_log_fit_survives_a_lost_worker(client):
     """A block computed from a dask DataFrame is rebuilt from the graph (its raw block is not kept beside the
     confidences) and the replayed fit ends where the local one does."""
-    import os
-
     import pandas as pd
 
     dd = pytest.importorskip("dask.dataframe")
@@ -340,17 +329,9 @@ def test_dask_log_fit_survives_a_lost_worker(client):
     kw = dict(factors=4, iterations=3, seed=2, dtype="float64", solver="cholesky")
     local = ImplicitALS(**kw).fit(Interactions.from_frame(log, user="user", item="item", value="plays"))
 
-    def kill_one_worker(it, model):
-        if it == 1:
-            victim = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
-            try:
-                client.run(os._exit, 1, workers=[victim])
-            except Exception:  # noqa: BLE001 - the connection to the dying worker closes under us
-                pass
-
     data = from_dask_dataframe(dd.from_pandas(log, npartitions=2), user="user", item="item", value="plays")
     with pytest.warns(RuntimeWarning, match="replaying"):
-        dist = fit(ImplicitALS(**kw), data, client, n_blocks=2, gather=True, on_iteration=kill_one_worker)
+        dist = fit(ImplicitALS(**kw), data, client, n_blocks=2, gather=True, on_iteration=worker_killer(client))
     assert dist.distributed_stats_["restarts"] >= 1
     np.testing.assert_allclose(dist.user_factors_, local.user_factors_, rtol=1e-9, atol=1e-12)
     client.wait_for_workers(2, timeout=60)

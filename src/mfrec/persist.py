@@ -409,10 +409,14 @@ def _write_archive(fh: Any, arrays: dict[str, np.ndarray], manifest: dict[str, A
             with zf.open(entry, "w", force_zip64=True) as raw:
                 sink = _HashingWriter(raw)
                 np.lib.format.write_array(sink, np.ascontiguousarray(arr), allow_pickle=False)
-            manifest["arrays"][key] = {"entry": entry, "shape": list(arr.shape), "dtype": arr.dtype.str,
-                                       "nbytes": int(arr.nbytes), "sha256": sink.hexdigest()}
+            manifest["arrays"][key] = {"entry": entry, **array_fields(arr, sink.hexdigest())}
         manifest["checksum"] = manifest_checksum(manifest)
         zf.writestr(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def array_fields(arr: np.ndarray, sha256: str) -> dict[str, Any]:
+    """An array's manifest fields besides its entry name (what :func:`array_meta` checks at load)."""
+    return {"shape": list(arr.shape), "dtype": arr.dtype.str, "nbytes": int(arr.nbytes), "sha256": sha256}
 
 
 class _HashingWriter:

@@ -38,6 +38,7 @@ from mfrec.persist import (
     _HashingWriter,
     _payload,
     _umask,
+    array_fields,
     array_meta,
     build_model,
     decode_npy,
@@ -57,7 +58,18 @@ def _write_npy(path: Path, arr: np.ndarray) -> dict[str, Any]:
         fh.flush()
         os.fsync(fh.fileno())
     os.chmod(path, 0o666 & ~_umask())
-    return {"shape": list(arr.shape), "dtype": arr.dtype.str, "nbytes": int(arr.nbytes), "sha256": sink.hexdigest()}
+    return array_fields(arr, sink.hexdigest())
+
+
+def _shard_name(name: str, index: int) -> str:
+    """The file of block ``index`` of sharded array ``name``, relative to the model directory."""
+    return f"shards/{name}.{index:05d}.npy"
+
+
+def _write_shard_file(folder: str, name: str, index: int, span: tuple[int, int], arr: np.ndarray) -> dict[str, Any]:
+    """Write one shard (positions ``span`` of array ``name``) and return its manifest entry."""
+    entry = _shard_name(name, index)
+    return {"entry": entry, "rows": [int(span[0]), int(span[1])], **_write_npy(Path(folder) / entry, arr)}
 
 
 def write_shard(rows: tuple[np.ndarray, ...], names: tuple[str, ...], folder: str, index: int,
@@ -70,8 +82,7 @@ def write_shard(rows: tuple[np.ndarray, ...], names: tuple[str, ...], folder: st
             raise ModelFileError(f"shard {index} of {name} has {arr.shape[0]} rows, expected {hi - lo}")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise ModelFileError(f"{name} rows {lo}:{hi} hold NaN or infinite values; nothing was saved")
-        entry = f"shards/{name}.{index:05d}.npy"
-        out[name] = {"entry": entry, "rows": [int(lo), int(hi)], **_write_npy(Path(folder) / entry, arr)}
+        out[name] = _write_shard_file(folder, name, index, (lo, hi), arr)
     return out
 
 
@@ -89,13 +100,10 @@ def write_pattern(block: Any, folder: str, index: int, entry_offset: int) -> dic
     else:
         first = 0
     e0, e1 = int(entry_offset), int(entry_offset) + len(block.indices)
-    out = {}
-    for name, arr, span in (("interactions_.indptr", ip, (first, hi + 1)),
-                            ("interactions_.indices", np.asarray(block.indices, dtype=np.int32), (e0, e1)),
-                            ("interactions_.data", np.asarray(block.values, dtype=np.float32), (e0, e1))):
-        entry = f"shards/{name}.{index:05d}.npy"
-        out[name] = {"entry": entry, "rows": [span[0], span[1]], **_write_npy(Path(folder) / entry, arr)}
-    return out
+    return {name: _write_shard_file(folder, name, index, span, arr)
+            for name, arr, span in (("interactions_.indptr", ip, (first, hi + 1)),
+                                    ("interactions_.indices", np.asarray(block.indices, dtype=np.int32), (e0, e1)),
+                                    ("interactions_.data", np.asarray(block.values, dtype=np.float32), (e0, e1)))}
 
 
 def new_directory(path: str | os.PathLike) -> Path:
@@ -173,7 +181,7 @@ def _assemble(folder: Path, name: str, parts: Any, source: str) -> np.ndarray:
         rows = meta.get("rows") if isinstance(meta, dict) else None
         if (not isinstance(rows, list) or len(rows) != 2 or not all(isinstance(r, int) and not isinstance(r, bool)
                                                                     for r in rows)
-                or meta.get("entry") != f"shards/{name}.{k:05d}.npy"):
+                or meta.get("entry") != _shard_name(name, k)):
             raise ModelFileError(f"{source}: shard {k} of {name!r} is malformed")
         shape, dtype, _, _ = array_meta(meta, name, source)
         metas.append((rows, shape, dtype))

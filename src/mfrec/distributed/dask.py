@@ -57,7 +57,7 @@ from mfrec._progress import report
 from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError, require_extra
 from mfrec.distributed.sharded import ShardedExecutor
-from mfrec.persist_sharded import new_directory
+from mfrec.persist_sharded import finish_directory, new_directory, write_pattern, write_shard
 from mfrec.models.training import RowBlock, add_partials, run
 
 __all__ = ["fit", "DaskInteractions", "from_dask_dataframe", "read_parquet", "local_client", "cluster_client",
@@ -565,7 +565,6 @@ class DaskExecutor:
         return results
 
 
-
 def _wait_for_workers(client, timeout: float = 60.0) -> None:
     """Return once the cluster has a worker again; ModelFitError after ``timeout`` seconds without one."""
     end = time.monotonic() + timeout
@@ -743,12 +742,15 @@ def _entry_summary(block: RowBlock) -> dict:
 
 def _write_pattern(client, side: _Side, counts: list[int], folder) -> dict[str, list]:
     """The user blocks write the training pattern (the seen items) into ``folder``: ``{array: [shard entries]}``."""
-    from mfrec.persist_sharded import write_pattern
-
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    futures = [client.submit(write_pattern, f, str(folder), k, int(offsets[k]), pure=False)
-               for k, f in enumerate(side.futures)]
-    shards: dict[str, list] = {}
+    return _collect_shards(client, [client.submit(write_pattern, f, str(folder), k, int(offsets[k]), pure=False)
+                                    for k, f in enumerate(side.futures)])
+
+
+def _collect_shards(client, futures: list, shards: dict[str, list] | None = None) -> dict[str, list]:
+    """Gather the shard entries that :func:`mfrec.persist_sharded.write_shard` / ``write_pattern`` tasks return
+    (one dict per block) into ``{array: [entries, in block order]}``, added to ``shards``."""
+    shards = {} if shards is None else shards
     for written in client.gather(futures):
         for key, entry in written.items():
             shards.setdefault(key, []).append(entry)
@@ -782,21 +784,15 @@ def save_sharded(model: Any, executor: ShardedExecutor, path: Any, tmp: Any = No
     the id maps, the training pattern and the manifest (:mod:`mfrec.persist_sharded`). ``tmp``, ``pattern``: a
     directory the user blocks already wrote the training pattern into (a dask log that never came to the client)
     and its shard entries."""
-    from mfrec.persist_sharded import finish_directory, write_shard
-
     client = executor.client
-    names = executor.row_names
     tmp = new_directory(path) if tmp is None else tmp
     try:
         shards: dict[str, list] = dict(pattern or {})
         for side in ("user", "item"):
-            futures = [client.submit(write_shard, rows, names[side], str(tmp), k, lo, hi,
-                                     workers=None if worker is None else [worker], allow_other_workers=True,
-                                     pure=False)
-                       for k, (lo, hi, rows, worker) in enumerate(executor.blocks_of(side))]
-            for written in client.gather(futures):
-                for key, entry in written.items():
-                    shards.setdefault(key, []).append(entry)
+            _collect_shards(client, [client.submit(write_shard, rows, executor.row_names[side], str(tmp), k, lo, hi,
+                                                   workers=None if worker is None else [worker],
+                                                   allow_other_workers=True, pure=False)
+                                     for k, (lo, hi, rows, worker) in enumerate(executor.blocks_of(side))], shards)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

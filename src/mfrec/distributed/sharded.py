@@ -63,7 +63,7 @@ __all__ = ["ShardedExecutor", "localize", "shard_task", "compact_fixed", "WHOLE_
 _OTHER = {"user": "item", "item": "user"}
 
 #: a route that needs at least this share of its source block's rows sends the whole block, at most 1.25 times the
-#: rows it needs (:meth:`ShardedExecutor._whole_routes`): on power-law data, where a block references ~90% of the
+#: rows it needs (:meth:`ShardedExecutor._shipping`): on power-law data, where a block references ~90% of the
 #: popular blocks, this keeps the source workers from holding a taken copy of their rows until the receivers are
 #: solved (worker peak -24% to -35% for +10% bytes, docs/distributed.md)
 WHOLE_BLOCK_SHARE = 0.8
@@ -88,10 +88,6 @@ def localize(block: RowBlock, other_bounds: np.ndarray) -> tuple[RowBlock, list[
     # the block stays for the whole fit: arrays a received frame left misaligned are copied once, here
     return replace(block, indices=local, indptr=aligned(block.indptr), values=aligned(block.values),
                    pref=aligned(block.pref), order=aligned(block.order), feats=aligned(block.feats)), need
-
-
-def _localize_task(block: RowBlock, other_bounds: np.ndarray):
-    return localize(block, other_bounds)
 
 
 def _sizes(localized) -> list[int]:
@@ -169,14 +165,6 @@ def _sum_partials(*parts: dict) -> dict:
     return add_partials(list(parts))
 
 
-def _rows_of(result):
-    return result[0]
-
-
-def _partial_of(result):
-    return result[1]
-
-
 def _small_bytes(small: dict) -> int:
     """Payload of a dict of O(d^2) inputs or sums: its arrays' bytes plus 8 per number."""
     return int(sum(v.nbytes if isinstance(v, np.ndarray) else 8 for v in small.values() if v is not None))
@@ -200,8 +188,9 @@ class ShardedExecutor:
     """Runs a plan's half-steps with the factor rows kept on the workers (module docstring).
 
     ``sides`` maps "user" / "item" to the raw blocks placed on the workers (:class:`mfrec.distributed.dask._Side`);
-    ``gather``: at the end of the fit the client gathers the rows into the model (else they stay for
-    :meth:`save`). ``stats`` is the :class:`~mfrec.distributed.dask.BlockStats` being filled.
+    ``gather``: at the end of the fit the client gathers the rows into the model (else they stay on the workers
+    for :func:`mfrec.distributed.dask.save_sharded`). ``stats`` is the
+    :class:`~mfrec.distributed.dask.BlockStats` being filled.
     """
 
     def __init__(self, client, sides: dict, max_restarts: int, stats, gather: bool = True) -> None:
@@ -293,7 +282,7 @@ class ShardedExecutor:
             n = len(side.futures)
             routes = self.routes[name] = _Routes([None] * n, [[None] * len(other.futures) for _ in range(n)],
                                                  np.zeros((n, len(other.futures)), dtype=np.int64))
-        localized = {k: c.submit(_localize_task, side.futures[k], other.bounds, pure=False) for k in which}
+        localized = {k: c.submit(localize, side.futures[k], other.bounds, pure=False) for k in which}
         sizes = c.gather([c.submit(_sizes, f, pure=False) for f in localized.values()])
         for (k, loc), size in zip(localized.items(), sizes):
             routes.blocks[k] = c.submit(operator.getitem, loc, 0, pure=False)
@@ -345,7 +334,7 @@ class ShardedExecutor:
         try:
             # the O(d^2) inputs go out once; the workers pass them on to each other
             small_f = c.scatter([small], hash=False)[0]
-            whole = self._whole_routes(name)
+            whole, sent_rows = self._shipping(name)
             for b, blk in enumerate(routes.blocks):
                 sources = []
                 for a in range(len(own_other)):
@@ -362,10 +351,10 @@ class ShardedExecutor:
                 res = c.submit(shard_task, plan.kernel, plan.row_stats, blk, small_f, prev, with_loss, *sources,
                                workers=workers, allow_other_workers=True, pure=False)
                 results.append(res)
-                parts.append(c.submit(_partial_of, res, pure=False))
+                parts.append(c.submit(operator.getitem, res, 1, pure=False))
             # the blocks' sums are added on a worker: the client receives one set per half-step
             summed = c.gather(c.submit(_sum_partials, *parts, pure=False), direct=True)
-            rows = [c.submit(_rows_of, res, pure=False) for res in results]
+            rows = [c.submit(operator.getitem, res, 0, pure=False) for res in results]
             _wait(rows)
         except Exception as exc:  # noqa: BLE001 - filtered right below
             from mfrec.distributed.dask import _is_lost
@@ -375,28 +364,24 @@ class ShardedExecutor:
             raise _Lost() from exc
         self.own[name] = rows
         if counted:
-            self._sent += self.route_rows_sent(name) * self.row_bytes
+            self._sent += sent_rows * self.row_bytes
             received = _small_bytes(summed)
             self._received += received
             self._client += received + _small_bytes(small)
         return summed
 
-    def _whole_routes(self, name: str) -> np.ndarray:
-        """``(B_s, B_o)`` bool: the routes of side ``name``'s half-step that send their whole source block.
+    def _shipping(self, name: str) -> tuple[np.ndarray, int]:
+        """How side ``name``'s half-step ships rows: ``(whole, rows)``.
 
-        A route that needs at least :data:`WHOLE_BLOCK_SHARE` of its source block's rows sends the block itself
-        (dask ships the existing buffer: no copy waits on the source worker, and a block on the same worker moves
-        not at all); the others send a piece taken where the source lives.
+        ``whole`` (``(B_s, B_o)`` bool) marks the routes that need at least :data:`WHOLE_BLOCK_SHARE` of their
+        source block's rows and send the block itself (dask ships the existing buffer: no copy waits on the source
+        worker, and a block on the same worker moves not at all); the others send a piece taken where the source
+        lives. ``rows``: the factor rows delivered to the blocks (whole blocks count whole).
         """
-        bounds = self.sides[_OTHER[name]].bounds
-        rows = np.diff(np.asarray(bounds, dtype=np.int64))
-        return self.routes[name].sizes >= WHOLE_BLOCK_SHARE * np.maximum(rows, 1)[None, :]
-
-    def route_rows_sent(self, name: str) -> int:
-        """Factor rows delivered to the blocks in one half-step of side ``name`` (whole blocks count whole)."""
         sizes = self.routes[name].sizes
-        rows = np.diff(np.asarray(self.sides[_OTHER[name]].bounds, dtype=np.int64))
-        return int(np.where(self._whole_routes(name), rows[None, :], sizes).sum())
+        block_rows = np.diff(np.asarray(self.sides[_OTHER[name]].bounds, dtype=np.int64))[None, :]
+        whole = sizes >= WHOLE_BLOCK_SHARE * np.maximum(block_rows, 1)
+        return whole, int(np.where(whole, block_rows, sizes).sum())
 
     # ------------------------------------------------------------------ recovery
     def _recover(self, plan) -> None:

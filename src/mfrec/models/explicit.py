@@ -201,20 +201,21 @@ class _ExplicitModel(FactorModel):
     @staticmethod
     def _penalty_scales(csr, frequency_weighted: bool) -> tuple[np.ndarray, np.ndarray]:
         """Per-row penalty scales ``(s_u, s_i)``: ones, or each row's rating count (at least 1) when weighted."""
-        if not frequency_weighted:
-            return np.ones(csr.shape[0]), np.ones(csr.shape[1])
-        return (np.maximum(np.diff(csr.indptr), 1).astype(np.float64),
-                np.maximum(np.bincount(csr.indices, minlength=csr.shape[1]), 1).astype(np.float64))
+        return (penalty_scale(np.diff(csr.indptr), frequency_weighted),
+                penalty_scale(np.bincount(csr.indices, minlength=csr.shape[1]), frequency_weighted))
 
     def _loss_from_sse(self, sse: float, reg: float, scales: tuple[np.ndarray, np.ndarray], nnz: int):
         """(L, training RMSE): the objective of the module docstring given its squared-error part ``sse``."""
-        s_u, s_i = scales
-        norms_u = np.einsum("ij,ij->i", self.user_factors_, self.user_factors_, dtype=np.float64)
-        norms_i = np.einsum("ij,ij->i", self.item_factors_, self.item_factors_, dtype=np.float64)
-        loss = float(sse + reg * (s_u @ norms_u + s_i @ norms_i))
+        pu, bu = penalty_sums(self.user_factors_, self.user_bias_, scales[0])
+        pi, bi = penalty_sums(self.item_factors_, self.item_bias_, scales[1])
+        return self._loss_from_parts(sse, reg, pu + pi, bu + bi, nnz)
+
+    def _loss_from_parts(self, sse: float, reg: float, penalty: float, bias_penalty: float, nnz: int):
+        """(L, training RMSE) from the squared error and the scaled penalty sums of both sides
+        (:func:`penalty_sums`): ``sse + lambda penalty (+ lambda_b bias_penalty)``."""
+        loss = float(sse + reg * penalty)
         if self.biases:  # lambda_b (b_u^2, b_i^2), scaled like the factor penalty
-            loss += self._bias_reg() * float(s_u @ self.user_bias_.astype(np.float64) ** 2
-                                             + s_i @ self.item_bias_.astype(np.float64) ** 2)
+            loss += self._bias_reg() * float(bias_penalty)
         return loss, float(np.sqrt(sse / max(nnz, 1)))
 
     def _objective(self, csr, reg: float, frequency_weighted: bool) -> tuple[float, float]:
@@ -467,15 +468,25 @@ def explicit_block(block: RowBlock, fixed: tuple, small: dict, own: tuple, with_
     return (X, b), {"failed": int(bad), "sse": float(sse)}
 
 
-def explicit_row_stats(block: RowBlock, rows: tuple, small: dict) -> dict:
-    """What a sharded ExplicitALS fit needs of a block's new rows ``(X_b, b_b)``: the penalty sums
-    ``penalty`` = ``sum_u s_u ||x_u||^2`` and ``bias_penalty`` = ``sum_u s_u b_u^2`` (``s_u`` the row's rating
-    count, at least 1, when frequency-weighted; else 1), as in :meth:`_ExplicitModel._loss_from_sse`."""
-    X, b = rows
-    # (the starting rows' statistics are taken without ``small``: their penalties are replaced before any loss)
-    scale = np.maximum(np.diff(block.indptr), 1).astype(np.float64) if small.get("fw") else np.ones(len(b))
+def penalty_scale(counts: np.ndarray, frequency_weighted: bool) -> np.ndarray:
+    """Per-row penalty scale ``s`` (float64): each row's rating count (at least 1) when weighted, else ones."""
+    if not frequency_weighted:
+        return np.ones(len(counts))
+    return np.maximum(counts, 1).astype(np.float64)
+
+
+def penalty_sums(X: np.ndarray, b: np.ndarray, scale: np.ndarray) -> tuple[float, float]:
+    """``(sum_u s_u ||x_u||^2, sum_u s_u b_u^2)`` in float64: one side's part of the explicit penalties."""
     norms = np.einsum("ij,ij->i", X, X, dtype=np.float64)
-    return {"penalty": float(scale @ norms), "bias_penalty": float(scale @ (b.astype(np.float64) ** 2))}
+    return float(scale @ norms), float(scale @ (b.astype(np.float64) ** 2))
+
+
+def explicit_row_stats(block: RowBlock, rows: tuple, small: dict) -> dict:
+    """What a sharded ExplicitALS fit needs of a block's new rows ``(X_b, b_b)``: their :func:`penalty_sums`
+    ``penalty`` and ``bias_penalty``, scaled as in :meth:`_ExplicitModel._penalty_scales`."""
+    # (the starting rows' statistics are taken without ``small``: their penalties are replaced before any loss)
+    penalty, bias_penalty = penalty_sums(*rows, penalty_scale(np.diff(block.indptr), bool(small.get("fw"))))
+    return {"penalty": penalty, "bias_penalty": bias_penalty}
 
 
 class _ExplicitPlan(ALSPlan):
@@ -588,9 +599,9 @@ class _ExplicitPlan(ALSPlan):
         """The objective of the module docstring and the training RMSE."""
         if self.sharded:  # the penalties come summed from the blocks
             (pu, bu), (pi, bi) = self._penalties["user"], self._penalties["item"]
-            loss = self._sse + self.reg * (pu + pi) + (self.model._bias_reg() * (bu + bi) if self.model.biases else 0.0)
-            return {"loss": float(loss), "rmse": float(np.sqrt(self._sse / max(self.nnz, 1)))}
-        loss, rmse = self.model._loss_from_sse(self._sse, self.reg, self.scales, self.nnz)
+            loss, rmse = self.model._loss_from_parts(self._sse, self.reg, pu + pi, bu + bi, self.nnz)
+        else:
+            loss, rmse = self.model._loss_from_sse(self._sse, self.reg, self.scales, self.nnz)
         return {"loss": loss, "rmse": rmse}
 
     def validate(self) -> float:
