@@ -208,9 +208,10 @@ def _gram_apply_runner(indptr, indices, conf, pref, c0, Y, x, out, with_b):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("d", [1, 3, 4, 7, 16])
+@pytest.mark.parametrize("d", [1, 3, 4, 7, 16, 32, 64, 128])
 def test_gram_apply_and_matvec_rows_match_numpy(dtype, d):
-    """The blocked CG helpers against plain numpy (row lengths 0..20 cover the 8-entry sweeps and the rest)."""
+    """The blocked CG helpers against plain numpy (row lengths 0..20 cover the 8-entry sweeps and the rest; d of
+    2, 4 and 8 whole 64-byte vectors take the vector kernel with its shuffle-tree sums, other d the generic one)."""
     run = _gram_apply_runner
     rng = np.random.default_rng(d)
     Y = rng.normal(size=(24, d)).astype(dtype)
@@ -373,6 +374,39 @@ def test_lockstep_cg_matches_reference_cg(m, lockstep_max):
                                    rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("m", [1, 3, 5, 37])
+@pytest.mark.parametrize("window_rows", [1, 3, 12, 1000])  # one fixed row per window ... one window in all
+@pytest.mark.parametrize("chunk_bytes", [1, 10 ** 9])  # a chunk per row, or as few chunks as threads
+def test_windowed_cg_matches_reference_cg(m, window_rows, chunk_bytes, monkeypatch):
+    """Long rows advanced in chunks over windows of the fixed side give the iterates of a per-row CG."""
+    monkeypatch.setattr(K, "WINDOW_CHUNK_BYTES", chunk_bytes)
+    indptr, indices, conf, pref, X, Y = uneven_problem(m + 100, m, n=12, d=6, dtype=np.float64)
+    for steps in (0, 1, 3):
+        out = X.copy()
+        K.half_step(indptr, indices, conf, pref, Y, out, c0=0.5, reg=0.1, solver="cg", cg_steps=steps,
+                    window_row_bytes=1, window_bytes=window_rows * 6 * 8)
+        np.testing.assert_allclose(out, reference_cg(indptr, indices, conf, pref, Y, X, 0.5, 0.1, steps),
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_window_plan_takes_the_long_rows_in_balanced_chunks():
+    """Rows whose factors exceed the byte limit are windowed, dealt to at least one chunk per worker in snake
+    order; the chunks partition them and carry similar entry counts."""
+    lengths = np.array([100, 90, 80, 70, 60, 50, 40, 5, 4, 0])
+    order = np.arange(len(lengths))[::-1].copy()  # any row numbering: the plan follows `order`
+    n_long, rows, chunk_start = K.window_plan(order, lengths, d=8, itemsize=4, n_workers=2, row_bytes=40 * 32 - 1)
+    assert n_long == 7
+    assert sorted(rows) == sorted(order[:7])
+    assert chunk_start[0] == 0 and chunk_start[-1] == 7 and len(chunk_start) == 3
+    pos = {r: i for i, r in enumerate(order)}
+    loads = [sum(lengths[pos[r]] for r in rows[a:b]) for a, b in zip(chunk_start[:-1], chunk_start[1:])]
+    assert max(loads) - min(loads) <= lengths[0] - lengths[6]
+    assert K.window_plan(order, lengths, d=8, itemsize=4, n_workers=2, row_bytes=10 ** 9) is None
+    # a cache budget smaller than the rows' vectors asks for more chunks than workers
+    _, _, many = K.window_plan(order, lengths, d=8, itemsize=4, n_workers=2, row_bytes=1, chunk_bytes=4 * 8 * 4)
+    assert len(many) - 1 == 9  # one row per chunk (the empty row is never long)
+
+
 def test_lockstep_cg_float32_d128_close_to_reference():
     """The d = 128 float32 path (8-entry sparse sweeps, 4 x 4 dense blocks) against the float64 reference."""
     indptr, indices, conf, pref, X, Y = uneven_problem(7, 23, n=40, d=128, dtype=np.float32)
@@ -384,6 +418,10 @@ def test_lockstep_cg_float32_d128_close_to_reference():
     single = X.copy()
     K.half_step(indptr, indices, conf, pref, Y, single, c0=1.0, reg=0.5, solver="cg", cg_steps=3, lockstep_max=0)
     np.testing.assert_allclose(out, single, rtol=1e-5, atol=1e-6)
+    windowed = X.copy()
+    K.half_step(indptr, indices, conf, pref, Y, windowed, c0=1.0, reg=0.5, solver="cg", cg_steps=3,
+                window_row_bytes=1, window_bytes=7 * 128 * 4)
+    np.testing.assert_allclose(windowed, ref, rtol=2e-3, atol=2e-4 * np.abs(ref).max())
 
 
 def test_lockstep_cg_stops_each_row_on_its_own():
@@ -420,14 +458,15 @@ def test_half_steps_equal_single_and_multi_threaded():
     """Dynamic scheduling changes which thread solves a row, never the row's result (both solvers)."""
     indptr, indices, conf, pref, X, Y = uneven_problem(5, 61, n=30, d=8, dtype=np.float32)
     out = {}
+    windowed = {"window_row_bytes": 20 * 8 * 4, "window_bytes": 7 * 8 * 4}  # rows over 20 entries windowed
     for threads in (1, 2):
         with limit_threads(threads):
-            for solver in ("cg", "cholesky"):
+            for solver, kw in (("cg", {}), ("cholesky", {}), ("cg", windowed)):
                 res = X.copy()
-                K.half_step(indptr, indices, conf, pref, Y, res, c0=1.0, reg=0.3, solver=solver, cg_steps=3)
-                out[threads, solver] = res
-    for solver in ("cg", "cholesky"):
-        np.testing.assert_array_equal(out[1, solver], out[2, solver])
+                K.half_step(indptr, indices, conf, pref, Y, res, c0=1.0, reg=0.3, solver=solver, cg_steps=3, **kw)
+                out[threads, solver, len(kw)] = res
+    for key in ("cg", 0), ("cholesky", 0), ("cg", 2):
+        np.testing.assert_array_equal(out[(1,) + key], out[(2,) + key])
 
 
 @pytest.mark.parametrize("solver, kw", [
@@ -436,6 +475,7 @@ def test_half_steps_equal_single_and_multi_threaded():
     ("cg", {}),
     ("cg", {"lockstep_max": 0}),  # every row alone
     ("cg", {"lockstep_max": 5}),  # mixed
+    ("cg", {"window_row_bytes": 5 * 9 * 8, "window_bytes": 4 * 9 * 8}),  # rows over 5 entries windowed
 ])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_half_step_row_loss_is_each_rows_observed_loss_at_its_new_factors(solver, kw, dtype):

@@ -37,6 +37,8 @@ from mfrec.kernels.threads import get_num_threads
 __all__ = [
     "implicit_cholesky_rows",
     "implicit_cg_rows",
+    "implicit_cg_windowed",
+    "window_plan",
     "implicit_observed_loss",
     "implicit_observed_grad",
     "implicit_observed_curvature",
@@ -55,7 +57,13 @@ LONG_ROW = 65536
 #: CG rows with more entries than this are solved one at a time, shorter ones four at a time in lock-step
 #: (four rows' ``Y_u``, 4 x 256 x 512 B at d = 128 float32, still fit the 1 MiB L2 between CG steps)
 LOCKSTEP_MAX = 256
-
+#: CG rows whose gathered factors take more than this many bytes (about a quarter of a core's L2) are solved in
+#: chunks, windowed (:func:`implicit_cg_windowed`): their factors would not stay in cache between the CG passes
+WINDOW_ROW_BYTES = 512 * 1024
+#: the fixed factor rows of one window (a window's rows are read from memory once per pass for a whole chunk)
+WINDOW_BYTES = 1024 * 1024
+#: the per-row vectors of a chunk (x, r, p, A p) take at most this many bytes
+WINDOW_CHUNK_BYTES = 1024 * 1024
 
 
 def _common(indptr, indices, conf, pref, Y):
@@ -151,6 +159,63 @@ def implicit_cg_rows(indptr, indices, conf, pref, Y, G0, c0, steps, rows, n_sing
     _native.implicit_cg_rows(ip, ix, cf, pr, Y, _args.inp(G0, Y.dtype), float(c0), int(steps),
                              _args.inp(rows, np.int64), int(n_single), int(n_workers), _args.out(X, Y.dtype, "X"),
                              _args.out(row_loss, np.float64, "row_loss"))
+
+
+def implicit_cg_windowed(indptr, indices, conf, pref, Y, G0, c0, steps, rows, chunk_start, window, n_workers, X,
+                         row_loss):
+    """:func:`implicit_cg_rows` for long rows, in chunks advanced in lock-step over windows of the fixed side.
+
+    Parameters
+    ----------
+    indptr, indices, conf, pref, Y, G0, c0, steps, X, row_loss
+        As :func:`implicit_cg_rows`. ``indices`` should be sorted within each row for the windows to pay off;
+        an unsorted row is still solved exactly (each entry is taken once, in the first window whose end
+        passes it and every entry before it).
+    rows : (r,) int64
+        The rows to update, chunk after chunk: chunk ``c`` is ``rows[chunk_start[c]:chunk_start[c + 1]]``.
+    chunk_start : (n_chunks + 1,) int64
+        Chunk boundaries in ``rows`` (:func:`window_plan`); each chunk is one work item of one thread.
+    window : int
+        Rows of ``Y`` per window.
+
+    Notes
+    -----
+    Each CG pass of a chunk (the first residual, each step's ``A p``, the loss) walks the windows
+    ``[0, w), [w, 2w), ...`` of ``Y``'s rows; in each, every live row of the chunk takes its entries that fall
+    inside (:func:`gram_apply` on that stretch of its entries) before the next window starts. A row too long for
+    its ``Y_u`` to stay in L2 between passes streams it from memory on each pass when solved alone; windowed, a
+    window's ``w d`` factor values are brought in once per pass for all the chunk's rows that touch them, and the
+    chunk's ``x, r, p, A p`` stay in L2. Per row the terms are added in increasing column order, as alone, so the
+    iterates are :func:`implicit_cg_rows`' up to where the eight-entry groups start; they do not depend on the
+    chunks or the thread count.
+    """
+    ip, ix, cf, pr = _common(indptr, indices, conf, pref, Y)
+    _native.implicit_cg_windowed(ip, ix, cf, pr, Y, _args.inp(G0, Y.dtype), float(c0), int(steps),
+                                 _args.inp(rows, np.int64), _args.inp(chunk_start, np.int64), int(window),
+                                 int(n_workers), _args.out(X, Y.dtype, "X"), _args.out(row_loss, np.float64, "row_loss"))
+
+
+def window_plan(order: np.ndarray, lengths_sorted: np.ndarray, d: int, itemsize: int, n_workers: int,
+                row_bytes: int = WINDOW_ROW_BYTES, chunk_bytes: int | None = None):
+    """The rows a CG half-step windows (:func:`implicit_cg_windowed`) and their chunks, or None when none is long.
+
+    ``order``: rows longest first, ``lengths_sorted`` their lengths. The rows whose gathered factors exceed
+    ``row_bytes`` are dealt to ``max(n_workers, chunks the cache budget needs)`` chunks in snake order (longest
+    rows spread first), so the chunks carry similar numbers of entries; the budget, ``chunk_bytes`` (default
+    :data:`WINDOW_CHUNK_BYTES`), bounds each chunk's four per-row vectors. Returns ``(n_long, rows, chunk_start)``:
+    ``order[:n_long]`` regrouped chunk by chunk and the chunk boundaries.
+    """
+    n_long = int(np.searchsorted(-lengths_sorted, -(row_bytes // (d * itemsize)), side="left"))
+    if n_long == 0:
+        return None
+    budget = WINDOW_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    n_chunks = min(n_long, max(int(n_workers), -(-n_long * 4 * d * itemsize // budget)))
+    lap, pos = np.divmod(np.arange(n_long), n_chunks)
+    chunk = np.where(lap % 2 == 0, pos, n_chunks - 1 - pos)
+    by_chunk = np.argsort(chunk, kind="stable")
+    chunk_start = np.zeros(n_chunks + 1, dtype=np.int64)
+    np.cumsum(np.bincount(chunk, minlength=n_chunks), out=chunk_start[1:])
+    return n_long, np.ascontiguousarray(order[:n_long][by_chunk], dtype=np.int64), chunk_start
 
 
 # ---------------------------------------------------------------------------------- loss and its gradient
@@ -291,6 +356,8 @@ def half_step(
     lockstep_max: int = LOCKSTEP_MAX,
     row_loss: np.ndarray | None = None,
     YtY: np.ndarray | None = None,
+    window_row_bytes: int = WINDOW_ROW_BYTES,
+    window_bytes: int = WINDOW_BYTES,
 ) -> np.ndarray:
     """One ALS half-step: update every row of ``X`` (in place) with ``Y`` fixed; returns the ``failed`` mask.
 
@@ -305,6 +372,9 @@ def half_step(
     factors (see :func:`implicit_cholesky_rows`), computed while the row is in cache: its sum is the
     ``observed`` argument of :func:`implicit_loss`, which then needs no pass over the matrix of its own.
     ``YtY``: :func:`factor_gram` of ``Y`` if the caller has it (saves one product of ``Y``).
+
+    The CG solver takes the rows whose gathered factors exceed ``window_row_bytes`` in chunks over windows of
+    ``window_bytes`` of ``Y`` (:func:`window_plan`, :func:`implicit_cg_windowed`), the rest as above.
     """
     if order is None:
         order = row_order(indptr)
@@ -334,10 +404,19 @@ def half_step(
     elif solver == "cg":
         G0f = G0.astype(Y.dtype)
         lengths = np.diff(indptr)[order]
-        n_single = int(np.searchsorted(-lengths, -lockstep_max, side="left"))  # rows longer than that
+        plan = window_plan(order, lengths, Y.shape[1], Y.dtype.itemsize, get_num_threads(), row_bytes=window_row_bytes)
+        rest, rest_lengths = order, lengths
         with threadpool_limits(limits=1, user_api="blas"):
-            implicit_cg_rows(indptr, indices, conf, pref, Y, G0f, c0, int(cg_steps), order, n_single,
-                             get_num_threads(), X, row_loss)
+            if plan is not None:
+                n_long, long_rows, chunk_start = plan
+                window = max(1, window_bytes // (Y.shape[1] * Y.dtype.itemsize))
+                implicit_cg_windowed(indptr, indices, conf, pref, Y, G0f, c0, int(cg_steps), long_rows, chunk_start,
+                                     window, get_num_threads(), X, row_loss)
+                rest, rest_lengths = order[n_long:], lengths[n_long:]
+            n_single = int(np.searchsorted(-rest_lengths, -lockstep_max, side="left"))  # rows longer than that
+            if len(rest):
+                implicit_cg_rows(indptr, indices, conf, pref, Y, G0f, c0, int(cg_steps), rest, n_single,
+                                 get_num_threads(), X, row_loss)
     else:  # pragma: no cover - validated by the model
         raise ValueError(f"unknown solver {solver!r}")
     if failed.any():

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "linalg.hpp"
@@ -20,10 +21,119 @@ namespace mfrec {
 //   with_b true:  out += sum_e (conf_e pref_e - w_e (y_e . x)) y_e  (b_u minus that part)
 // Eight independent dot products in flight hide their latency, out is read and written once per eight entries,
 // and the factor rows of the next eight entries are prefetched (their misses overlap this sweep's arithmetic).
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define MFREC_SHUFFLE_KERNELS 1
+// The eight sums of eight 64-byte vectors in lanes 0..7 of the result: a pairwise transpose-and-add tree, four
+// levels of two shuffles and an add (about three instructions per sum, against eight or more for a separate
+// horizontal reduction of each vector).
+inline void sum8(const float __attribute__((vector_size(64))) * a, float* out) {
+  typedef float v16 __attribute__((vector_size(64)));
+  v16 b[4], c[2];
+  for (int i = 0; i < 4; ++i)
+    b[i] = __builtin_shufflevector(a[2 * i], a[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+           __builtin_shufflevector(a[2 * i], a[2 * i + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30,
+                                   31);
+  for (int i = 0; i < 2; ++i)
+    c[i] = __builtin_shufflevector(b[2 * i], b[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+           __builtin_shufflevector(b[2 * i], b[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  const v16 e = __builtin_shufflevector(c[0], c[1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29) +
+                __builtin_shufflevector(c[0], c[1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+  const v16 f = __builtin_shufflevector(e, e, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14) +
+                __builtin_shufflevector(e, e, 1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15);
+  for (int q = 0; q < 8; ++q) out[q] = f[q];
+}
+inline void sum8(const double __attribute__((vector_size(64))) * a, double* out) {
+  typedef double v8 __attribute__((vector_size(64)));
+  v8 b[4], c[2];
+  for (int i = 0; i < 4; ++i)
+    b[i] = __builtin_shufflevector(a[2 * i], a[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11) +
+           __builtin_shufflevector(a[2 * i], a[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15);
+  for (int i = 0; i < 2; ++i)
+    c[i] = __builtin_shufflevector(b[2 * i], b[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13) +
+           __builtin_shufflevector(b[2 * i], b[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15);
+  const v8 f = __builtin_shufflevector(c[0], c[1], 0, 2, 4, 6, 8, 10, 12, 14) +
+               __builtin_shufflevector(c[0], c[1], 1, 3, 5, 7, 9, 11, 13, 15);
+  for (int q = 0; q < 8; ++q) out[q] = f[q];
+}
+
+// gram_apply for d = NV 64-byte vectors: x stays in NV registers, the eight dot products of a group accumulate
+// in eight vectors summed by sum8, each output vector takes the group's eight scaled rows in two chains. The
+// factor rows eight entries ahead are prefetched only when `prefetch` (the first pass over a row; later passes
+// find its rows in cache and the prefetch instructions would only cost issue slots).
+template <typename T, typename I, int NV>
+inline void gram_apply_vec(int64_t start, int64_t end, const I* __restrict indices, const T* __restrict conf,
+                           Strided<T> pref, T c0, const T* __restrict Y, const T* __restrict x, T* __restrict out,
+                           bool with_b, bool prefetch) {
+  typedef T vec __attribute__((vector_size(64)));
+  constexpr int W = 64 / (int)sizeof(T);
+  constexpr int d = NV * W;
+  auto load = [](const T* p) {
+    vec v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  };
+  vec xv[NV];
+  for (int v = 0; v < NV; ++v) xv[v] = load(x + v * W);
+  int64_t e = start;
+  for (; e + 8 <= end; e += 8) {
+    if (prefetch) {
+      const int64_t pf_end = std::min<int64_t>(e + 16, end);
+      for (int64_t f = e + 8; f < pf_end; ++f) prefetch_row(Y + (size_t)indices[f] * d, d);
+    }
+    const T* y[8];
+    for (int q = 0; q < 8; ++q) y[q] = Y + (size_t)indices[e + q] * d;
+    vec acc[8];
+    for (int q = 0; q < 8; ++q) acc[q] = load(y[q]) * xv[0];
+    for (int v = 1; v < NV; ++v)
+      for (int q = 0; q < 8; ++q) acc[q] += load(y[q] + v * W) * xv[v];
+    T s[8];
+    sum8(acc, s);
+    for (int q = 0; q < 8; ++q) {
+      s[q] *= conf[e + q] - c0;
+      if (with_b) s[q] = conf[e + q] * pref[e + q] - s[q];
+    }
+    for (int v = 0; v < NV; ++v) {
+      vec a = load(out + v * W), b = s[1] * load(y[1] + v * W);
+      a += s[0] * load(y[0] + v * W);
+      b += s[3] * load(y[3] + v * W);
+      a += s[2] * load(y[2] + v * W);
+      b += s[5] * load(y[5] + v * W);
+      a += s[4] * load(y[4] + v * W);
+      b += s[7] * load(y[7] + v * W);
+      a += s[6] * load(y[6] + v * W);
+      a += b;
+      std::memcpy(out + v * W, &a, sizeof a);
+    }
+  }
+  for (; e < end; ++e) {
+    const T* y0 = Y + (size_t)indices[e] * d;
+    vec acc = load(y0) * xv[0];
+    for (int v = 1; v < NV; ++v) acc += load(y0 + v * W) * xv[v];
+    T s0 = 0;
+    for (int l = 0; l < W; ++l) s0 += acc[l];
+    s0 *= conf[e] - c0;
+    if (with_b) s0 = conf[e] * pref[e] - s0;
+    for (int v = 0; v < NV; ++v) {
+      vec a = load(out + v * W) + s0 * load(y0 + v * W);
+      std::memcpy(out + v * W, &a, sizeof a);
+    }
+  }
+}
+#endif
+
 template <typename T, typename I>
 inline void gram_apply(int64_t start, int64_t end, const I* __restrict indices, const T* __restrict conf,
                        Strided<T> pref, T c0, const T* __restrict Y, const T* __restrict x,
-                       T* __restrict out, int d, bool with_b) {
+                       T* __restrict out, int d, bool with_b, bool prefetch = true) {
+#ifdef MFREC_SHUFFLE_KERNELS
+  constexpr int W = 64 / (int)sizeof(T);
+  switch (d / W * (d % W == 0)) {  // whole vectors only
+    case 2: return gram_apply_vec<T, I, 2>(start, end, indices, conf, pref, c0, Y, x, out, with_b, prefetch);
+    case 4: return gram_apply_vec<T, I, 4>(start, end, indices, conf, pref, c0, Y, x, out, with_b, prefetch);
+    case 8: return gram_apply_vec<T, I, 8>(start, end, indices, conf, pref, c0, Y, x, out, with_b, prefetch);
+    default: break;
+  }
+#endif
   int64_t e = start;
   for (; e + 8 <= end; e += 8) {
     const int64_t pf_end = std::min<int64_t>(e + 16, end);
@@ -227,6 +337,11 @@ void implicit_cg_rows(const P* indptr, const I* indices, const T* conf, Strided<
         const T* src = X + (size_t)rows[t0 + q] * d;
         std::copy(src, src + d, x + q * d);
       }
+      // the item's factor rows stay in cache between its passes when they fit in about half a core's L2: then
+      // only the first pass prefetches them
+      int64_t item_entries = 0;
+      for (int q = 0; q < nq; ++q) item_entries += indptr[rows[t0 + q] + 1] - indptr[rows[t0 + q]];
+      const bool in_cache = (size_t)item_entries * d * sizeof(T) <= ((size_t)1 << 20);
       // dense part of the first residual, r_q = G0 x_q (negated below)
       if (nq == 1)
         matvec_rows(G0, x, r, d);
@@ -263,7 +378,7 @@ void implicit_cg_rows(const P* indptr, const I* indices, const T* conf, Strided<
           const int64_t u = rows[t0 + q];
           T* pq = p + q * d;
           T* Apq = Ap + q * d;
-          gram_apply(indptr[u], indptr[u + 1], indices, conf, pref, cz, Y, pq, Apq, d, false);
+          gram_apply(indptr[u], indptr[u + 1], indices, conf, pref, cz, Y, pq, Apq, d, false, !in_cache);
           const T pAp = dot(pq, Apq, d);
           if (!(pAp > T(0))) {
             live[q] = false;
@@ -287,6 +402,111 @@ void implicit_cg_rows(const P* indptr, const I* indices, const T* conf, Strided<
         const int64_t u = rows[t0 + q];
         std::copy(x + q * d, x + (q + 1) * d, X + (size_t)u * d);
         if (row_loss) row_loss[u] = observed_row_loss(indptr[u], indptr[u + 1], indices, conf, pref, c0, Y, x + q * d, d);
+      }
+    }
+  });
+}
+
+// The CG of implicit_cg_rows for rows too long for their factors to stay in cache between the passes, windowed:
+// rows[chunk_start[c] .. chunk_start[c + 1]) form chunk c (a work item), whose rows advance in lock-step, and
+// each CG pass runs over windows of `window` consecutive fixed rows (columns), every live row of the chunk taking
+// its entries inside the window before the next window starts. The window's factor rows (window * d values, in
+// L2) are then read from memory once per pass for all the chunk's rows that touch them, where a long row on its
+// own streams its factors from memory on every pass. The chunk's x, r, p, A p (4 K d values) stay in L2 too.
+// Per row the terms are added in increasing column order, as in implicit_cg_rows (the sums differ only in where
+// the eight-entry groups of gram_apply start), whatever the chunks or threads.
+template <typename T, typename P, typename I>
+void implicit_cg_windowed(const P* indptr, const I* indices, const T* conf, Strided<T> pref, const T* Y,
+                          int64_t n_fixed, const T* G0, double c0, int steps, const int64_t* rows,
+                          const int64_t* chunk_start, int64_t n_chunks, int64_t window, int n_threads, int d, T* X,
+                          double* row_loss) {
+  const T cz = (T)c0;
+  window = std::max<int64_t>(1, window);
+  std::atomic<int64_t> next{0};
+  parallel_workers(n_chunks, n_threads, [&](int) {
+    for (;;) {
+      const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= n_chunks) break;
+      const int64_t* mem = rows + chunk_start[c];
+      const int K = (int)(chunk_start[c + 1] - chunk_start[c]);
+      if (K <= 0) continue;
+      std::vector<T> x((size_t)K * d), r((size_t)K * d), p((size_t)K * d), Ap((size_t)K * d), rs(K);
+      std::vector<uint8_t> live(K, 1);
+      std::vector<int64_t> cur(K);
+      std::vector<double> loss(K, 0.0);
+      // one pass: mode 0 acc_k += sparse part of A v_k; 1 acc_k += b_k - that; 2 loss_k += observed loss at v_k
+      auto pass = [&](int mode, const T* v, T* acc, bool only_live) {
+        for (int k = 0; k < K; ++k) cur[k] = indptr[mem[k]];
+        for (int64_t w1 = window;; w1 += window) {
+          const int64_t lim = std::min<int64_t>(w1, n_fixed);
+          for (int k = 0; k < K; ++k) {
+            if (only_live && !live[k]) continue;
+            const int64_t s0 = cur[k], end = indptr[mem[k] + 1];
+            int64_t e = s0;
+            while (e < end && (int64_t)indices[e] < lim) ++e;
+            if (e == s0) continue;
+            cur[k] = e;
+            if (mode == 2)
+              loss[k] += observed_row_loss(s0, e, indices, conf, pref, c0, Y, v + (size_t)k * d, d);
+            else
+              gram_apply(s0, e, indices, conf, pref, cz, Y, v + (size_t)k * d, acc + (size_t)k * d, d, mode == 1);
+          }
+          if (lim == n_fixed) break;
+        }
+      };
+      for (int k = 0; k < K; ++k) {
+        std::copy(X + (size_t)mem[k] * d, X + (size_t)(mem[k] + 1) * d, x.data() + (size_t)k * d);
+        matvec_rows(G0, x.data() + (size_t)k * d, r.data() + (size_t)k * d, d);
+        for (int q = 0; q < d; ++q) r[(size_t)k * d + q] = -r[(size_t)k * d + q];
+      }
+      pass(1, x.data(), r.data(), false);  // r = b - A x
+      for (int k = 0; k < K; ++k) {
+        T sum = 0;
+        for (int q = 0; q < d; ++q) {
+          const T v = r[(size_t)k * d + q];
+          p[(size_t)k * d + q] = v;
+          sum += v * v;
+        }
+        rs[k] = sum;
+      }
+      for (int it = 0; it < steps; ++it) {
+        int n_live = 0;
+        for (int k = 0; k < K; ++k) {
+          if (live[k] && !(rs[k] > T(1e-30))) live[k] = 0;  // converged (or NaN)
+          n_live += live[k];
+        }
+        if (n_live == 0) break;
+        for (int k = 0; k < K; ++k)
+          if (live[k]) matvec_rows(G0, p.data() + (size_t)k * d, Ap.data() + (size_t)k * d, d);
+        pass(0, p.data(), Ap.data(), true);
+        for (int k = 0; k < K; ++k) {
+          if (!live[k]) continue;
+          T* pk = p.data() + (size_t)k * d;
+          T* Apk = Ap.data() + (size_t)k * d;
+          const T pAp = dot(pk, Apk, d);
+          if (!(pAp > T(0))) {
+            live[k] = 0;
+            continue;
+          }
+          const T a = rs[k] / pAp;
+          T* xk = x.data() + (size_t)k * d;
+          T* rk = r.data() + (size_t)k * d;
+          T rs_new = 0;
+          for (int q = 0; q < d; ++q) {
+            xk[q] += a * pk[q];
+            rk[q] -= a * Apk[q];
+            rs_new += rk[q] * rk[q];
+          }
+          const T beta = rs_new / rs[k];
+          for (int q = 0; q < d; ++q) pk[q] = rk[q] + beta * pk[q];
+          rs[k] = rs_new;
+        }
+      }
+      for (int k = 0; k < K; ++k)
+        std::copy(x.data() + (size_t)k * d, x.data() + (size_t)(k + 1) * d, X + (size_t)mem[k] * d);
+      if (row_loss) {
+        pass(2, x.data(), nullptr, false);
+        for (int k = 0; k < K; ++k) row_loss[mem[k]] = loss[k];
       }
     }
   });

@@ -54,6 +54,18 @@ void b_cg_rows(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const T> con
 }
 
 template <typename T, typename P>
+void b_cg_windowed(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const T> conf, Vec1<const T> pref,
+                   Arr<const T> Y, Arr<const T> G0, double c0, int steps, Arr<const int64_t> rows,
+                   Arr<const int64_t> chunk_start, int64_t window, int n_workers, Arr<T> X, Arr<double> row_loss) {
+  const int d = (int)Y.shape(1);
+  double* rl = row_loss.size() ? row_loss.data() : nullptr;
+  nb::gil_scoped_release release;
+  implicit_cg_windowed<T, P, int32_t>(indptr.data(), indices.data(), conf.data(), strided(pref), Y.data(),
+                                      (int64_t)Y.shape(0), G0.data(), c0, steps, rows.data(), chunk_start.data(),
+                                      (int64_t)chunk_start.size() - 1, window, n_workers, d, X.data(), rl);
+}
+
+template <typename T, typename P>
 double b_observed_loss(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const T> conf, Vec1<const T> pref,
                        Arr<const T> X, Arr<const T> Y, double c0) {
   const int d = (int)Y.shape(1);
@@ -264,6 +276,7 @@ NB_MODULE(_native, m) {
   m.def("default_num_threads", &default_threads);
   BIND_TP("implicit_cholesky_rows", b_cholesky_rows);
   BIND_TP("implicit_cg_rows", b_cg_rows);
+  BIND_TP("implicit_cg_windowed", b_cg_windowed);
   BIND_TP("implicit_observed_loss", b_observed_loss);
   BIND_TP("implicit_observed_grad", b_observed_grad);
   BIND_TP("implicit_observed_curvature", b_observed_curvature);
