@@ -516,3 +516,23 @@ def test_events_to_implicit_at_scale_matches_groupby():
     )
     assert fb.nnz == len(ref)
     np.testing.assert_allclose(fb.confidence, 1 + 3.0 * ref.to_numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["linear", "log", "given"])
+def test_entry_confidence_in_pieces_equals_one_piece_and_names_the_first_bad_entry(kind, monkeypatch):
+    """The fit's confidences are computed in float64 pieces straight into the factor dtype: the same values as
+    one float64 pass cast, and an error names the first bad entry (and counts the negatives) across pieces."""
+    rng = np.random.default_rng(0)
+    r = (rng.random(103) * 5).astype(np.float32)
+    whole = feedback_module.entry_confidence(r, kind, 0.7, 0.5, lambda pos: f"entry {pos}")
+    monkeypatch.setattr(feedback_module, "CONFIDENCE_PIECE", 10)
+    pieces = feedback_module.entry_confidence(r, kind, 0.7, 0.5, lambda pos: f"entry {pos}", dtype=np.float32)
+    assert pieces.dtype == np.float32
+    np.testing.assert_array_equal(pieces, whole.astype(np.float32))
+    bad = r.copy()
+    bad[[37, 55, 91]] = -1.0
+    with pytest.raises(InvalidDataError, match=r"entry 37 \(3 negative entries\)"):
+        feedback_module.entry_confidence(bad, kind, 0.7, 0.5, lambda pos: f"entry {pos}")
+    bad[64] = np.nan  # a value that is not finite is reported first, wherever it is
+    with pytest.raises(InvalidDataError, match="of entry 64 is not finite"):
+        feedback_module.entry_confidence(bad, kind, 0.7, 0.5, lambda pos: f"entry {pos}")

@@ -343,32 +343,50 @@ def confidence(
     return _confidence_unchecked(r, kind, alpha, eps)
 
 
-def entry_confidence(values: Any, kind: str, alpha: float, eps: float, who: Callable[[int], str]) -> np.ndarray:
-    """Confidences ``c`` (float64) of stored entries whose values are ``r``: the one rule every model uses.
+#: entries per piece of :func:`entry_confidence`: the float64 temporaries stay at a few MiB whatever the data
+CONFIDENCE_PIECE = 1 << 20
+
+
+def entry_confidence(values: Any, kind: str, alpha: float, eps: float, who: Callable[[int], str],
+                     dtype: Any = np.float64) -> np.ndarray:
+    """Confidences ``c`` of stored entries whose values are ``r``: the one rule every model uses.
 
     ``kind`` is ``"linear"`` (``1 + alpha r``), ``"log"`` (``1 + alpha log(1 + r / eps)``) or ``"given"`` /
     ``"identity"`` (``c = r``); ``alpha`` and ``eps`` are taken as already validated. ``who(pos)`` names the
-    entry at position ``pos`` for the error (``Interactions.entry_name``, or the fold-in's item).
+    entry at position ``pos`` for the error (``Interactions.entry_name``, or the fold-in's item). The result is a
+    new array of ``dtype`` (default float64), computed in float64 pieces of :data:`CONFIDENCE_PIECE` entries, so a
+    fit on float32 factors holds no float64 copy of its data.
 
     Raises
     ------
     InvalidDataError
         The first value that is not finite, or negative (with the count of negative values), named by ``who``.
     """
-    r = np.asarray(values, dtype=np.float64)
-    bad = ~np.isfinite(r)
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise InvalidDataError(f"value {r[pos]} of {who(pos)} is not finite")
-    neg = r < 0
-    if neg.any():
-        pos = int(np.flatnonzero(neg)[0])
+    vals = np.asarray(values)
+    flat = vals.reshape(-1)
+    out = np.empty(flat.shape, dtype=dtype)
+    negatives, first_negative = 0, None
+    for lo in range(0, len(flat), CONFIDENCE_PIECE):
+        r = np.asarray(flat[lo:lo + CONFIDENCE_PIECE], dtype=np.float64)
+        bad = ~np.isfinite(r)
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise InvalidDataError(f"value {r[pos]} of {who(lo + pos)} is not finite")
+        neg = r < 0
+        if neg.any():
+            negatives += int(neg.sum())
+            if first_negative is None:
+                pos = int(np.flatnonzero(neg)[0])
+                first_negative = (lo + pos, r[pos])
+        out[lo:lo + len(r)] = _confidence_unchecked(r, kind, float(alpha), float(eps))
+    if first_negative is not None:
+        pos, value = first_negative
         what = "confidence" if kind in ("given", "identity") else f"value (for {kind} confidence)"
         raise InvalidDataError(
-            f"negative {what} {r[pos]:g} of {who(pos)} ({int(neg.sum())} negative entries); implicit "
+            f"negative {what} {value:g} of {who(pos)} ({negatives} negative entries); implicit "
             "feedback needs values >= 0 — drop or clip them, or convert with mfrec.data.feedback"
         )
-    return _confidence_unchecked(r, kind, float(alpha), float(eps))
+    return out.reshape(vals.shape)
 
 
 # ---------------------------------------------------------------------- explicit -> implicit

@@ -207,24 +207,24 @@ class ImplicitALS(FactorModel):
         p["early_stopping_rounds"] = None if esr is None else check_int("early_stopping_rounds", esr, minimum=1)
         return p
 
-    def _confidence_of(self, values: np.ndarray, mode: str, who) -> np.ndarray:
-        """c_ui (float64) from values r_ui by this model's rule (:func:`mfrec.data.feedback.entry_confidence`)."""
-        return entry_confidence(values, mode, float(self.alpha), float(self.eps), who)
+    def _confidence_of(self, values: np.ndarray, mode: str, who, dtype: Any = np.float64) -> np.ndarray:
+        """c_ui (``dtype``) from values r_ui by this model's rule (:func:`mfrec.data.feedback.entry_confidence`)."""
+        return entry_confidence(values, mode, float(self.alpha), float(self.eps), who, dtype=dtype)
 
     def _prepare(self, data: Any, p: dict[str, Any]) -> tuple[Interactions, np.ndarray, np.ndarray, float, str]:
         """(interactions, conf, pref, c0, mode) with conf/pref per stored entry in the factor dtype."""
         inter, pref, c0 = _feedback_parts(data)
         mode = "given" if pref is not None else p["confidence"]
         c0 = p["unobserved_confidence"] if c0 is None else check_float("unobserved_confidence", c0, 0.0)
-        conf = self._confidence_of(inter.matrix.data, mode, inter.entry_name)
         dt = p["dtype"]
+        conf = self._confidence_of(inter.matrix.data, mode, inter.entry_name, dtype=dt)
         if pref is None or (pref.shape == (inter.nnz,) and np.all(pref == 1)):
             pref = _all_ones(inter.nnz, dt)
         elif pref.shape != (inter.nnz,) or not np.isfinite(pref).all():
             raise InvalidDataError(f"preferences must be {inter.nnz} finite values aligned with the interactions")
         else:
             pref = np.ascontiguousarray(pref, dtype=dt)
-        return inter, conf.astype(dt), pref, c0, mode
+        return inter, conf, pref, c0, mode
 
     # ------------------------------------------------------------------ fit
     def fit(self, interactions: Any, validation: Interactions | None = None, *, client: Any = None) -> ImplicitALS:
@@ -515,7 +515,7 @@ def confidence_block(block: RowBlock, side: int, users: pd.Index, items: pd.Inde
         u, i = (users[r], items[c]) if side == 0 else (users[c], items[r])
         return f"user {show_id(u)}, item {show_id(i)}"
 
-    conf = entry_confidence(block.values, mode, alpha, eps, who).astype(dtype)
+    conf = entry_confidence(block.values, mode, alpha, eps, who, dtype=dtype)
     return RowBlock(block.start, block.stop, block.indptr, block.indices, conf, None, row_order(block.indptr))
 
 
