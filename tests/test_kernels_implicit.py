@@ -166,6 +166,26 @@ def test_loss_identity_matches_dense(seed, c0, d):
     assert got == pytest.approx(dense_loss(C, P, X, Y, 0.3), rel=1e-9, abs=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("d", [16, 32, 64, 128])
+def test_observed_loss_vector_paths_match_numpy(dtype, d):
+    """The observed loss for d of whole 64-byte vectors (the shuffle-tree kernel; rows of 0..20 entries cover the
+    eight-entry groups and the single tail) against numpy in float64."""
+    rng = np.random.default_rng(d)
+    lengths = np.arange(21)
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    indices = np.concatenate([np.sort(rng.choice(30, size=k, replace=False)) for k in lengths]).astype(np.int32)
+    conf = (1 + 3 * rng.random(len(indices))).astype(dtype)
+    pref = (rng.random(len(indices)) < 0.7).astype(dtype)
+    X = rng.normal(scale=0.3, size=(len(lengths), d)).astype(dtype)
+    Y = rng.normal(scale=0.3, size=(30, d)).astype(dtype)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    s_ui = np.einsum("ij,ij->i", X[rows].astype(np.float64), Y[indices].astype(np.float64))
+    expect = float(np.sum(conf * (pref - s_ui) ** 2 - 0.5 * s_ui ** 2))
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert K.implicit_observed_loss(indptr, indices, conf, pref, X, Y, 0.5) == pytest.approx(expect, rel=tol)
+
+
 def test_gradient_matches_finite_differences_and_gd_step_decreases():
     indptr, indices, conf, pref, X, Y = random_problem(6, c0=0.5, pref_frac=0.7)
     reg, c0 = 0.2, 0.5

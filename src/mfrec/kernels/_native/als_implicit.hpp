@@ -188,12 +188,66 @@ inline void gram_apply(int64_t start, int64_t end, const I* __restrict indices, 
   }
 }
 
+#ifdef MFREC_SHUFFLE_KERNELS
+// observed_row_loss for d = NV 64-byte vectors (x in registers, the eight dots of a group summed by sum8).
+template <typename T, typename I, int NV>
+inline double observed_row_loss_vec(int64_t start, int64_t end, const I* __restrict indices,
+                                    const T* __restrict conf, Strided<T> pref, double c0, const T* __restrict Y,
+                                    const T* __restrict x) {
+  typedef T vec __attribute__((vector_size(64)));
+  constexpr int W = 64 / (int)sizeof(T);
+  constexpr int d = NV * W;
+  auto load = [](const T* p) {
+    vec v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  };
+  vec xv[NV];
+  for (int v = 0; v < NV; ++v) xv[v] = load(x + v * W);
+  double acc = 0.0;
+  int64_t e = start;
+  for (; e + 8 <= end; e += 8) {
+    const T* y[8];
+    for (int q = 0; q < 8; ++q) y[q] = Y + (size_t)indices[e + q] * d;
+    vec a[8];
+    for (int q = 0; q < 8; ++q) a[q] = load(y[q]) * xv[0];
+    for (int v = 1; v < NV; ++v)
+      for (int q = 0; q < 8; ++q) a[q] += load(y[q] + v * W) * xv[v];
+    T s[8];
+    sum8(a, s);
+    for (int q = 0; q < 8; ++q) {
+      const double diff = (double)pref[e + q] - (double)s[q];
+      acc += (double)conf[e + q] * diff * diff - c0 * (double)s[q] * (double)s[q];
+    }
+  }
+  for (; e < end; ++e) {
+    const T* y0 = Y + (size_t)indices[e] * d;
+    vec a = load(y0) * xv[0];
+    for (int v = 1; v < NV; ++v) a += load(y0 + v * W) * xv[v];
+    T t = 0;
+    for (int l = 0; l < W; ++l) t += a[l];
+    const double sq = t, diff = (double)pref[e] - sq;
+    acc += (double)conf[e] * diff * diff - c0 * sq * sq;
+  }
+  return acc;
+}
+#endif
+
 // sum_{e in [start, end)} [c_e (p_e - s_e)^2 - c0 s_e^2], s_e = x . Y[indices[e]] (dot in T, terms in double):
 // the observed part of one row's loss.
 template <typename T, typename I>
 inline double observed_row_loss(int64_t start, int64_t end, const I* __restrict indices, const T* __restrict conf,
                                 Strided<T> pref, double c0, const T* __restrict Y, const T* __restrict x,
                                 int d) {
+#ifdef MFREC_SHUFFLE_KERNELS
+  constexpr int W = 64 / (int)sizeof(T);
+  switch (d / W * (d % W == 0)) {  // whole vectors only
+    case 2: return observed_row_loss_vec<T, I, 2>(start, end, indices, conf, pref, c0, Y, x);
+    case 4: return observed_row_loss_vec<T, I, 4>(start, end, indices, conf, pref, c0, Y, x);
+    case 8: return observed_row_loss_vec<T, I, 8>(start, end, indices, conf, pref, c0, Y, x);
+    default: break;
+  }
+#endif
   double acc = 0.0;
   int64_t e = start;
   for (; e + 8 <= end; e += 8) {
