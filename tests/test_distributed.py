@@ -120,6 +120,18 @@ def test_implicit_cg_float64_tight(client, inter):
     _same_recommendations(local, dist, inter.user_ids[:10])
 
 
+@pytest.mark.parametrize("layout", ["sharded", "broadcast"])
+def test_binary_feedback_one_broadcast_confidence_equals_local(client, inter, layout):
+    """Binary data: the local fit holds one confidence (stride 0) for every entry; the blocks built from it, sent
+    to the workers (broadcast layout) or built there (sharded), give the local fit's factors."""
+    binary = Interactions(inter.matrix.astype(bool).astype(np.float64), inter.user_ids, inter.item_ids)
+    kw = dict(factors=5, iterations=3, solver="cg", cg_steps=2, alpha=2.0, seed=1, dtype="float64")
+    local = ImplicitALS(**kw).fit(binary)
+    dist = fit(ImplicitALS(**kw), binary, client, layout=layout)
+    np.testing.assert_allclose(dist.user_factors_, local.user_factors_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(dist.item_factors_, local.item_factors_, rtol=1e-9, atol=1e-12)
+
+
 def test_implicit_feedback_with_preferences(client, inter):
     """Per-entry preferences p_ui (0 for below-threshold ratings) and c0 travel with the blocks of both sides."""
     from mfrec.data.feedback import explicit_to_implicit

@@ -143,6 +143,34 @@ def test_seed_reproducible_and_thread_independent():
     np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg", "gd"])
+def test_binary_feedback_holds_one_confidence_and_fits_as_an_array_would(solver, monkeypatch):
+    """Every entry with the same value: one confidence broadcast with stride 0 on both sides (no array of nnz
+    confidences, no transposed copy of them) and the factors of a fit with the confidences stored per entry."""
+    from mfrec.models import implicit as implicit_module
+    from mfrec.models.training import LocalExecutor
+
+    inter = synthetic(3, counts=False)
+    kw = dict(factors=4, iterations=3, solver=solver, alpha=3.0, seed=2, dtype="float64")
+    sides = {}
+    half_step = LocalExecutor.half_step
+
+    def spy(self, plan, name, with_loss):
+        sides[name] = plan.side(name)
+        return half_step(self, plan, name, with_loss)
+
+    monkeypatch.setattr(LocalExecutor, "half_step", spy)
+    one = ImplicitALS(**kw).fit(inter)
+    assert sides["user"].values.strides == (0,) and sides["item"].values.strides == (0,)
+    assert float(sides["item"].values[0]) == 4.0  # 1 + alpha r
+    monkeypatch.setattr(implicit_module.ImplicitALS, "_one_confidence", lambda self, *a: None)
+    stored = ImplicitALS(**kw).fit(inter)
+    assert sides["user"].values.strides != (0,)
+    np.testing.assert_array_equal(one.user_factors_, stored.user_factors_)
+    np.testing.assert_array_equal(one.item_factors_, stored.item_factors_)
+    assert [h["loss"] for h in one.history_] == [h["loss"] for h in stored.history_]
+
+
 def test_implicit_feedback_object_with_preferences_and_c0():
     class Feedback:  # the duck-typed shape of mfrec.data.feedback.ImplicitFeedback
         def __init__(self, interactions, preference, unobserved_confidence):

@@ -69,7 +69,7 @@ WINDOW_CHUNK_BYTES = 1024 * 1024
 def _common(indptr, indices, conf, pref, Y):
     """The CSR pattern and per-entry arrays as the compiled kernels take them (dtype of ``Y``)."""
     dt = Y.dtype
-    return _args.pointer(indptr), _args.index(indices), _args.inp(conf, dt), _args.per_entry(pref, dt)
+    return _args.pointer(indptr), _args.index(indices), _args.per_entry(conf, dt), _args.per_entry(pref, dt)
 
 
 # ----------------------------------------------------------------------------------------------- exact solve
@@ -81,7 +81,8 @@ def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_worke
     indptr : int32/int64 (n_rows + 1,); indices : int32 (nnz,)
         CSR pattern, rows = the side solved here.
     conf, pref : (nnz,) float, same dtype as ``Y``
-        c_ui and p_ui per stored entry (``pref`` may be one value broadcast with stride 0).
+        c_ui and p_ui per stored entry (either may be one value broadcast with stride 0: binary feedback has one
+        confidence for every entry, and the preferences are usually all one).
     Y : (n_cols, d) float32/float64, C-contiguous
         Fixed factors of the other side.
     G0 : (d, d) float64
@@ -241,7 +242,7 @@ def implicit_observed_grad(indptr, indices, conf, pref, X, Y, c0, out) -> None:
 def implicit_observed_curvature(indptr, indices, conf, G, Y, c0) -> float:
     """``sum_u sum_{i in R(u)} (c_ui - c0) (y_i . g_u)^2`` (float64): the sparse part of ``sum_u g_u^T A_u g_u``."""
     ip, ix = _args.pointer(indptr), _args.index(indices)
-    return float(_native.implicit_observed_curvature(ip, ix, _args.inp(conf, Y.dtype), _args.inp(G, Y.dtype), Y,
+    return float(_native.implicit_observed_curvature(ip, ix, _args.per_entry(conf, Y.dtype), _args.inp(G, Y.dtype), Y,
                                                      float(c0)))
 
 

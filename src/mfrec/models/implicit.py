@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from mfrec._params import check_bool, check_choice, check_dtype, check_float, check_int
 from mfrec._random import BlockDraws, rng, uniform_matrix
-from mfrec.data.feedback import entry_confidence
+from mfrec.data.feedback import CONFIDENCE_PIECE, entry_confidence
 from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError, UnknownIdError
 from mfrec.evaluation.metrics import ndcg_at_k  # pure array math, no model imports
@@ -211,13 +211,32 @@ class ImplicitALS(FactorModel):
         """c_ui (``dtype``) from values r_ui by this model's rule (:func:`mfrec.data.feedback.entry_confidence`)."""
         return entry_confidence(values, mode, float(self.alpha), float(self.eps), who, dtype=dtype)
 
+    def _one_confidence(self, inter: Interactions, mode: str, dtype: Any) -> np.ndarray | None:
+        """When every stored value is the same (binary feedback), its confidence broadcast over the entries with
+        stride 0 (no array of nnz confidences; the kernels read it through its stride); else None. A value the
+        rule rejects is left to the full pass, whose error counts the entries."""
+        values = inter.matrix.data
+        if not len(values):
+            return None
+        first = values[:1]
+        for lo in range(0, len(values), CONFIDENCE_PIECE):
+            if not (values[lo:lo + CONFIDENCE_PIECE] == first).all():  # (NaN never equals: the full pass reports it)
+                return None
+        try:
+            one = self._confidence_of(first, mode, inter.entry_name, dtype=dtype)
+        except InvalidDataError:
+            return None
+        return np.broadcast_to(one, (len(values),))
+
     def _prepare(self, data: Any, p: dict[str, Any]) -> tuple[Interactions, np.ndarray, np.ndarray, float, str]:
         """(interactions, conf, pref, c0, mode) with conf/pref per stored entry in the factor dtype."""
         inter, pref, c0 = _feedback_parts(data)
         mode = "given" if pref is not None else p["confidence"]
         c0 = p["unobserved_confidence"] if c0 is None else check_float("unobserved_confidence", c0, 0.0)
         dt = p["dtype"]
-        conf = self._confidence_of(inter.matrix.data, mode, inter.entry_name, dtype=dt)
+        conf = self._one_confidence(inter, mode, dt)
+        if conf is None:
+            conf = self._confidence_of(inter.matrix.data, mode, inter.entry_name, dtype=dt)
         if pref is None or (pref.shape == (inter.nnz,) and np.all(pref == 1)):
             pref = _all_ones(inter.nnz, dt)
         elif pref.shape != (inter.nnz,) or not np.isfinite(pref).all():
@@ -584,8 +603,13 @@ class _ImplicitPlan(ALSPlan):
             else:
                 # items x users by scipy's O(nnz) CSR->CSC pass (no int64 permutation: keeps the peak memory
                 # low); explicitly stored zeros are kept, so the per-entry arrays stay aligned with the pattern
-                t = sp.csr_matrix((self._conf, csr.indices, csr.indptr), shape=csr.shape).T.tocsr()
-                indptr, indices, conf = t.indptr, t.indices, t.data
+                if self._conf.strides == (0,):  # one confidence for all: transpose the pattern alone (1 byte)
+                    t = sp.csr_matrix((np.ones(csr.nnz, dtype=np.int8), csr.indices, csr.indptr), shape=csr.shape)
+                    t = t.T.tocsr()
+                    indptr, indices, conf = t.indptr, t.indices, self._conf
+                else:
+                    t = sp.csr_matrix((self._conf, csr.indices, csr.indptr), shape=csr.shape).T.tocsr()
+                    indptr, indices, conf = t.indptr, t.indices, t.data
                 if self._pref.strides == (0,):
                     pref = self._pref
                 else:

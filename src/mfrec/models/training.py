@@ -93,19 +93,21 @@ def row_block(indptr, indices, values, pref, start: int, stop: int, with_order: 
               feats: np.ndarray | None = None, offset: int = 0) -> RowBlock:
     """Rows ``start:stop`` of a CSR ``(indptr, indices, values, pref)`` as a :class:`RowBlock` of copies.
 
-    A stride-0 ``pref`` (all ones, no memory) stays stride 0. ``offset`` is added to the block's row numbers.
+    A stride-0 ``values`` or ``pref`` (one value for every entry, no memory) stays stride 0. ``offset`` is added to the block's row numbers.
     """
     from mfrec.kernels.als_implicit import row_order
 
     s, e = int(indptr[start]), int(indptr[stop])
     ip_dt = np.int32 if e - s < np.iinfo(np.int32).max else np.int64  # the local fit's dtype when it fits
     ip = (np.asarray(indptr[start:stop + 1], dtype=np.int64) - s).astype(ip_dt)
-    if pref is not None and pref.strides == (0,):
-        p = np.broadcast_to(pref[:1], (e - s,))
-    else:
-        p = None if pref is None else np.ascontiguousarray(pref[s:e])
+
+    def entries(a):  # a per-entry array's part; one value broadcast with stride 0 stays so (no memory)
+        if a is None:
+            return None
+        return np.broadcast_to(a[:1], (e - s,)) if a.strides == (0,) else np.ascontiguousarray(a[s:e])
+
     return RowBlock(start + offset, stop + offset, ip, np.ascontiguousarray(indices[s:e], dtype=np.int32),
-                    np.ascontiguousarray(values[s:e]), p, row_order(ip) if with_order else None,
+                    entries(values), entries(pref), row_order(ip) if with_order else None,
                     None if feats is None else np.ascontiguousarray(feats[start:stop], dtype=np.float64))
 
 

@@ -61,7 +61,7 @@ inline void sum8(const double __attribute__((vector_size(64))) * a, double* out)
 // factor rows eight entries ahead are prefetched only when `prefetch` (the first pass over a row; later passes
 // find its rows in cache and the prefetch instructions would only cost issue slots).
 template <typename T, typename I, int NV>
-inline void gram_apply_vec(int64_t start, int64_t end, const I* __restrict indices, const T* __restrict conf,
+inline void gram_apply_vec(int64_t start, int64_t end, const I* __restrict indices, Strided<T> conf,
                            Strided<T> pref, T c0, const T* __restrict Y, const T* __restrict x, T* __restrict out,
                            bool with_b, bool prefetch) {
   typedef T vec __attribute__((vector_size(64)));
@@ -122,7 +122,7 @@ inline void gram_apply_vec(int64_t start, int64_t end, const I* __restrict indic
 #endif
 
 template <typename T, typename I>
-inline void gram_apply(int64_t start, int64_t end, const I* __restrict indices, const T* __restrict conf,
+inline void gram_apply(int64_t start, int64_t end, const I* __restrict indices, Strided<T> conf,
                        Strided<T> pref, T c0, const T* __restrict Y, const T* __restrict x,
                        T* __restrict out, int d, bool with_b, bool prefetch = true) {
 #ifdef MFREC_SHUFFLE_KERNELS
@@ -192,7 +192,7 @@ inline void gram_apply(int64_t start, int64_t end, const I* __restrict indices, 
 // observed_row_loss for d = NV 64-byte vectors (x in registers, the eight dots of a group summed by sum8).
 template <typename T, typename I, int NV>
 inline double observed_row_loss_vec(int64_t start, int64_t end, const I* __restrict indices,
-                                    const T* __restrict conf, Strided<T> pref, double c0, const T* __restrict Y,
+                                    Strided<T> conf, Strided<T> pref, double c0, const T* __restrict Y,
                                     const T* __restrict x) {
   typedef T vec __attribute__((vector_size(64)));
   constexpr int W = 64 / (int)sizeof(T);
@@ -236,7 +236,7 @@ inline double observed_row_loss_vec(int64_t start, int64_t end, const I* __restr
 // sum_{e in [start, end)} [c_e (p_e - s_e)^2 - c0 s_e^2], s_e = x . Y[indices[e]] (dot in T, terms in double):
 // the observed part of one row's loss.
 template <typename T, typename I>
-inline double observed_row_loss(int64_t start, int64_t end, const I* __restrict indices, const T* __restrict conf,
+inline double observed_row_loss(int64_t start, int64_t end, const I* __restrict indices, Strided<T> conf,
                                 Strided<T> pref, double c0, const T* __restrict Y, const T* __restrict x,
                                 int d) {
 #ifdef MFREC_SHUFFLE_KERNELS
@@ -287,7 +287,7 @@ constexpr int GRAM_CHUNK = 128;
 // definite in T (float32) is refactorised in double before it is reported in failed. G0 is double (d x d, upper
 // triangle read). row_loss: n_rows doubles or null.
 template <typename T, typename P, typename I>
-void implicit_cholesky_rows(const P* indptr, const I* indices, const T* conf, Strided<T> pref, const T* Y,
+void implicit_cholesky_rows(const P* indptr, const I* indices, Strided<T> conf, Strided<T> pref, const T* Y,
                             const double* G0, double c0, const int64_t* rows, int64_t n, int n_threads, int d, T* X,
                             uint8_t* failed, double* row_loss) {
   std::atomic<int64_t> next{0};
@@ -355,7 +355,7 @@ void implicit_cholesky_rows(const P* indptr, const I* indices, const T* conf, St
 // per group). Work item g is single row g for g < n_single, else group g - n_single, taken from an atomic counter.
 // G0 is in T (full symmetric). A row stops (keeps its current x) once r.r <= 1e-30 (or NaN) or p.Ap <= 0.
 template <typename T, typename P, typename I>
-void implicit_cg_rows(const P* indptr, const I* indices, const T* conf, Strided<T> pref, const T* Y, const T* G0,
+void implicit_cg_rows(const P* indptr, const I* indices, Strided<T> conf, Strided<T> pref, const T* Y, const T* G0,
                       double c0, int steps, const int64_t* rows, int64_t n, int64_t n_single, int n_threads, int d,
                       T* X, double* row_loss) {
   const int64_t n_items = n_single + (n - n_single + 3) / 4;
@@ -470,7 +470,7 @@ void implicit_cg_rows(const P* indptr, const I* indices, const T* conf, Strided<
 // Per row the terms are added in increasing column order, as in implicit_cg_rows (the sums differ only in where
 // the eight-entry groups of gram_apply start), whatever the chunks or threads.
 template <typename T, typename P, typename I>
-void implicit_cg_windowed(const P* indptr, const I* indices, const T* conf, Strided<T> pref, const T* Y,
+void implicit_cg_windowed(const P* indptr, const I* indices, Strided<T> conf, Strided<T> pref, const T* Y,
                           int64_t n_fixed, const T* G0, double c0, int steps, const int64_t* rows,
                           const int64_t* chunk_start, int64_t n_chunks, int64_t window, int n_threads, int d, T* X,
                           double* row_loss) {

@@ -31,48 +31,49 @@ Strided<T> strided(const Vec1<const T>& a) {
 }
 
 template <typename T, typename P>
-void b_cholesky_rows(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const T> conf, Vec1<const T> pref,
+void b_cholesky_rows(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, Vec1<const T> pref,
                      Arr<const T> Y, Arr<const double> G0, double c0, Arr<const int64_t> rows, int n_workers, Arr<T> X,
                      Arr<uint8_t> failed, Arr<double> row_loss) {
   const int d = (int)Y.shape(1);
   double* rl = row_loss.size() ? row_loss.data() : nullptr;
   nb::gil_scoped_release release;
-  implicit_cholesky_rows<T, P, int32_t>(indptr.data(), indices.data(), conf.data(), strided(pref), Y.data(), G0.data(),
+  implicit_cholesky_rows<T, P, int32_t>(indptr.data(), indices.data(), strided(conf), strided(pref), Y.data(), G0.data(),
                                         c0, rows.data(), (int64_t)rows.size(), n_workers, d, X.data(), failed.data(),
                                         rl);
 }
 
 template <typename T, typename P>
-void b_cg_rows(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const T> conf, Vec1<const T> pref, Arr<const T> Y,
+void b_cg_rows(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, Vec1<const T> pref, Arr<const T> Y,
                Arr<const T> G0, double c0, int steps, Arr<const int64_t> rows, int64_t n_single, int n_workers,
                Arr<T> X, Arr<double> row_loss) {
   const int d = (int)Y.shape(1);
   double* rl = row_loss.size() ? row_loss.data() : nullptr;
   nb::gil_scoped_release release;
-  implicit_cg_rows<T, P, int32_t>(indptr.data(), indices.data(), conf.data(), strided(pref), Y.data(), G0.data(), c0,
+  implicit_cg_rows<T, P, int32_t>(indptr.data(), indices.data(), strided(conf), strided(pref), Y.data(), G0.data(), c0,
                                   steps, rows.data(), (int64_t)rows.size(), n_single, n_workers, d, X.data(), rl);
 }
 
 template <typename T, typename P>
-void b_cg_windowed(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const T> conf, Vec1<const T> pref,
+void b_cg_windowed(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, Vec1<const T> pref,
                    Arr<const T> Y, Arr<const T> G0, double c0, int steps, Arr<const int64_t> rows,
                    Arr<const int64_t> chunk_start, int64_t window, int n_workers, Arr<T> X, Arr<double> row_loss) {
   const int d = (int)Y.shape(1);
   double* rl = row_loss.size() ? row_loss.data() : nullptr;
   nb::gil_scoped_release release;
-  implicit_cg_windowed<T, P, int32_t>(indptr.data(), indices.data(), conf.data(), strided(pref), Y.data(),
+  implicit_cg_windowed<T, P, int32_t>(indptr.data(), indices.data(), strided(conf), strided(pref), Y.data(),
                                       (int64_t)Y.shape(0), G0.data(), c0, steps, rows.data(), chunk_start.data(),
                                       (int64_t)chunk_start.size() - 1, window, n_workers, d, X.data(), rl);
 }
 
 template <typename T, typename P>
-double b_observed_loss(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const T> conf, Vec1<const T> pref,
+double b_observed_loss(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, Vec1<const T> pref,
                        Arr<const T> X, Arr<const T> Y, double c0) {
   const int d = (int)Y.shape(1);
   const int64_t n_rows = (int64_t)X.shape(0);
   const P* ip = indptr.data();
   const int32_t* ix = indices.data();
-  const T *cf = conf.data(), *Xd = X.data(), *Yd = Y.data();
+  const Strided<T> cf = strided(conf);
+  const T *Xd = X.data(), *Yd = Y.data();
   const Strided<T> pr{pref.data(), (int64_t)pref.stride(0)};
   nb::gil_scoped_release release;
   return chunked_row_sum(n_rows, threads(), [&](int64_t u) {
@@ -81,12 +82,13 @@ double b_observed_loss(Arr<const P> indptr, Arr<const int32_t> indices, Arr<cons
 }
 
 template <typename T, typename P>
-void b_observed_grad(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const T> conf, Vec1<const T> pref,
+void b_observed_grad(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, Vec1<const T> pref,
                      Arr<const T> X, Arr<const T> Y, double c0, Arr<T> out) {
   const int d = (int)Y.shape(1);
   const P* ip = indptr.data();
   const int32_t* ix = indices.data();
-  const T *cf = conf.data(), *Xd = X.data(), *Yd = Y.data();
+  const Strided<T> cf = strided(conf);
+  const T *Xd = X.data(), *Yd = Y.data();
   const Strided<T> pr{pref.data(), (int64_t)pref.stride(0)};
   T* o = out.data();
   const T cz = (T)c0;
@@ -104,12 +106,13 @@ void b_observed_grad(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const 
 }
 
 template <typename T, typename P>
-double b_observed_curvature(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const T> conf, Arr<const T> G,
+double b_observed_curvature(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, Arr<const T> G,
                             Arr<const T> Y, double c0) {
   const int d = (int)Y.shape(1);
   const P* ip = indptr.data();
   const int32_t* ix = indices.data();
-  const T *cf = conf.data(), *Gd = G.data(), *Yd = Y.data();
+  const Strided<T> cf = strided(conf);
+  const T *Gd = G.data(), *Yd = Y.data();
   nb::gil_scoped_release release;
   return chunked_row_sum((int64_t)G.shape(0), threads(), [&](int64_t u) {
     double acc = 0.0;
@@ -215,9 +218,9 @@ double b_pivot_floor(Arr<const T> A, int n) {
 }
 
 template <typename T>
-void b_gram_apply(int64_t start, int64_t end, Arr<const int32_t> indices, Arr<const T> conf, Vec1<const T> pref,
+void b_gram_apply(int64_t start, int64_t end, Arr<const int32_t> indices, Vec1<const T> conf, Vec1<const T> pref,
                   double c0, Arr<const T> Y, Arr<const T> x, Arr<T> out, bool with_b) {
-  gram_apply<T, int32_t>(start, end, indices.data(), conf.data(), strided(pref), (T)c0, Y.data(), x.data(), out.data(),
+  gram_apply<T, int32_t>(start, end, indices.data(), strided(conf), strided(pref), (T)c0, Y.data(), x.data(), out.data(),
                          (int)Y.shape(1), with_b);
 }
 
