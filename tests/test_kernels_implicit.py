@@ -218,6 +218,23 @@ def test_transpose_entries_matches_scipy():
     np.testing.assert_allclose(conf[perm], ref.data)
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.integers(0, 30), n=st.integers(1, 25), density=st.floats(0, 1),
+       wide=st.booleans())
+def test_transpose_pattern_matches_scipy(seed, m, n, density, wide):
+    """The pattern-only transpose (int32 or int64 pointers in) equals scipy's, rows increasing in each column;
+    empty rows, empty columns and an empty matrix included."""
+    rng = np.random.default_rng(seed)
+    csr = sp.csr_matrix((rng.random((m, n)) < density).astype(np.float32))
+    indptr = csr.indptr.astype(np.int64 if wide else np.int32)
+    it, jt = K.transpose_pattern(indptr, csr.indices.astype(np.int32), n)
+    ref = csr.T.tocsr()
+    ref.sort_indices()
+    assert it.dtype == np.int64 and jt.dtype == np.int32
+    np.testing.assert_array_equal(it, ref.indptr)
+    np.testing.assert_array_equal(jt, ref.indices)
+
+
 def test_row_order_long_rows_first():
     indptr = np.array([0, 1, 5, 5, 7])
     np.testing.assert_array_equal(K.row_order(indptr), [1, 3, 0, 2])

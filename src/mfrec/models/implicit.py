@@ -44,6 +44,7 @@ from mfrec.kernels.als_implicit import (
     implicit_loss,
     implicit_observed_loss,
     row_order,
+    transpose_pattern,
 )
 from mfrec.kernels.dense import rank_tolerance, solve_psd
 from mfrec.kernels.threads import get_num_threads
@@ -603,10 +604,9 @@ class _ImplicitPlan(ALSPlan):
             else:
                 # items x users by scipy's O(nnz) CSR->CSC pass (no int64 permutation: keeps the peak memory
                 # low); explicitly stored zeros are kept, so the per-entry arrays stay aligned with the pattern
-                if self._conf.strides == (0,):  # one confidence for all: transpose the pattern alone (1 byte)
-                    t = sp.csr_matrix((np.ones(csr.nnz, dtype=np.int8), csr.indices, csr.indptr), shape=csr.shape)
-                    t = t.T.tocsr()
-                    indptr, indices, conf = t.indptr, t.indices, self._conf
+                if self._conf.strides == (0,):  # one confidence for all: transpose the pattern alone
+                    indptr, indices = transpose_pattern(csr.indptr, csr.indices, csr.shape[1])
+                    conf = self._conf
                 else:
                     t = sp.csr_matrix((self._conf, csr.indices, csr.indptr), shape=csr.shape).T.tocsr()
                     indptr, indices, conf = t.indptr, t.indices, t.data

@@ -56,6 +56,49 @@ inline void sum8(const double __attribute__((vector_size(64))) * a, double* out)
   for (int q = 0; q < 8; ++q) out[q] = f[q];
 }
 
+template <typename T>
+struct Vec64;
+template <>
+struct Vec64<float> {
+  typedef float type __attribute__((vector_size(64)));
+};
+template <>
+struct Vec64<double> {
+  typedef double type __attribute__((vector_size(64)));
+};
+
+// Dot products with one vector x of d = NV 64-byte vectors, held in NV registers: eight rows at a time (eight
+// accumulators summed by sum8) or one (a plain horizontal sum).
+template <typename T, int NV>
+struct RowDots {
+  typedef typename Vec64<T>::type vec;
+  static constexpr int W = 64 / (int)sizeof(T);
+  vec xv[NV];
+
+  static vec load(const T* p) {
+    vec v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  explicit RowDots(const T* x) {
+    for (int v = 0; v < NV; ++v) xv[v] = load(x + v * W);
+  }
+  void eight(const T* const* y, T* s) const {  // s[q] = y[q] . x
+    vec acc[8];
+    for (int q = 0; q < 8; ++q) acc[q] = load(y[q]) * xv[0];
+    for (int v = 1; v < NV; ++v)
+      for (int q = 0; q < 8; ++q) acc[q] += load(y[q] + v * W) * xv[v];
+    sum8(acc, s);
+  }
+  T one(const T* y) const {
+    vec acc = load(y) * xv[0];
+    for (int v = 1; v < NV; ++v) acc += load(y + v * W) * xv[v];
+    T t = 0;
+    for (int l = 0; l < W; ++l) t += acc[l];
+    return t;
+  }
+};
+
 // gram_apply for d = NV 64-byte vectors: x stays in NV registers, the eight dot products of a group accumulate
 // in eight vectors summed by sum8, each output vector takes the group's eight scaled rows in two chains. The
 // factor rows eight entries ahead are prefetched only when `prefetch` (the first pass over a row; later passes
@@ -64,16 +107,11 @@ template <typename T, typename I, int NV>
 inline void gram_apply_vec(int64_t start, int64_t end, const I* __restrict indices, Strided<T> conf,
                            Strided<T> pref, T c0, const T* __restrict Y, const T* __restrict x, T* __restrict out,
                            bool with_b, bool prefetch) {
-  typedef T vec __attribute__((vector_size(64)));
-  constexpr int W = 64 / (int)sizeof(T);
+  typedef typename RowDots<T, NV>::vec vec;
+  constexpr int W = RowDots<T, NV>::W;
   constexpr int d = NV * W;
-  auto load = [](const T* p) {
-    vec v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  };
-  vec xv[NV];
-  for (int v = 0; v < NV; ++v) xv[v] = load(x + v * W);
+  auto load = [](const T* p) { return RowDots<T, NV>::load(p); };
+  const RowDots<T, NV> dx(x);
   int64_t e = start;
   for (; e + 8 <= end; e += 8) {
     if (prefetch) {
@@ -82,12 +120,8 @@ inline void gram_apply_vec(int64_t start, int64_t end, const I* __restrict indic
     }
     const T* y[8];
     for (int q = 0; q < 8; ++q) y[q] = Y + (size_t)indices[e + q] * d;
-    vec acc[8];
-    for (int q = 0; q < 8; ++q) acc[q] = load(y[q]) * xv[0];
-    for (int v = 1; v < NV; ++v)
-      for (int q = 0; q < 8; ++q) acc[q] += load(y[q] + v * W) * xv[v];
     T s[8];
-    sum8(acc, s);
+    dx.eight(y, s);
     for (int q = 0; q < 8; ++q) {
       s[q] *= conf[e + q] - c0;
       if (with_b) s[q] = conf[e + q] * pref[e + q] - s[q];
@@ -107,11 +141,7 @@ inline void gram_apply_vec(int64_t start, int64_t end, const I* __restrict indic
   }
   for (; e < end; ++e) {
     const T* y0 = Y + (size_t)indices[e] * d;
-    vec acc = load(y0) * xv[0];
-    for (int v = 1; v < NV; ++v) acc += load(y0 + v * W) * xv[v];
-    T s0 = 0;
-    for (int l = 0; l < W; ++l) s0 += acc[l];
-    s0 *= conf[e] - c0;
+    T s0 = dx.one(y0) * (conf[e] - c0);
     if (with_b) s0 = conf[e] * pref[e] - s0;
     for (int v = 0; v < NV; ++v) {
       vec a = load(out + v * W) + s0 * load(y0 + v * W);
@@ -191,42 +221,24 @@ inline void gram_apply(int64_t start, int64_t end, const I* __restrict indices, 
 #ifdef MFREC_SHUFFLE_KERNELS
 // observed_row_loss for d = NV 64-byte vectors (x in registers, the eight dots of a group summed by sum8).
 template <typename T, typename I, int NV>
-inline double observed_row_loss_vec(int64_t start, int64_t end, const I* __restrict indices,
-                                    Strided<T> conf, Strided<T> pref, double c0, const T* __restrict Y,
-                                    const T* __restrict x) {
-  typedef T vec __attribute__((vector_size(64)));
-  constexpr int W = 64 / (int)sizeof(T);
-  constexpr int d = NV * W;
-  auto load = [](const T* p) {
-    vec v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  };
-  vec xv[NV];
-  for (int v = 0; v < NV; ++v) xv[v] = load(x + v * W);
+inline double observed_row_loss_vec(int64_t start, int64_t end, const I* __restrict indices, Strided<T> conf,
+                                    Strided<T> pref, double c0, const T* __restrict Y, const T* __restrict x) {
+  constexpr int d = NV * RowDots<T, NV>::W;
+  const RowDots<T, NV> dx(x);
   double acc = 0.0;
   int64_t e = start;
   for (; e + 8 <= end; e += 8) {
     const T* y[8];
     for (int q = 0; q < 8; ++q) y[q] = Y + (size_t)indices[e + q] * d;
-    vec a[8];
-    for (int q = 0; q < 8; ++q) a[q] = load(y[q]) * xv[0];
-    for (int v = 1; v < NV; ++v)
-      for (int q = 0; q < 8; ++q) a[q] += load(y[q] + v * W) * xv[v];
     T s[8];
-    sum8(a, s);
+    dx.eight(y, s);
     for (int q = 0; q < 8; ++q) {
       const double diff = (double)pref[e + q] - (double)s[q];
       acc += (double)conf[e + q] * diff * diff - c0 * (double)s[q] * (double)s[q];
     }
   }
   for (; e < end; ++e) {
-    const T* y0 = Y + (size_t)indices[e] * d;
-    vec a = load(y0) * xv[0];
-    for (int v = 1; v < NV; ++v) a += load(y0 + v * W) * xv[v];
-    T t = 0;
-    for (int l = 0; l < W; ++l) t += a[l];
-    const double sq = t, diff = (double)pref[e] - sq;
+    const double sq = dx.one(Y + (size_t)indices[e] * d), diff = (double)pref[e] - sq;
     acc += (double)conf[e] * diff * diff - c0 * sq * sq;
   }
   return acc;

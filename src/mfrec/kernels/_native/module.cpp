@@ -65,6 +65,14 @@ void b_cg_windowed(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T
                                       (int64_t)chunk_start.size() - 1, window, n_workers, d, X.data(), rl);
 }
 
+template <typename P>
+void b_transpose_pattern(Arr<const P> indptr, Arr<const int32_t> indices, int64_t n_cols, Arr<int64_t> out_indptr,
+                         Arr<int32_t> out_indices) {
+  nb::gil_scoped_release release;
+  transpose_pattern<P, int32_t>(indptr.data(), indices.data(), (int64_t)indptr.size() - 1, n_cols, out_indptr.data(),
+                                out_indices.data());
+}
+
 template <typename T, typename P>
 double b_observed_loss(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, Vec1<const T> pref,
                        Arr<const T> X, Arr<const T> Y, double c0) {
@@ -291,6 +299,8 @@ NB_MODULE(_native, m) {
   BIND_T("sgd_epoch", b_sgd_epoch);
   BIND_T("svdpp_epoch", b_svdpp_epoch);
   m.def("select_rows", &b_select_rows);
+  m.def("transpose_pattern", &b_transpose_pattern<int32_t>);
+  m.def("transpose_pattern", &b_transpose_pattern<int64_t>);
   BIND_T("cholesky_upper_inplace", b_cholesky_upper);
   BIND_T("cholesky_upper_solve_inplace", b_cholesky_upper_solve);
   BIND_T("pivot_floor", b_pivot_floor);
