@@ -291,6 +291,25 @@ inline double observed_row_loss(int64_t start, int64_t end, const I* __restrict 
   return acc;
 }
 
+// One CG step of a row once A p is known: a = r.r / p.A p, x += a p, r -= a A p, p = r' + (r'.r' / r.r) p, rs = r'.r'.
+// Returns false, leaving the row as it is, when p.A p is not positive (or NaN): the row stops there.
+template <typename T>
+inline bool cg_update(T* __restrict x, T* __restrict r, T* __restrict p, const T* __restrict Ap, T& rs, int d) {
+  const T pAp = dot(p, Ap, d);
+  if (!(pAp > T(0))) return false;
+  const T a = rs / pAp;
+  T rs_new = 0;
+  for (int j = 0; j < d; ++j) {
+    x[j] += a * p[j];
+    r[j] -= a * Ap[j];
+    rs_new += r[j] * r[j];
+  }
+  const T beta = rs_new / rs;
+  for (int j = 0; j < d; ++j) p[j] = r[j] + beta * p[j];
+  rs = rs_new;
+  return true;
+}
+
 //: entries per gathered chunk of a row in implicit_cholesky_rows: 128 x 128 floats = 64 KiB at d = 128 (in L2)
 constexpr int GRAM_CHUNK = 128;
 
@@ -445,23 +464,7 @@ void implicit_cg_rows(const P* indptr, const I* indices, Strided<T> conf, Stride
           T* pq = p + q * d;
           T* Apq = Ap + q * d;
           gram_apply(indptr[u], indptr[u + 1], indices, conf, pref, cz, Y, pq, Apq, d, false, !in_cache);
-          const T pAp = dot(pq, Apq, d);
-          if (!(pAp > T(0))) {
-            live[q] = false;
-            continue;
-          }
-          const T a = rs[q] / pAp;
-          T* xq = x + q * d;
-          T* rq = r + q * d;
-          T rs_new = 0;
-          for (int j = 0; j < d; ++j) {
-            xq[j] += a * pq[j];
-            rq[j] -= a * Apq[j];
-            rs_new += rq[j] * rq[j];
-          }
-          const T beta = rs_new / rs[q];
-          for (int j = 0; j < d; ++j) pq[j] = rq[j] + beta * pq[j];
-          rs[q] = rs_new;
+          live[q] = cg_update(x + q * d, r + q * d, pq, Apq, rs[q], d);
         }
       }
       for (int q = 0; q < nq; ++q) {
@@ -546,26 +549,9 @@ void implicit_cg_windowed(const P* indptr, const I* indices, Strided<T> conf, St
           if (live[k]) matvec_rows(G0, p.data() + (size_t)k * d, Ap.data() + (size_t)k * d, d);
         pass(0, p.data(), Ap.data(), true);
         for (int k = 0; k < K; ++k) {
-          if (!live[k]) continue;
-          T* pk = p.data() + (size_t)k * d;
-          T* Apk = Ap.data() + (size_t)k * d;
-          const T pAp = dot(pk, Apk, d);
-          if (!(pAp > T(0))) {
-            live[k] = 0;
-            continue;
-          }
-          const T a = rs[k] / pAp;
-          T* xk = x.data() + (size_t)k * d;
-          T* rk = r.data() + (size_t)k * d;
-          T rs_new = 0;
-          for (int q = 0; q < d; ++q) {
-            xk[q] += a * pk[q];
-            rk[q] -= a * Apk[q];
-            rs_new += rk[q] * rk[q];
-          }
-          const T beta = rs_new / rs[k];
-          for (int q = 0; q < d; ++q) pk[q] = rk[q] + beta * pk[q];
-          rs[k] = rs_new;
+          if (live[k])
+            live[k] = cg_update(x.data() + (size_t)k * d, r.data() + (size_t)k * d, p.data() + (size_t)k * d,
+                                Ap.data() + (size_t)k * d, rs[k], d);
         }
       }
       for (int k = 0; k < K; ++k)
