@@ -56,7 +56,7 @@ __all__ = [
 #: register-blocked compiled kernel was as fast up to ~16k entries per row, so only very long rows take it
 LONG_ROW = 65536
 #: CG rows with more entries than this are solved one at a time, shorter ones four at a time in lock-step
-#: (four rows' ``Y_u``, 4 x 256 x 512 B at d = 128 float32, still fit the 1 MiB L2 between CG steps)
+#: (four rows' ``Y_u``, 4 x 256 x 512 B at d = 128 float32, 512 KiB, stay in a 1-2 MiB L2 between CG steps)
 LOCKSTEP_MAX = 256
 #: CG rows whose gathered factors take more than this many bytes (about a quarter of a core's L2) are solved in
 #: chunks, windowed (:func:`implicit_cg_windowed`): their factors would not stay in cache between the CG passes
