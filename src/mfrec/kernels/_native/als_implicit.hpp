@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "linalg.hpp"
@@ -16,11 +15,6 @@
 
 namespace mfrec {
 
-// Sparse Gram term of one row, eight entries per sweep (y_e = Y[indices[e]], w_e = conf[e] - c0):
-//   with_b false: out += sum_e w_e (y_e . x) y_e                 (the sparse part of A_u x)
-//   with_b true:  out += sum_e (conf_e pref_e - w_e (y_e . x)) y_e  (b_u minus that part)
-// Eight independent dot products in flight hide their latency, out is read and written once per eight entries,
-// and the factor rows of the next eight entries are prefetched (their misses overlap this sweep's arithmetic).
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
 #define MFREC_SHUFFLE_KERNELS 1
 // The eight sums of eight 64-byte vectors in lanes 0..7 of the result: a pairwise transpose-and-add tree, four
@@ -56,17 +50,6 @@ inline void sum8(const double __attribute__((vector_size(64))) * a, double* out)
   for (int q = 0; q < 8; ++q) out[q] = f[q];
 }
 
-template <typename T>
-struct Vec64;
-template <>
-struct Vec64<float> {
-  typedef float type __attribute__((vector_size(64)));
-};
-template <>
-struct Vec64<double> {
-  typedef double type __attribute__((vector_size(64)));
-};
-
 // Dot products with one vector x of d = NV 64-byte vectors, held in NV registers: eight rows at a time (eight
 // accumulators summed by sum8) or one (a plain horizontal sum).
 template <typename T, int NV>
@@ -75,24 +58,19 @@ struct RowDots {
   static constexpr int W = 64 / (int)sizeof(T);
   vec xv[NV];
 
-  static vec load(const T* p) {
-    vec v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  }
   explicit RowDots(const T* x) {
-    for (int v = 0; v < NV; ++v) xv[v] = load(x + v * W);
+    for (int v = 0; v < NV; ++v) xv[v] = load64(x + v * W);
   }
   void eight(const T* const* y, T* s) const {  // s[q] = y[q] . x
     vec acc[8];
-    for (int q = 0; q < 8; ++q) acc[q] = load(y[q]) * xv[0];
+    for (int q = 0; q < 8; ++q) acc[q] = load64(y[q]) * xv[0];
     for (int v = 1; v < NV; ++v)
-      for (int q = 0; q < 8; ++q) acc[q] += load(y[q] + v * W) * xv[v];
+      for (int q = 0; q < 8; ++q) acc[q] += load64(y[q] + v * W) * xv[v];
     sum8(acc, s);
   }
   T one(const T* y) const {
-    vec acc = load(y) * xv[0];
-    for (int v = 1; v < NV; ++v) acc += load(y + v * W) * xv[v];
+    vec acc = load64(y) * xv[0];
+    for (int v = 1; v < NV; ++v) acc += load64(y + v * W) * xv[v];
     T t = 0;
     for (int l = 0; l < W; ++l) t += acc[l];
     return t;
@@ -110,7 +88,6 @@ inline void gram_apply_vec(int64_t start, int64_t end, const I* __restrict indic
   typedef typename RowDots<T, NV>::vec vec;
   constexpr int W = RowDots<T, NV>::W;
   constexpr int d = NV * W;
-  auto load = [](const T* p) { return RowDots<T, NV>::load(p); };
   const RowDots<T, NV> dx(x);
   int64_t e = start;
   for (; e + 8 <= end; e += 8) {
@@ -127,16 +104,16 @@ inline void gram_apply_vec(int64_t start, int64_t end, const I* __restrict indic
       if (with_b) s[q] = conf[e + q] * pref[e + q] - s[q];
     }
     for (int v = 0; v < NV; ++v) {
-      vec a = load(out + v * W), b = s[1] * load(y[1] + v * W);
-      a += s[0] * load(y[0] + v * W);
-      b += s[3] * load(y[3] + v * W);
-      a += s[2] * load(y[2] + v * W);
-      b += s[5] * load(y[5] + v * W);
-      a += s[4] * load(y[4] + v * W);
-      b += s[7] * load(y[7] + v * W);
-      a += s[6] * load(y[6] + v * W);
+      vec a = load64(out + v * W), b = s[1] * load64(y[1] + v * W);
+      a += s[0] * load64(y[0] + v * W);
+      b += s[3] * load64(y[3] + v * W);
+      a += s[2] * load64(y[2] + v * W);
+      b += s[5] * load64(y[5] + v * W);
+      a += s[4] * load64(y[4] + v * W);
+      b += s[7] * load64(y[7] + v * W);
+      a += s[6] * load64(y[6] + v * W);
       a += b;
-      std::memcpy(out + v * W, &a, sizeof a);
+      store64(out + v * W, a);
     }
   }
   for (; e < end; ++e) {
@@ -144,13 +121,18 @@ inline void gram_apply_vec(int64_t start, int64_t end, const I* __restrict indic
     T s0 = dx.one(y0) * (conf[e] - c0);
     if (with_b) s0 = conf[e] * pref[e] - s0;
     for (int v = 0; v < NV; ++v) {
-      vec a = load(out + v * W) + s0 * load(y0 + v * W);
-      std::memcpy(out + v * W, &a, sizeof a);
+      vec a = load64(out + v * W) + s0 * load64(y0 + v * W);
+      store64(out + v * W, a);
     }
   }
 }
 #endif
 
+// Sparse Gram term of one row, eight entries per sweep (y_e = Y[indices[e]], w_e = conf[e] - c0):
+//   with_b false: out += sum_e w_e (y_e . x) y_e                 (the sparse part of A_u x)
+//   with_b true:  out += sum_e (conf_e pref_e - w_e (y_e . x)) y_e  (b_u minus that part)
+// Eight independent dot products in flight hide their latency, out is read and written once per eight entries,
+// and the factor rows of the next eight entries are prefetched (their misses overlap this sweep's arithmetic).
 template <typename T, typename I>
 inline void gram_apply(int64_t start, int64_t end, const I* __restrict indices, Strided<T> conf,
                        Strided<T> pref, T c0, const T* __restrict Y, const T* __restrict x,
@@ -289,6 +271,17 @@ inline double observed_row_loss(int64_t start, int64_t end, const I* __restrict 
     acc += (double)conf[e] * diff * diff - c0 * sq * sq;
   }
   return acc;
+}
+
+// The start of a row's CG once its residual r is known: p = r; returns r.r.
+template <typename T>
+inline T cg_start(const T* __restrict r, T* __restrict p, int d) {
+  T s = 0;
+  for (int j = 0; j < d; ++j) {
+    p[j] = r[j];
+    s += r[j] * r[j];
+  }
+  return s;
 }
 
 // One CG step of a row once A p is known: a = r.r / p.A p, x += a p, r -= a A p, p = r' + (r'.r' / r.r) p, rs = r'.r'.
@@ -439,12 +432,7 @@ void implicit_cg_rows(const P* indptr, const I* indices, Strided<T> conf, Stride
         for (int j = 0; j < d; ++j) rq[j] = -rq[j];
         // r = b - A x = sum_i [c p - (c - c0)(y.x)] y_i - G0 x
         gram_apply(indptr[u], indptr[u + 1], indices, conf, pref, cz, Y, x + q * d, rq, d, true);
-        T s = 0;
-        for (int j = 0; j < d; ++j) {
-          pq[j] = rq[j];
-          s += rq[j] * rq[j];
-        }
-        rs[q] = s;
+        rs[q] = cg_start(rq, pq, d);
         live[q] = true;
       }
       for (int it = 0; it < steps; ++it) {
@@ -534,15 +522,7 @@ void implicit_cg_windowed(const P* indptr, const I* indices, Strided<T> conf, St
       dense(x.data(), r.data());
       for (size_t q = 0; q < (size_t)K * d; ++q) r[q] = -r[q];
       pass(1, x.data(), r.data(), false);  // r = b - A x
-      for (int k = 0; k < K; ++k) {
-        T sum = 0;
-        for (int q = 0; q < d; ++q) {
-          const T v = r[(size_t)k * d + q];
-          p[(size_t)k * d + q] = v;
-          sum += v * v;
-        }
-        rs[k] = sum;
-      }
+      for (int k = 0; k < K; ++k) rs[k] = cg_start(r.data() + (size_t)k * d, p.data() + (size_t)k * d, d);
       for (int it = 0; it < steps; ++it) {
         int n_live = 0;
         for (int k = 0; k < K; ++k) {

@@ -8,9 +8,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <vector>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 namespace mfrec {
 
@@ -100,6 +100,31 @@ inline bool cholesky_upper_scalar(T* A, int n, int lda) {
 }
 
 #if defined(__GNUC__) || defined(__clang__)
+// One 64-byte vector of T (GCC/Clang vector extensions), loaded from and stored to memory of any alignment: the
+// vector kernels here and in als_implicit.hpp share these.
+template <typename T>
+struct Vec64;
+template <>
+struct Vec64<float> {
+  typedef float type __attribute__((vector_size(64)));
+};
+template <>
+struct Vec64<double> {
+  typedef double type __attribute__((vector_size(64)));
+};
+template <typename T>
+inline typename Vec64<T>::type load64(const T* p) {
+  typename Vec64<T>::type v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename T>
+inline void store64(T* p, const typename Vec64<T>::type& v) {
+  std::memcpy(p, &v, sizeof v);
+}
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
 // cholesky_upper on whole 64-byte vectors, for lda a multiple of the vector width W: every row operation starts at
 // the vector holding its first entry and runs to the vector holding entry n - 1, so there is no scalar head or
 // tail. The entries that come along and should not be touched are only ever the strict lower triangle of a row
@@ -108,14 +133,7 @@ inline bool cholesky_upper_scalar(T* A, int n, int lda) {
 // afterwards. The diagonal entry that a pivot row's whole-vector scaling would change is put back.
 template <typename T>
 inline bool cholesky_upper_vec(T* A, int n, int lda) {
-  typedef T vec __attribute__((vector_size(64)));
   constexpr int W = 64 / (int)sizeof(T);
-  auto load = [](const T* p) {
-    vec v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  };
-  auto store = [](T* p, vec v) { std::memcpy(p, &v, sizeof v); };
   const int nv = (n + W - 1) / W * W;
   const T floor = pivot_floor(A, n, lda);
   for (int k0 = 0; k0 < n; k0 += 8) {
@@ -125,12 +143,12 @@ inline bool cholesky_upper_vec(T* A, int n, int lda) {
       const T s = rk[k];
       if (!(s > floor)) return false;  // also catches NaN
       const T ukk = std::sqrt(s), inv = T(1) / ukk;
-      for (int j = k / W * W; j < nv; j += W) store(rk + j, load(rk + j) * inv);  // U_kj = A_kj / U_kk
+      for (int j = k / W * W; j < nv; j += W) store64(rk + j, load64(rk + j) * inv);  // U_kj = A_kj / U_kk
       rk[k] = ukk;
       for (int i = k + 1; i < k0 + kb; ++i) {  // A_ij -= U_ki U_kj inside the panel
         const T a = rk[i];
         T* ri = A + (size_t)i * lda;
-        for (int j = i / W * W; j < nv; j += W) store(ri + j, load(ri + j) - a * load(rk + j));
+        for (int j = i / W * W; j < nv; j += W) store64(ri + j, load64(ri + j) - a * load64(rk + j));
       }
     }
     if (kb == 8) {  // the trailing rows: eight rank-1 updates per sweep
@@ -141,9 +159,9 @@ inline bool cholesky_upper_vec(T* A, int n, int lda) {
         const T a0 = u0[i], a1 = u1[i], a2 = u2[i], a3 = u3[i], a4 = u4[i], a5 = u5[i], a6 = u6[i], a7 = u7[i];
         T* ri = A + (size_t)i * lda;
         for (int j = i / W * W; j < nv; j += W)
-          store(ri + j, load(ri + j) - (a0 * load(u0 + j) + a1 * load(u1 + j) + a2 * load(u2 + j) +
-                                        a3 * load(u3 + j) + a4 * load(u4 + j) + a5 * load(u5 + j) +
-                                        a6 * load(u6 + j) + a7 * load(u7 + j)));
+          store64(ri + j, load64(ri + j) - (a0 * load64(u0 + j) + a1 * load64(u1 + j) + a2 * load64(u2 + j) +
+                                        a3 * load64(u3 + j) + a4 * load64(u4 + j) + a5 * load64(u5 + j) +
+                                        a6 * load64(u6 + j) + a7 * load64(u7 + j)));
       }
     }
   }
@@ -189,20 +207,15 @@ inline void matmul_rows4(const T* __restrict x, const T* __restrict G, T* __rest
 #if defined(__GNUC__) || defined(__clang__)
   // whole 64-byte vectors: tiles of four vectors by four rows, sixteen accumulators in registers (the loop below
   // left its accumulator arrays in memory: 36 GFLOP/s at d = 128 on one core, a third of the FMA rate)
-  typedef T vec __attribute__((vector_size(64)));
+  typedef typename Vec64<T>::type vec;
   constexpr int W = 64 / (int)sizeof(T);
   if (d % W == 0) {
-    auto load = [](const T* p) {
-      vec v;
-      std::memcpy(&v, p, sizeof v);
-      return v;
-    };
     int k0 = 0;
     for (; k0 + 4 * W <= d; k0 += 4 * W) {
       vec a[4][4] = {};
       for (int j = 0; j < d; ++j) {
         const T* g = G + (size_t)j * d + k0;
-        const vec g0 = load(g), g1 = load(g + W), g2 = load(g + 2 * W), g3 = load(g + 3 * W);
+        const vec g0 = load64(g), g1 = load64(g + W), g2 = load64(g + 2 * W), g3 = load64(g + 3 * W);
         for (int q = 0; q < 4; ++q) {
           const T xq = x[(size_t)q * d + j];
           a[q][0] += xq * g0;
@@ -212,15 +225,15 @@ inline void matmul_rows4(const T* __restrict x, const T* __restrict G, T* __rest
         }
       }
       for (int q = 0; q < 4; ++q)
-        for (int v = 0; v < 4; ++v) std::memcpy(out + (size_t)q * d + k0 + v * W, &a[q][v], sizeof(vec));
+        for (int v = 0; v < 4; ++v) store64(out + (size_t)q * d + k0 + v * W, a[q][v]);
     }
     for (; k0 < d; k0 += W) {
       vec a[4] = {};
       for (int j = 0; j < d; ++j) {
-        const vec g0 = load(G + (size_t)j * d + k0);
+        const vec g0 = load64(G + (size_t)j * d + k0);
         for (int q = 0; q < 4; ++q) a[q] += x[(size_t)q * d + j] * g0;
       }
-      for (int q = 0; q < 4; ++q) std::memcpy(out + (size_t)q * d + k0, &a[q], sizeof(vec));
+      for (int q = 0; q < 4; ++q) store64(out + (size_t)q * d + k0, a[q]);
     }
     return;
   }
@@ -268,14 +281,9 @@ template <typename T>
 inline void matvec_rows(const T* __restrict G, const T* __restrict p, T* __restrict out, int d) {
 #if defined(__GNUC__) || defined(__clang__)
   // whole 64-byte vectors: up to eight output vectors in registers, two rows of G per step in two chains
-  typedef T vec __attribute__((vector_size(64)));
+  typedef typename Vec64<T>::type vec;
   constexpr int W = 64 / (int)sizeof(T);
   if (d % W == 0) {
-    auto load = [](const T* q) {
-      vec v;
-      std::memcpy(&v, q, sizeof v);
-      return v;
-    };
     for (int k0 = 0; k0 < d; k0 += 8 * W) {
       const int nv = std::min(8, (d - k0) / W);
       vec a[8] = {}, b[8] = {};
@@ -284,16 +292,13 @@ inline void matvec_rows(const T* __restrict G, const T* __restrict p, T* __restr
         const T* g0 = G + (size_t)j * d + k0;
         const T* g1 = g0 + d;
         for (int v = 0; v < nv; ++v) {
-          a[v] += p[j] * load(g0 + v * W);
-          b[v] += p[j + 1] * load(g1 + v * W);
+          a[v] += p[j] * load64(g0 + v * W);
+          b[v] += p[j + 1] * load64(g1 + v * W);
         }
       }
       for (; j < d; ++j)
-        for (int v = 0; v < nv; ++v) a[v] += p[j] * load(G + (size_t)j * d + k0 + v * W);
-      for (int v = 0; v < nv; ++v) {
-        const vec r = a[v] + b[v];
-        std::memcpy(out + k0 + v * W, &r, sizeof(vec));
-      }
+        for (int v = 0; v < nv; ++v) a[v] += p[j] * load64(G + (size_t)j * d + k0 + v * W);
+      for (int v = 0; v < nv; ++v) store64(out + k0 + v * W, a[v] + b[v]);
     }
     return;
   }
@@ -335,19 +340,14 @@ template <typename T, bool Accumulate = false>
 inline void gram_upper(const T* __restrict F, const T* __restrict w, int n, int k, int ldf, T* __restrict A,
                        int lda) {
 #if defined(__GNUC__) || defined(__clang__)
-  typedef T vec __attribute__((vector_size(64)));
+  typedef typename Vec64<T>::type vec;
   constexpr int W = 64 / (int)sizeof(T), TW = 2 * W;
-  auto load = [](const T* p) {
-    vec v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  };
   for (int a0 = 0; a0 < k; a0 += 8) {
     for (int q0 = a0 - a0 % TW; q0 < k; q0 += TW) {
       vec acc0[8] = {}, acc1[8] = {};
       for (int r = 0; r < n; ++r) {
         const T* fr = F + (size_t)r * ldf;
-        vec v0 = load(fr + q0), v1 = load(fr + q0 + W);
+        vec v0 = load64(fr + q0), v1 = load64(fr + q0 + W);
         if (w) {
           v0 *= w[r];
           v1 *= w[r];
@@ -362,11 +362,11 @@ inline void gram_upper(const T* __restrict F, const T* __restrict w, int n, int 
         for (int i = 0; i < 8 && a0 + i < k; ++i) {
           T* Ai = A + (size_t)(a0 + i) * lda + q0;
           if (Accumulate) {
-            acc0[i] += load(Ai);
-            acc1[i] += load(Ai + W);
+            acc0[i] += load64(Ai);
+            acc1[i] += load64(Ai + W);
           }
-          std::memcpy(Ai, &acc0[i], sizeof(vec));
-          std::memcpy(Ai + W, &acc1[i], sizeof(vec));
+          store64(Ai, acc0[i]);
+          store64(Ai + W, acc1[i]);
         }
       } else {
         for (int i = 0; i < 8 && a0 + i < k; ++i) {

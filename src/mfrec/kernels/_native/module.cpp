@@ -82,7 +82,7 @@ double b_observed_loss(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<con
   const int32_t* ix = indices.data();
   const Strided<T> cf = strided(conf);
   const T *Xd = X.data(), *Yd = Y.data();
-  const Strided<T> pr{pref.data(), (int64_t)pref.stride(0)};
+  const Strided<T> pr = strided(pref);
   nb::gil_scoped_release release;
   return chunked_row_sum(n_rows, threads(), [&](int64_t u) {
     return observed_row_loss(ip[u], ip[u + 1], ix, cf, pr, c0, Yd, Xd + (size_t)u * d, d);
@@ -97,7 +97,7 @@ void b_observed_grad(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const
   const int32_t* ix = indices.data();
   const Strided<T> cf = strided(conf);
   const T *Xd = X.data(), *Yd = Y.data();
-  const Strided<T> pr{pref.data(), (int64_t)pref.stride(0)};
+  const Strided<T> pr = strided(pref);
   T* o = out.data();
   const T cz = (T)c0;
   nb::gil_scoped_release release;
