@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mfrec import _aligned
 from mfrec.exceptions import InvalidParameterError
 
 SeedLike = int | np.random.SeedSequence | np.random.Generator | None
@@ -86,11 +87,11 @@ class BlockDraws:
 
     def _finish(self, out: np.ndarray) -> np.ndarray:
         out *= np.float32(self.scale)
-        return out if self.dtype == np.float32 else np.ascontiguousarray(out, dtype=self.dtype)
+        return _aligned.aligned(out, self.dtype)
 
     def rows(self, lo: int, hi: int) -> np.ndarray:
         """Rows ``lo:hi`` of the matrix, equal to ``full()[lo:hi]``."""
-        out = np.empty((hi - lo, self.cols), dtype=np.float32)
+        out = _aligned.empty((hi - lo, self.cols), np.float32)
         r = lo
         while r < hi:
             j, skip = divmod(r, self.step)
@@ -101,7 +102,7 @@ class BlockDraws:
 
     def full(self, threads: int = 1) -> np.ndarray:
         """The whole ``(rows, cols)`` matrix, child ``j`` filling rows ``j * step:`` on up to ``threads`` threads."""
-        out = np.empty((self.n_rows, self.cols), dtype=np.float32)
+        out = _aligned.empty((self.n_rows, self.cols), np.float32)
         starts = range(0, self.n_rows, self.step)
 
         def fill(j: int) -> None:

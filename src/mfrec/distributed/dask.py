@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from mfrec import _aligned
 from mfrec._params import check_choice, check_int
 from mfrec._progress import report
 from mfrec.data.interactions import Interactions, show_id
@@ -489,8 +490,7 @@ class DaskExecutor:
                         "max_restarts"
                     ) from cause
         results = out["results"]
-        own = tuple(np.ascontiguousarray(np.concatenate([r[0][j] for r in results]))
-                    for j in range(len(results[0][0])))
+        own = tuple(_aligned.concatenate([r[0][j] for r in results]) for j in range(len(results[0][0])))
         return own, add_partials([r[1] for r in results])
 
     def end_iteration(self, started: float) -> None:

@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from mfrec import _aligned
 from mfrec._progress import report
 from mfrec.exceptions import ModelFitError
 from mfrec.models.training import RowBlock, add_partials
@@ -113,7 +114,7 @@ def compact_fixed(sources: list[tuple[tuple, np.ndarray | None]]) -> tuple:
         return sources[0][0]
     first = sources[0][0]
     n = sum(len(rows[0]) if idx is None else len(idx) for rows, idx in sources)
-    out = tuple(np.empty((n, *a.shape[1:]), dtype=a.dtype) for a in first)
+    out = tuple(_aligned.empty((n, *a.shape[1:]), a.dtype) for a in first)
     at = 0
     for rows, idx in sources:
         k = len(rows[0]) if idx is None else len(idx)
@@ -265,7 +266,7 @@ class ShardedExecutor:
     def gathered(self, name: str) -> tuple[np.ndarray, ...]:
         """Side ``name``'s rows gathered into this process (the end of a fit that fits in the client)."""
         parts = self.client.gather(self.own[name], direct=True)
-        return tuple(np.ascontiguousarray(np.concatenate([p[j] for p in parts])) for j in range(len(parts[0])))
+        return tuple(_aligned.concatenate([p[j] for p in parts]) for j in range(len(parts[0])))
 
     def blocks_of(self, name: str) -> list[tuple[int, int, Any, str | None]]:
         """``(lo, hi, future of the rows, worker)`` of every block of side ``name`` (for a sharded save)."""

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from mfrec import _aligned
 from mfrec._params import check_bool, check_choice, check_dtype, check_float, check_int
 from mfrec._random import rng
 from mfrec.data.interactions import Interactions
@@ -49,6 +50,7 @@ from mfrec.models.training import (
     ALSPlan,
     RowBlock,
     Tracker,
+    all_finite,
     check_factor_memory,
     row_block,
     run,
@@ -233,7 +235,7 @@ class _ExplicitModel(FactorModel):
 
     def _check_finite(self) -> None:
         for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_"):
-            if not np.isfinite(getattr(self, name)).all():
+            if not all_finite(getattr(self, name)):
                 raise ModelFitError(
                     f"{type(self).__name__}: training produced non-finite values in {name}; increase "
                     "regularization, lower the learning rate, or use dtype='float64'"
@@ -528,8 +530,8 @@ class _ExplicitPlan(ALSPlan):
         else:
             check_factor_memory("ExplicitALS", d, n_users, n_items, itemsize, threads,
                                 extra=(n_users + n_items) * itemsize + (2 * d + 3) * 8.0 * threads)
-            model.user_factors_ = np.zeros((n_users, d), dtype=dt)
-            model.item_factors_ = np.ascontiguousarray(gen.normal(0.0, 0.1, size=(n_items, d)).astype(dt))
+            model.user_factors_ = _aligned.zeros((n_users, d), dt)
+            model.item_factors_ = _aligned.normal(gen, 0.1, (n_items, d), dt)
             model.user_bias_ = np.zeros(n_users, dtype=dt)
             model.item_bias_ = np.zeros(n_items, dtype=dt)
         self.reg, self.fw = p["regularization"], model._count_scaled()
@@ -564,7 +566,7 @@ class _ExplicitPlan(ALSPlan):
         local fit's one draw: numpy's normal stream does not depend on how it is cut)."""
         d, dt = self.d, self.dt
         if name == "user":
-            return lambda lo, hi: (np.zeros((hi - lo, d), dtype=dt), np.zeros(hi - lo, dtype=dt))
+            return lambda lo, hi: (_aligned.zeros((hi - lo, d), dt), np.zeros(hi - lo, dtype=dt))
         bit_type, state = self._draw_start
         bits = bit_type()
         bits.state = state
@@ -574,7 +576,7 @@ class _ExplicitPlan(ALSPlan):
             if lo != at[0]:
                 raise ValueError(f"item rows must be drawn in order: asked for {lo}:{hi} after {at[0]}")
             at[0] = hi
-            return (np.ascontiguousarray(gen.normal(0.0, 0.1, size=(hi - lo, d)).astype(dt)),
+            return (_aligned.normal(gen, 0.1, (hi - lo, d), dt),
                     np.zeros(hi - lo, dtype=dt))
 
         return rows
@@ -732,8 +734,8 @@ class SGDFactorization(_ExplicitModel):
         n_users, n_items = csr.shape
         d = p["factors"]
         gen = rng(self.seed)
-        self.user_factors_ = np.ascontiguousarray(gen.normal(0.0, init_std, size=(n_users, d)).astype(dtype))
-        self.item_factors_ = np.ascontiguousarray(gen.normal(0.0, init_std, size=(n_items, d)).astype(dtype))
+        self.user_factors_ = _aligned.normal(gen, init_std, (n_users, d), dtype)
+        self.item_factors_ = _aligned.normal(gen, init_std, (n_items, d), dtype)
         self.user_bias_ = np.zeros(n_users, dtype=dtype)
         self.item_bias_ = np.zeros(n_items, dtype=dtype)
         reg, mu, biases = p["regularization"], float(self.global_bias_), bool(self.biases)
@@ -770,8 +772,8 @@ class SGDFactorization(_ExplicitModel):
         indptr = csr.indptr.astype(np.int64)
         indices = np.ascontiguousarray(csr.indices, dtype=np.int32)
         counts = np.diff(indptr)
-        P = self.user_factors_.copy()
-        Z = np.ascontiguousarray(gen.normal(0.0, init_std, size=(n_items, P.shape[1])).astype(dtype))
+        P = _aligned.aligned(self.user_factors_.copy())
+        Z = _aligned.normal(gen, init_std, (n_items, P.shape[1]), dtype)
         scale = 1.0 / np.sqrt(np.maximum(counts, 1))
         S = sp.csr_matrix((np.repeat(scale, counts).astype(dtype), indices, indptr), shape=(n_users, n_items))
         row_of = np.repeat(np.arange(n_users, dtype=np.int64), counts)

@@ -31,6 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from mfrec import _aligned
 from mfrec._params import check_bool, check_choice, check_dtype, check_float, check_int
 from mfrec._random import BlockDraws, rng, uniform_matrix
 from mfrec.data.feedback import CONFIDENCE_PIECE, entry_confidence
@@ -49,7 +50,7 @@ from mfrec.kernels.als_implicit import (
 from mfrec.kernels.dense import rank_tolerance, solve_psd
 from mfrec.kernels.threads import get_num_threads
 from mfrec.models.base import FactorModel
-from mfrec.models.training import ALSPlan, RowBlock, check_factor_memory, row_block, run, threads_and_blas
+from mfrec.models.training import ALSPlan, RowBlock, all_finite, check_factor_memory, row_block, run, threads_and_blas
 from mfrec.persist import register_model
 
 __all__ = ["ImplicitALS"]
@@ -293,7 +294,7 @@ class ImplicitALS(FactorModel):
 
     def _check_finite(self, it: int) -> None:
         for name in ("user_factors_", "item_factors_"):
-            if not np.isfinite(getattr(self, name)).all():
+            if not all_finite(getattr(self, name)):
                 raise ModelFitError(
                     f"ImplicitALS: training produced non-finite values in {name} (iteration {it}); increase "
                     "regularization, lower alpha, or use dtype='float64'"
@@ -464,7 +465,7 @@ class ImplicitALS(FactorModel):
         s_conf = np.ascontiguousarray(conf[entry])
         s_pref = np.ascontiguousarray(pref[entry])
         Y = self.item_factors_ if side == "user" else self.user_factors_
-        Xs = np.zeros((n_listed, Y.shape[1]), dtype=Y.dtype)
+        Xs = _aligned.zeros((n_listed, Y.shape[1]), Y.dtype)
         ip = sub.indptr.astype(np.int64)
         failed = half_step(ip, sub.indices.astype(np.int32), s_conf, s_pref, Y, Xs, c0=self.unobserved_confidence_,
                            reg=p["regularization"], solver="cholesky")
@@ -472,10 +473,10 @@ class ImplicitALS(FactorModel):
             raise ModelFitError(f"ImplicitALS: partial_fit_{side}s produced non-finite factors; increase regularization")
         attr = "user_factors_" if side == "user" else "item_factors_"
         old = getattr(self, attr)
-        grown = np.zeros((len(full_map), old.shape[1]), dtype=old.dtype)
+        grown = _aligned.zeros((len(full_map), old.shape[1]), old.dtype)
         grown[: len(old)] = old
         grown[own_codes] = Xs
-        setattr(self, attr, np.ascontiguousarray(grown))
+        setattr(self, attr, grown)
         # the training interactions: the listed rows/columns replace the old ones
         m_rows, m_cols, m_vals = model.coo()
         m_own = m_rows if side == "user" else m_cols

@@ -61,7 +61,7 @@ int64_t explicit_dual_batched(const P* indptr, const I* indices, const R* data, 
   std::atomic<int64_t> next{0}, failures{0};
   parallel_workers(n_batches, n_threads, [&](int) {
     std::vector<v8d> M, G, t(k), z(k);
-    const std::vector<T> zero_row(d, T(0));  // what the unused lanes read
+    const LineVector<T> zero_row(d, T(0));  // what the unused lanes read
     for (;;) {
       const int64_t bi = next.fetch_add(1, std::memory_order_relaxed);
       if (bi >= n_batches) break;
@@ -210,7 +210,7 @@ int64_t explicit_ridge_rows(const P* indptr, const I* indices, const R* data, in
   std::atomic<int64_t> next{0};
   const int ldf = gram_ld<double>(k);  // gathered rows padded with zeros to whole register tiles
   parallel_workers(n_chunks, n_threads, [&](int) {
-    std::vector<double> A((size_t)k * ldf), b(k), F;  // A's rows padded like F's
+    LineVector<double> A((size_t)k * ldf), b(k), F;  // A's rows padded like F's
     for (;;) {
       const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
       if (c >= n_chunks) break;
@@ -302,7 +302,7 @@ void prior_ridge_rows(const P* indptr, const I* indices, const double* weight, c
   const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(n_rows, 256));
   std::atomic<int64_t> next{0};
   parallel_workers(n_chunks, n_threads, [&](int) {
-    std::vector<double> A((size_t)d * d), b(d);
+    LineVector<double> A((size_t)d * d), b(d);
     for (;;) {
       const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
       if (c >= n_chunks) break;

@@ -319,9 +319,9 @@ void implicit_cholesky_rows(const P* indptr, const I* indices, Strided<T> conf, 
   const int ldf = gram_ld<T>(d);
   parallel_workers(n, n_threads, [&](int) {
     const int ld64 = gram_ld<double>(d);
-    std::vector<T> Af((size_t)d * ldf), A((size_t)d * ldf), bf(d), b(d), Fc((size_t)GRAM_CHUNK * ldf, T(0)),
+    LineVector<T> Af((size_t)d * ldf), A((size_t)d * ldf), bf(d), b(d), Fc((size_t)GRAM_CHUNK * ldf, T(0)),
         wc(GRAM_CHUNK);
-    std::vector<double> A64((size_t)d * ld64), b64(d);
+    LineVector<double> A64((size_t)d * ld64), b64(d);
     for (;;) {
       const int64_t t = next.fetch_add(1, std::memory_order_relaxed);
       if (t >= n) break;
@@ -386,7 +386,7 @@ void implicit_cg_rows(const P* indptr, const I* indices, Strided<T> conf, Stride
   const T cz = (T)c0;
   std::atomic<int64_t> next{0};
   parallel_workers(n_items, n_threads, [&](int) {
-    std::vector<T> buf((size_t)16 * d);
+    LineVector<T> buf((size_t)16 * d);
     T* x = buf.data();
     T* r = x + 4 * d;
     T* p = r + 4 * d;
@@ -487,7 +487,7 @@ void implicit_cg_windowed(const P* indptr, const I* indices, Strided<T> conf, St
       const int64_t* mem = rows + chunk_start[c];
       const int K = (int)(chunk_start[c + 1] - chunk_start[c]);
       if (K <= 0) continue;
-      std::vector<T> x((size_t)K * d), r((size_t)K * d), p((size_t)K * d), Ap((size_t)K * d), rs(K);
+      LineVector<T> x((size_t)K * d), r((size_t)K * d), p((size_t)K * d), Ap((size_t)K * d), rs(K);
       std::vector<uint8_t> live(K, 1);
       std::vector<int64_t> cur(K);
       std::vector<double> loss(K, 0.0);
