@@ -781,7 +781,7 @@ class SGDFactorization(_ExplicitModel):
         epoch = [0]
 
         def effective() -> None:
-            self.user_factors_ = np.ascontiguousarray((P + S @ Z).astype(dtype))
+            self.user_factors_ = _aligned.aligned(P + S @ Z, dtype)
 
         def step() -> None:
             perm = gen.permutation(csr.nnz)
