@@ -402,3 +402,79 @@ def test_svdpp_model_effective_factors_history_and_persistence(tmp_path):
     assert loaded.implicit_feedback is True
     np.testing.assert_allclose(loaded.predict([0, 10], ["m1", "m2"]), model.predict([0, 10], ["m1", "m2"]))
     assert len(loaded.recommend(0, k=3)) == 3
+
+
+# ------------------------------------------------------------------ visiting orders without int64 temporaries
+@given(n=st.integers(0, 3000), seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.int32, np.int64]))
+@settings(max_examples=40, deadline=None)
+def test_permutation_into_is_numpy_permutation_with_the_same_generator_state(n, seed, dtype):
+    from mfrec._random import permutation_into
+
+    g1, g2 = np.random.default_rng(seed), np.random.default_rng(seed)
+    out = permutation_into(g1, np.empty(n, dtype=dtype))
+    np.testing.assert_array_equal(out, g2.permutation(n))
+    assert out.dtype == dtype and g1.random() == g2.random()
+
+
+@given(counts=st.lists(st.integers(0, 12), min_size=1, max_size=40), seed=st.integers(0, 2**32 - 1),
+       dtype=st.sampled_from([np.int32, np.int64]))
+@settings(max_examples=60, deadline=None)
+def test_group_by_row_is_the_stable_argsort_by_row(counts, seed, dtype):
+    from mfrec.kernels.sgd import group_by_row
+
+    counts = np.array(counts)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    row_of = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+    perm = np.random.default_rng(seed).permutation(int(indptr[-1])).astype(dtype)
+    got = group_by_row(perm, row_of, indptr)
+    np.testing.assert_array_equal(got, perm[np.argsort(row_of[perm], kind="stable")])
+    assert got.dtype == dtype
+    for u in range(len(counts)):  # each row's range holds a permutation of that range
+        assert sorted(got[indptr[u]:indptr[u + 1]]) == list(range(indptr[u], indptr[u + 1]))
+
+
+def test_group_by_row_refuses_what_is_not_a_permutation_of_the_rows_entries():
+    from mfrec.kernels.sgd import group_by_row
+
+    indptr = np.array([0, 2, 3], dtype=np.int64)
+    row_of = np.array([0, 0, 1], dtype=np.int32)
+    for perm in ([0, 1, 5], [0, 1, -1], [2, 2, 2]):
+        with pytest.raises(ValueError, match="permutation"):
+            group_by_row(np.array(perm, dtype=np.int32), row_of, indptr)
+    with pytest.raises(ValueError, match="agree"):
+        group_by_row(np.array([0, 1], dtype=np.int32), row_of, indptr)
+    with pytest.raises(ValueError, match="permutation"):  # a row outside the pointer
+        group_by_row(np.array([0, 1, 2], dtype=np.int32), np.array([0, 0, 7], dtype=np.int32), indptr)
+
+
+def test_epochs_give_the_same_result_with_int32_and_int64_orders():
+    import scipy.sparse as sp
+
+    gen = np.random.default_rng(4)
+    csr = sp.random(30, 20, density=0.3, random_state=2, format="csr", dtype=np.float32)
+    csr.data = gen.integers(1, 6, size=csr.nnz).astype(np.float32)
+    users = np.repeat(np.arange(30, dtype=np.int32), np.diff(csr.indptr))
+    items = csr.indices.astype(np.int32)
+    order = gen.permutation(csr.nnz)
+    start = [gen.normal(0, 0.3, size=(30, 4)).astype(np.float32), np.zeros(30, np.float32),
+             gen.normal(0, 0.3, size=(20, 4)).astype(np.float32), np.zeros(20, np.float32)]
+    runs = []
+    for dtype in (np.int32, np.int64):
+        state = [a.copy() for a in start]
+        sse = sgd_epoch(users, items, csr.data, order.astype(dtype), *state, 3.0, 0.01, 0.05, 0.02, True)
+        runs.append((sse, state))
+    assert runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(a, b)
+    indptr = csr.indptr.astype(np.int64)
+    positions = np.concatenate([gen.permutation(np.arange(indptr[u], indptr[u + 1])) for u in range(30)])
+    user_order = gen.permutation(30).astype(np.int64)
+    runs = []
+    for dtype in (np.int32, np.int64):
+        state = [a.copy() for a in start] + [np.full((20, 4), 0.1, np.float32)]
+        sse = svdpp_epoch(indptr, items, csr.data, positions.astype(dtype), user_order, *state, 3.0, 0.01, 0.05,
+                          0.02, True, True, np.empty((2, 4)))
+        runs.append((sse, state))
+    assert runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(a, b)

@@ -32,6 +32,12 @@ def pointer(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
+def positions(a) -> np.ndarray:
+    """Entry positions (a visiting order): int32 or int64 kept as they are (int32 halves an order's memory up to
+    2^31 entries), anything else as int64."""
+    return pointer(a)
+
+
 def per_entry(a, dtype) -> np.ndarray:
     """A 1-D per-entry array: a zero-stride broadcast of one value stays a view, anything else as :func:`inp`."""
     a = np.asarray(a)

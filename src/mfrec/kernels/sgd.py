@@ -53,7 +53,7 @@ def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg,
     users, items : int32 arrays, shape (nnz,)
         Row (user) and column (item) index of each rating.
     ratings : float32 array, shape (nnz,)
-    order : int64 array, shape (nnz,)
+    order : int32 or int64 array, shape (nnz,)
         The visiting order (a permutation of ``range(nnz)``).
     X : float array, shape (n_users, d);  bu : shape (n_users,)
     Y : float array, shape (n_items, d);  bi : shape (n_items,)
@@ -74,7 +74,7 @@ def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg,
     dt = X.dtype
     su, si = _scales(user_scale, item_scale, X.shape[0], Y.shape[0])
     return float(_native.sgd_epoch(_args.index(users), _args.index(items), _args.inp(ratings, np.float32),
-                                   _args.inp(order, np.int64), _args.out(X, dt, "X"), _args.out(bu, dt, "bu"),
+                                   _args.positions(order), _args.out(X, dt, "X"), _args.out(bu, dt, "bu"),
                                    _args.out(Y, dt, "Y"), _args.out(bi, dt, "bi"), float(mu), float(lr), float(reg),
                                    float(bias_reg), bool(biases), su, si))
 
@@ -104,8 +104,9 @@ def svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z
     ----------
     indptr : int64 (n_users + 1,); indices : int32 (nnz,); ratings : float32 (nnz,)
         The training CSR (users x items).
-    positions : int64 (nnz,)
-        For every user, a permutation of its own CSR range (the visiting order of its ratings).
+    positions : int32 or int64 (nnz,)
+        For every user, a permutation of its own CSR range (the visiting order of its ratings):
+        :func:`group_by_row` of a permutation of all entries.
     user_order : int64 (n_users,)
         The order in which users are visited.
     P : (n_users, d);  bu : (n_users,);  Y : (n_items, d);  bi : (n_items,);  Z : (n_items, d)
@@ -131,7 +132,40 @@ def svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z
     dt = P.dtype
     su, si = _scales(user_scale, item_scale, P.shape[0], Y.shape[0])
     return float(_native.svdpp_epoch(
-        _args.inp(indptr, np.int64), _args.index(indices), _args.inp(ratings, np.float32), _args.inp(positions, np.int64),
+        _args.inp(indptr, np.int64), _args.index(indices), _args.inp(ratings, np.float32), _args.positions(positions),
         _args.inp(user_order, np.int64), _args.out(P, dt, "P"), _args.out(bu, dt, "bu"), _args.out(Y, dt, "Y"),
         _args.out(bi, dt, "bi"), _args.out(Z, dt, "Z"), float(mu), float(lr), float(reg), float(bias_reg), bool(biases),
         bool(implicit), su, si, _args.out(scratch, np.float64, "scratch"), bool(z_reg_per_rating)))
+
+
+def group_by_row(perm, row_of, indptr, out=None) -> np.ndarray:
+    """``perm`` (a permutation of the entries, int32 or int64) stably grouped by row:
+    ``perm[np.argsort(row_of[perm], kind="stable")]`` by one counting pass, without that expression's three
+    temporaries of nnz int64 each.
+
+    Parameters
+    ----------
+    perm : int32 or int64 (nnz,)
+    row_of : int32 (nnz,)
+        The row of each entry (``np.repeat(np.arange(n_rows), np.diff(indptr))``).
+    indptr : int64 (n_rows + 1,)
+        The CSR row pointer the entries belong to (row ``u`` holds ``indptr[u + 1] - indptr[u]`` of them).
+    out : array like ``perm``, optional
+        Where to write (a new array otherwise).
+
+    Returns
+    -------
+    ndarray like ``perm``: row ``u``'s entries, in the order ``perm`` visits them, at ``indptr[u]:indptr[u + 1]``.
+    """
+    perm = _args.positions(perm)
+    row_of, indptr = _args.index(row_of), _args.inp(indptr, np.int64)
+    if len(row_of) != len(perm) or indptr[-1] != len(perm):
+        raise ValueError(f"group_by_row: {len(perm)} positions, {len(row_of)} rows of entries and a pointer to "
+                         f"{indptr[-1]} entries must agree")
+    if out is None:
+        out = np.empty_like(perm)
+    if len(out) != len(perm) or not _native.group_by_row(perm, row_of, indptr, _args.out(out, perm.dtype, "out")):
+        raise ValueError("group_by_row: perm must be a permutation of range(nnz) and row_of[e] the row (by indptr) "
+                         "of entry e")
+    return out
+

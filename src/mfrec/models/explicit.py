@@ -39,11 +39,11 @@ import numpy as np
 
 from mfrec import _aligned
 from mfrec._params import check_bool, check_choice, check_dtype, check_float, check_int
-from mfrec._random import rng
+from mfrec._random import index_dtype, permutation_into, rng
 from mfrec.data.interactions import Interactions
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError
 from mfrec.kernels.als_explicit import als_explicit_step, explicit_sse, predict_pairs
-from mfrec.kernels.sgd import sgd_epoch, svdpp_epoch
+from mfrec.kernels.sgd import group_by_row, sgd_epoch, svdpp_epoch
 from mfrec.models.base import FactorModel
 from mfrec.kernels.threads import get_num_threads
 from mfrec.models.training import (
@@ -751,8 +751,10 @@ class SGDFactorization(_ExplicitModel):
             self._fit_svdpp(csr, gen, init_std, lr, decay, reg, breg, mu, biases, val, p, count, steps)
             return self
 
+        order = np.empty(nnz, dtype=index_dtype(nnz))  # reused: each epoch's permutation written into it
+
         def step() -> None:
-            order = gen.permutation(nnz)
+            permutation_into(gen, order)
             step_size = lr * decay ** epoch[0]  # gamma_t = gamma * decay^(t-1)
             epoch[0] += 1
             sgd_epoch(users, items, ratings, order, self.user_factors_, self.user_bias_, self.item_factors_,
@@ -776,7 +778,9 @@ class SGDFactorization(_ExplicitModel):
         Z = _aligned.normal(gen, init_std, (n_items, P.shape[1]), dtype)
         scale = 1.0 / np.sqrt(np.maximum(counts, 1))
         S = sp.csr_matrix((np.repeat(scale, counts).astype(dtype), indices, indptr), shape=(n_users, n_items))
-        row_of = np.repeat(np.arange(n_users, dtype=np.int64), counts)
+        row_of = np.repeat(np.arange(n_users, dtype=np.int32), counts)
+        perm = np.empty(csr.nnz, dtype=index_dtype(csr.nnz))  # this epoch's permutation of the entries, and
+        positions = np.empty_like(perm)  # ... grouped by user (each user's range, shuffled)
         scratch = np.empty((2, P.shape[1]), dtype=np.float64)
         epoch = [0]
 
@@ -784,8 +788,7 @@ class SGDFactorization(_ExplicitModel):
             self.user_factors_ = _aligned.aligned(P + S @ Z, dtype)
 
         def step() -> None:
-            perm = gen.permutation(csr.nnz)
-            positions = perm[np.argsort(row_of[perm], kind="stable")]  # each user's range, shuffled
+            group_by_row(permutation_into(gen, perm), row_of, indptr, out=positions)
             user_order = gen.permutation(n_users).astype(np.int64)
             step_size = lr * decay ** epoch[0]
             epoch[0] += 1

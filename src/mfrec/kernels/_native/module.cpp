@@ -174,31 +174,38 @@ void b_prior_rows(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const dou
                                reg, prior.data(), X.data(), failed.data(), n_rows, d, threads());
 }
 
-template <typename T>
+template <typename T, typename O>
 double b_sgd_epoch(Arr<const int32_t> users, Arr<const int32_t> items, Arr<const float> ratings,
-                   Arr<const int64_t> order, Arr<T> X, Arr<T> bu, Arr<T> Y, Arr<T> bi, double mu, double lr,
+                   Arr<const O> order, Arr<T> X, Arr<T> bu, Arr<T> Y, Arr<T> bi, double mu, double lr,
                    double reg, double bias_reg, bool biases, Arr<const double> user_scale,
                    Arr<const double> item_scale) {
   const int d = (int)X.shape(1);
   nb::gil_scoped_release release;
-  return sgd_epoch<T, int32_t>(users.data(), items.data(), ratings.data(), order.data(), (int64_t)order.size(),
+  return sgd_epoch<T, int32_t, O>(users.data(), items.data(), ratings.data(), order.data(), (int64_t)order.size(),
                                X.data(), bu.data(), Y.data(), bi.data(), d, mu, lr, reg, bias_reg, biases,
                                user_scale.data(), item_scale.data());
 }
 
-template <typename T>
+template <typename T, typename O>
 double b_svdpp_epoch(Arr<const int64_t> indptr, Arr<const int32_t> indices, Arr<const float> ratings,
-                     Arr<const int64_t> positions, Arr<const int64_t> user_order, Arr<T> P, Arr<T> bu, Arr<T> Y,
+                     Arr<const O> positions, Arr<const int64_t> user_order, Arr<T> P, Arr<T> bu, Arr<T> Y,
                      Arr<T> bi, Arr<T> Z, double mu, double lr, double reg, double bias_reg, bool biases,
                      bool implicit, Arr<const double> user_scale, Arr<const double> item_scale,
                      Arr<double> scratch, bool z_reg_per_rating) {
   const int d = (int)P.shape(1);
   double* c = scratch.data();
   nb::gil_scoped_release release;
-  return svdpp_epoch<T, int64_t, int32_t>(indptr.data(), indices.data(), ratings.data(), positions.data(),
+  return svdpp_epoch<T, int64_t, int32_t, O>(indptr.data(), indices.data(), ratings.data(), positions.data(),
                                           user_order.data(), (int64_t)user_order.size(), P.data(), bu.data(),
                                           Y.data(), bi.data(), Z.data(), d, mu, lr, reg, bias_reg, biases, implicit,
                                           user_scale.data(), item_scale.data(), c, c + d, z_reg_per_rating);
+}
+
+template <typename O>
+bool b_group_by_row(Arr<const O> perm, Arr<const int32_t> row_of, Arr<const int64_t> indptr, Arr<O> out) {
+  nb::gil_scoped_release release;
+  return group_by_row<O>(perm.data(), (int64_t)perm.size(), row_of.data(), indptr.data(), (int64_t)indptr.size() - 1,
+                  out.data());
 }
 
 void b_select_rows(Arr<const float> scores, int64_t row_offset, Arr<const int64_t> excl_indptr,
@@ -276,6 +283,11 @@ nb::ndarray<nb::numpy, int64_t, nb::ndim<1>> b_work_queue_counts(int64_t n, int 
   m.def(name, &fn<float, int64_t, double>);        \
   m.def(name, &fn<double, int32_t, double>);       \
   m.def(name, &fn<double, int64_t, double>)
+#define BIND_TO(name, fn)               \
+  m.def(name, &fn<float, int32_t>);      \
+  m.def(name, &fn<float, int64_t>);      \
+  m.def(name, &fn<double, int32_t>);     \
+  m.def(name, &fn<double, int64_t>)
 #define BIND_T(name, fn)       \
   m.def(name, &fn<float>);     \
   m.def(name, &fn<double>)
@@ -296,8 +308,10 @@ NB_MODULE(_native, m) {
   BIND_T("predict_pairs", b_predict_pairs);
   m.def("prior_ridge_rows", &b_prior_rows<int32_t>);
   m.def("prior_ridge_rows", &b_prior_rows<int64_t>);
-  BIND_T("sgd_epoch", b_sgd_epoch);
-  BIND_T("svdpp_epoch", b_svdpp_epoch);
+  BIND_TO("sgd_epoch", b_sgd_epoch);
+  BIND_TO("svdpp_epoch", b_svdpp_epoch);
+  m.def("group_by_row", &b_group_by_row<int32_t>);
+  m.def("group_by_row", &b_group_by_row<int64_t>);
   m.def("select_rows", &b_select_rows);
   m.def("transpose_pattern", &b_transpose_pattern<int32_t>);
   m.def("transpose_pattern", &b_transpose_pattern<int64_t>);

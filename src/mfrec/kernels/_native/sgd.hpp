@@ -4,11 +4,13 @@
 
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace mfrec {
 
-template <typename T, typename I>
-double sgd_epoch(const I* users, const I* items, const float* ratings, const int64_t* order, int64_t n, T* X, T* bu,
+// The visiting orders (order, positions) are int32 or int64 (O): int32 up to 2^31 ratings, half the memory.
+template <typename T, typename I, typename O>
+double sgd_epoch(const I* users, const I* items, const float* ratings, const O* order, int64_t n, T* X, T* bu,
                  T* Y, T* bi, int d, double mu, double lr, double reg, double bias_reg, bool biases,
                  const double* user_scale, const double* item_scale) {
   // user_scale[u], item_scale[i]: the multiplier of lambda and lambda_b in that row's per-rating penalty
@@ -42,8 +44,8 @@ double sgd_epoch(const I* users, const I* items, const float* ratings, const int
   return sse;
 }
 
-template <typename T, typename P, typename I>
-double svdpp_epoch(const P* indptr, const I* indices, const float* ratings, const int64_t* positions,
+template <typename T, typename P, typename I, typename O>
+double svdpp_epoch(const P* indptr, const I* indices, const float* ratings, const O* positions,
                    const int64_t* user_order, int64_t n_users, T* Pf, T* bu, T* Y, T* bi, T* Z, int d, double mu,
                    double lr, double reg, double bias_reg, bool biases, bool implicit, const double* user_scale,
                    const double* item_scale, double* c, double* g, bool z_reg_per_rating) {
@@ -96,6 +98,23 @@ double svdpp_epoch(const P* indptr, const I* indices, const float* ratings, cons
     }
   }
   return sse;
+}
+
+// out = perm stably grouped by row: row u's entries (row_of[e] == u) in the order they appear in perm, at
+// out[indptr[u] .. indptr[u + 1]). The counting sort that equals perm[argsort(row_of[perm], stable)] without its
+// three nnz-long temporaries (SVD++'s per-user visiting order). Returns false, with out partly written, when an
+// entry of perm is outside [0, n), its row outside [0, n_rows), or a row receives more entries than indptr gives it.
+template <typename O>
+bool group_by_row(const O* perm, int64_t n, const int32_t* row_of, const int64_t* indptr, int64_t n_rows, O* out) {
+  std::vector<int64_t> at(indptr, indptr + n_rows);
+  for (int64_t k = 0; k < n; ++k) {
+    const O e = perm[k];
+    if (e < 0 || (int64_t)e >= n) return false;
+    const int32_t u = row_of[e];
+    if (u < 0 || u >= n_rows || at[u] >= indptr[u + 1]) return false;
+    out[at[u]++] = e;
+  }
+  return true;
 }
 
 }  // namespace mfrec
