@@ -92,31 +92,3 @@ def test_all_finite_checks_every_piece():
         b = a.copy()
         b[pos] = np.nan if pos % 2 else np.inf
         assert not all_finite(b)
-
-
-@pytest.mark.parametrize("protocol", [4, 5])
-@pytest.mark.parametrize("out_of_band", [False, True])
-def test_shipped_arrays_unpickle_as_plain_arrays_on_a_line(protocol, out_of_band):
-    import pickle
-
-    a = np.random.default_rng(0).random((1000, 24), dtype=np.float32)
-    for src in (a, a[3:]):  # (a[3:] starts 288 bytes in: off the line it began on)
-        buffers: list = []
-        kw = {"buffer_callback": buffers.append} if out_of_band and protocol >= 5 else {}
-        data = pickle.dumps(_aligned.ship(src), protocol=protocol, **kw)
-        if buffers:  # as dask receives them: each buffer at some offset inside a frame
-            frame = bytearray(7) + bytes(buffers[0].raw())
-            buffers = [memoryview(frame)[7:]]
-        back = pickle.loads(data, buffers=buffers)
-        assert type(back) is np.ndarray and on_a_line(back) and back.dtype == src.dtype
-        np.testing.assert_array_equal(back, src)
-
-
-def test_ship_wraps_only_arrays_worth_aligning_and_unship_undoes_it():
-    big = np.zeros((64, 64), np.float32)
-    assert isinstance(_aligned.ship(big), _aligned.Shipped) and _aligned.unship(_aligned.ship(big)) is big
-    small, strided = np.zeros(8), np.zeros((64, 64))[:, ::2]
-    assert _aligned.ship(small) is small and _aligned.ship(strided) is strided and _aligned.ship(None) is None
-    assert _aligned.unship(small) is small
-    empty = np.zeros((0, 2048), np.float32)
-    assert _aligned.ship(empty) is empty  # (no bytes: nothing to align)

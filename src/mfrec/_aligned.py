@@ -9,7 +9,6 @@ at 16 bytes past a line against 0.68 s aligned (d = 128; d = 64: 0.36 against 0.
 
 from __future__ import annotations
 
-import pickle
 from typing import Any
 
 import numpy as np
@@ -70,43 +69,3 @@ def concatenate(parts: list[np.ndarray]) -> np.ndarray:
     first = parts[0]
     out = empty((sum(len(p) for p in parts), *first.shape[1:]), np.result_type(*parts))
     return np.concatenate(parts, out=out)
-
-
-class Shipped:
-    """An array sent to another process (a dask broadcast) that arrives on a cache line.
-
-    dask hands a worker a deserialised array inside its received frame, at whatever offset that frame had (31
-    bytes past a line was measured): every factor row the kernels gather there would span one line more.
-    Pickled (protocol 5, its buffer out of band, as dask pickles), a ``Shipped`` unpickles as a plain ndarray copied
-    once into :func:`empty`; where no pickling happens (a threaded cluster), :func:`unship` unwraps it.
-    """
-
-    __slots__ = ("array",)
-
-    def __init__(self, array: np.ndarray) -> None:
-        self.array = array
-
-    def __reduce_ex__(self, protocol: int):
-        a = np.ascontiguousarray(self.array)
-        buf = pickle.PickleBuffer(a) if protocol >= 5 else a.tobytes()
-        return _from_buffer, (buf, a.dtype.str, a.shape)
-
-
-def _from_buffer(buf: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-    out = empty(shape, dtype)
-    if out.size:
-        out.reshape(-1).view(np.uint8)[:] = np.frombuffer(buf, dtype=np.uint8)
-    return out
-
-
-def ship(a: Any) -> Any:
-    """``a`` wrapped in :class:`Shipped` when it is an array worth aligning (C-contiguous, at least a page), else
-    ``a`` itself."""
-    if isinstance(a, np.ndarray) and a.flags.c_contiguous and a.nbytes >= 4096:
-        return Shipped(a)
-    return a
-
-
-def unship(a: Any) -> Any:
-    """The array of a :class:`Shipped` that was not pickled on its way; anything else as it is."""
-    return a.array if isinstance(a, Shipped) else a

@@ -119,7 +119,7 @@ def block_task(kernel, block: RowBlock, small: dict, prev, with_loss: bool, *fix
     """
     own = None if prev is None else tuple(_own(a) for a in prev[0])
     with _kernel_env():
-        return kernel(block, tuple(_aligned.unship(a) for a in fixed), small, own, with_loss)
+        return kernel(block, tuple(fixed), small, own, with_loss)
 
 
 def _transform_task(transform, block: RowBlock, side: int, users: pd.Index, items: pd.Index) -> RowBlock:
@@ -506,8 +506,7 @@ class DaskExecutor:
 
     def _broadcast(self, arrays) -> list:
         self._sent += sum(a.nbytes for a in arrays) * self._n_holders()
-        # (shipped so that each worker's copy starts a cache line: see mfrec._aligned.Shipped)
-        return [self.client.scatter(_aligned.ship(a), broadcast=True, hash=False, direct=True) for a in arrays]
+        return [self.client.scatter(a, broadcast=True, hash=False, direct=True) for a in arrays]
 
     def _release(self, futures, timeout: float = 10.0) -> None:
         """Drop the client's hold on a half-step's broadcast and wait until the scheduler has forgotten it.
