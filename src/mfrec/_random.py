@@ -138,4 +138,3 @@ def permutation_into(gen: np.random.Generator, out: np.ndarray) -> np.ndarray:
         out[lo:hi] = np.arange(lo, hi, dtype=out.dtype)
     gen.shuffle(out)
     return out
-

@@ -168,4 +168,3 @@ def group_by_row(perm, row_of, indptr, out=None) -> np.ndarray:
         raise ValueError("group_by_row: perm must be a permutation of range(nnz) and row_of[e] the row (by indptr) "
                          "of entry e")
     return out
-

@@ -182,8 +182,8 @@ double b_sgd_epoch(Arr<const int32_t> users, Arr<const int32_t> items, Arr<const
   const int d = (int)X.shape(1);
   nb::gil_scoped_release release;
   return sgd_epoch<T, int32_t, O>(users.data(), items.data(), ratings.data(), order.data(), (int64_t)order.size(),
-                               X.data(), bu.data(), Y.data(), bi.data(), d, mu, lr, reg, bias_reg, biases,
-                               user_scale.data(), item_scale.data());
+                                  X.data(), bu.data(), Y.data(), bi.data(), d, mu, lr, reg, bias_reg, biases,
+                                  user_scale.data(), item_scale.data());
 }
 
 template <typename T, typename O>
@@ -196,16 +196,17 @@ double b_svdpp_epoch(Arr<const int64_t> indptr, Arr<const int32_t> indices, Arr<
   double* c = scratch.data();
   nb::gil_scoped_release release;
   return svdpp_epoch<T, int64_t, int32_t, O>(indptr.data(), indices.data(), ratings.data(), positions.data(),
-                                          user_order.data(), (int64_t)user_order.size(), P.data(), bu.data(),
-                                          Y.data(), bi.data(), Z.data(), d, mu, lr, reg, bias_reg, biases, implicit,
-                                          user_scale.data(), item_scale.data(), c, c + d, z_reg_per_rating);
+                                             user_order.data(), (int64_t)user_order.size(), P.data(), bu.data(),
+                                             Y.data(), bi.data(), Z.data(), d, mu, lr, reg, bias_reg, biases,
+                                             implicit, user_scale.data(), item_scale.data(), c, c + d,
+                                             z_reg_per_rating);
 }
 
 template <typename O>
 bool b_group_by_row(Arr<const O> perm, Arr<const int32_t> row_of, Arr<const int64_t> indptr, Arr<O> out) {
   nb::gil_scoped_release release;
-  return group_by_row<O>(perm.data(), (int64_t)perm.size(), row_of.data(), indptr.data(), (int64_t)indptr.size() - 1,
-                  out.data());
+  return group_by_row<O>(perm.data(), (int64_t)perm.size(), row_of.data(), indptr.data(),
+                         (int64_t)indptr.size() - 1, out.data());
 }
 
 void b_select_rows(Arr<const float> scores, int64_t row_offset, Arr<const int64_t> excl_indptr,
