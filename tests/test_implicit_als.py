@@ -386,3 +386,70 @@ def test_save_load_round_trip(tmp_path, fitted):
     loaded = ImplicitALS.load(path)
     pd.testing.assert_frame_equal(loaded.recommend("u3"), model.recommend("u3"))
     np.testing.assert_allclose(loaded.fold_in_user(["i1", "i2"]), model.fold_in_user(["i1", "i2"]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg", "gd"])
+@pytest.mark.parametrize("confidence", ["linear", "given"])
+def test_affine_confidences_are_read_from_the_values_and_fit_as_stored_ones_would(solver, confidence, monkeypatch):
+    """float32 factors, values that differ, an affine rule: both sides read ``offset + scale r`` from the stored
+    (or transposed) values, with no array of nnz confidences; the factors are those of a fit with the
+    confidences stored (to float32 rounding: a kernel computes 1 + alpha r in float32, the stored rule in float64;
+    for the identity rule, ``given``, the same bit for bit)."""
+    from mfrec.kernels._args import Affine
+    from mfrec.models import implicit as implicit_module
+    from mfrec.models.training import LocalExecutor
+
+    inter = synthetic(3, counts=True)
+    assert len(np.unique(inter.matrix.data)) > 1
+    kw = dict(factors=4, iterations=3, solver=solver, alpha=0.7, seed=2, confidence=confidence, regularization=0.5)
+    sides = {}
+    half_step = LocalExecutor.half_step
+
+    def spy(self, plan, name, with_loss):
+        sides[name] = plan.side(name)
+        return half_step(self, plan, name, with_loss)
+
+    monkeypatch.setattr(LocalExecutor, "half_step", spy)
+    read = ImplicitALS(**kw).fit(inter)
+    offset, scale = (1.0, 0.7) if confidence == "linear" else (0.0, 1.0)
+    for name in ("user", "item"):
+        conf = sides[name].values
+        assert isinstance(conf, Affine) and (conf.offset, conf.scale) == (offset, scale)
+        assert conf.values.dtype == np.float32
+    csr = inter.matrix
+    np.testing.assert_array_equal(sides["user"].values.values, csr.data)  # the stored values themselves
+    np.testing.assert_array_equal(sides["item"].values.values, csr.T.tocsr().data)  # and their transpose
+    monkeypatch.setattr(implicit_module, "_AFFINE_RULES", {})
+    stored = ImplicitALS(**kw).fit(inter)
+    assert isinstance(sides["user"].values, np.ndarray)
+    if confidence == "given":
+        np.testing.assert_array_equal(read.user_factors_, stored.user_factors_)
+        np.testing.assert_array_equal(read.item_factors_, stored.item_factors_)
+    else:
+        for got, want in ((read.user_factors_, stored.user_factors_), (read.item_factors_, stored.item_factors_)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+        np.testing.assert_allclose([h["loss"] for h in read.history_], [h["loss"] for h in stored.history_],
+                                   rtol=1e-5)
+
+
+def test_confidences_are_stored_where_the_rule_is_not_affine_or_the_factors_are_float64():
+    from mfrec.kernels._args import Affine
+
+    inter = synthetic(3, counts=True)
+    p = ImplicitALS()._checked_params()
+    assert isinstance(ImplicitALS()._prepare(inter, p, read_from_values=True)[1], Affine)
+    assert not isinstance(ImplicitALS()._prepare(inter, p)[1], Affine)  # (partial fits take stored ones)
+    for kw in ({"confidence": "log"}, {"dtype": "float64"}):
+        model = ImplicitALS(**kw)
+        conf = model._prepare(inter, model._checked_params(), read_from_values=True)[1]
+        assert isinstance(conf, np.ndarray) and conf.dtype == np.dtype(model._checked_params()["dtype"])
+
+
+def test_values_read_as_confidences_are_still_checked():
+    """(Interactions refuses NaN and infinity itself; a negative value reaches the confidence rule.)"""
+    inter = synthetic(3, counts=True)
+    m = inter.matrix.copy()
+    m.data[5] = -2.0
+    message = r"negative value \(for linear confidence\) -2 of user \d+, item \d+ \(1 negative entries\)"
+    with pytest.raises(InvalidDataError, match=message):
+        ImplicitALS(factors=3, iterations=1).fit(Interactions.from_matrix(m))

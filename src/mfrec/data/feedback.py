@@ -348,7 +348,7 @@ CONFIDENCE_PIECE = 1 << 20
 
 
 def entry_confidence(values: Any, kind: str, alpha: float, eps: float, who: Callable[[int], str],
-                     dtype: Any = np.float64) -> np.ndarray:
+                     dtype: Any = np.float64, keep: bool = True) -> np.ndarray | None:
     """Confidences ``c`` of stored entries whose values are ``r``: the one rule every model uses.
 
     ``kind`` is ``"linear"`` (``1 + alpha r``), ``"log"`` (``1 + alpha log(1 + r / eps)``) or ``"given"`` /
@@ -361,10 +361,12 @@ def entry_confidence(values: Any, kind: str, alpha: float, eps: float, who: Call
     ------
     InvalidDataError
         The first value that is not finite, or negative (with the count of negative values), named by ``who``.
+
+    ``keep=False`` checks the values only and returns None (a fit that reads its confidences from the values).
     """
     vals = np.asarray(values)
     flat = vals.reshape(-1)
-    out = np.empty(flat.shape, dtype=dtype)
+    out = np.empty(flat.shape, dtype=dtype) if keep else None
     negatives, first_negative = 0, None
     for lo in range(0, len(flat), CONFIDENCE_PIECE):
         r = np.asarray(flat[lo:lo + CONFIDENCE_PIECE], dtype=np.float64)
@@ -378,7 +380,8 @@ def entry_confidence(values: Any, kind: str, alpha: float, eps: float, who: Call
             if first_negative is None:
                 pos = int(np.flatnonzero(neg)[0])
                 first_negative = (lo + pos, r[pos])
-        out[lo:lo + len(r)] = _confidence_unchecked(r, kind, float(alpha), float(eps))
+        if keep:
+            out[lo:lo + len(r)] = _confidence_unchecked(r, kind, float(alpha), float(eps))
     if first_negative is not None:
         pos, value = first_negative
         what = "confidence" if kind in ("given", "identity") else f"value (for {kind} confidence)"
@@ -386,7 +389,7 @@ def entry_confidence(values: Any, kind: str, alpha: float, eps: float, who: Call
             f"negative {what} {value:g} of {who(pos)} ({negatives} negative entries); implicit "
             "feedback needs values >= 0 — drop or clip them, or convert with mfrec.data.feedback"
         )
-    return out.reshape(vals.shape)
+    return out.reshape(vals.shape) if keep else None
 
 
 # ---------------------------------------------------------------------- explicit -> implicit

@@ -57,6 +57,7 @@ from mfrec._params import check_choice, check_int
 from mfrec._progress import report
 from mfrec.data.interactions import Interactions, show_id
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError, require_extra
+from mfrec.kernels._args import Affine
 from mfrec.distributed.sharded import ShardedExecutor
 from mfrec.persist_sharded import finish_directory, new_directory, write_pattern, write_shard
 from mfrec.models.training import RowBlock, add_partials, run
@@ -104,8 +105,11 @@ def _own(a: np.ndarray, align: bool = False) -> np.ndarray:
     return np.array(a, copy=True, order="C")
 
 
-def aligned(a: np.ndarray | None) -> np.ndarray | None:
-    """``a``, or an aligned copy of it when a deserialised frame left it misaligned (stride-0 arrays stay)."""
+def aligned(a: Any) -> Any:
+    """``a``, or an aligned copy of it when a deserialised frame left it misaligned (stride-0 arrays stay; an
+    :class:`~mfrec.kernels._args.Affine` has its values aligned)."""
+    if isinstance(a, Affine):
+        return a.with_values(aligned(a.values))
     if a is None or a.flags.aligned or a.strides == (0,):
         return a
     return np.array(a, copy=True)

@@ -8,6 +8,8 @@ view, as the models pass all-ones preferences) is passed as it is: the kernels r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -62,3 +64,59 @@ def out(a, dtype, name: str) -> np.ndarray:
             got = type(a).__name__
         raise TypeError(f"{name} must be a writeable C-contiguous {np.dtype(dtype)} array, got {got}")
     return a
+
+
+@dataclass(frozen=True)
+class Affine:
+    """Per-entry values the kernels read as ``offset + scale * values[e]``, in the dtype of ``values``: the
+    confidences ``1 + alpha r`` (or ``r``) of an implicit fit read straight from the stored values ``r``, with no
+    array of nnz confidences. Indexing gives those numbers as a new array (for numpy code);
+    :meth:`part` keeps a range lazy; :func:`per_entry_affine` hands the three to a kernel.
+
+    A kernel computes ``offset + scale * v`` in the values' dtype with one fused multiply-add, so in float32 a
+    confidence can differ by an ulp from :func:`mfrec.data.feedback.entry_confidence`'s, computed in float64.
+    """
+
+    values: np.ndarray
+    offset: float = 0.0
+    scale: float = 1.0
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, key) -> np.ndarray:
+        t = self.values.dtype.type
+        return t(self.offset) + t(self.scale) * self.values[key]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.values.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.values.dtype
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return self.values.strides
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.values.nbytes)
+
+    def part(self, lo: int, hi: int) -> Affine:
+        """Entries ``lo:hi``, still read through ``offset + scale * v`` (a contiguous copy of the values)."""
+        return Affine(np.ascontiguousarray(self.values[lo:hi]), self.offset, self.scale)
+
+    def with_values(self, values: np.ndarray) -> Affine:
+        """The same map over other stored values (the transposed side's)."""
+        return Affine(values, self.offset, self.scale)
+
+
+def per_entry_affine(a, dtype) -> tuple[np.ndarray, float, float]:
+    """``(values, offset, scale)`` of a per-entry input a kernel reads as ``offset + scale * values[e]``: an
+    :class:`Affine` as it is, any other array through :func:`per_entry` with ``(0, 1)``."""
+    if isinstance(a, Affine):
+        return per_entry(a.values, dtype), float(a.offset), float(a.scale)
+    return per_entry(a, dtype), 0.0, 1.0
+

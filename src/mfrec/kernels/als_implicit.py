@@ -68,9 +68,11 @@ WINDOW_CHUNK_BYTES = 1024 * 1024
 
 
 def _common(indptr, indices, conf, pref, Y):
-    """The CSR pattern and per-entry arrays as the compiled kernels take them (dtype of ``Y``)."""
+    """The CSR pattern and per-entry arrays as the compiled kernels take them (dtype of ``Y``): ``(indptr,
+    indices, (conf, offset, scale), pref)``; ``conf`` may be an :class:`mfrec.kernels._args.Affine`."""
     dt = Y.dtype
-    return _args.pointer(indptr), _args.index(indices), _args.per_entry(conf, dt), _args.per_entry(pref, dt)
+    return (_args.pointer(indptr), _args.index(indices), _args.per_entry_affine(conf, dt),
+            _args.per_entry(pref, dt))
 
 
 # ----------------------------------------------------------------------------------------------- exact solve
@@ -114,7 +116,7 @@ def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_worke
     to ``d eps max(diag)`` in float32 is refactorised in float64 before it is reported in ``failed``.
     """
     ip, ix, cf, pr = _common(indptr, indices, conf, pref, Y)
-    _native.implicit_cholesky_rows(ip, ix, cf, pr, Y, _args.inp(G0, np.float64), float(c0), _args.inp(rows, np.int64),
+    _native.implicit_cholesky_rows(ip, ix, *cf, pr, Y, _args.inp(G0, np.float64), float(c0), _args.inp(rows, np.int64),
                                    int(n_workers), _args.out(X, Y.dtype, "X"), _args.out(failed, np.uint8, "failed"),
                                    _args.out(row_loss, np.float64, "row_loss"))
 
@@ -158,7 +160,7 @@ def implicit_cg_rows(indptr, indices, conf, pref, Y, G0, c0, steps, rows, n_sing
     positive (implicit issues #19, #106), while the others of its group go on.
     """
     ip, ix, cf, pr = _common(indptr, indices, conf, pref, Y)
-    _native.implicit_cg_rows(ip, ix, cf, pr, Y, _args.inp(G0, Y.dtype), float(c0), int(steps),
+    _native.implicit_cg_rows(ip, ix, *cf, pr, Y, _args.inp(G0, Y.dtype), float(c0), int(steps),
                              _args.inp(rows, np.int64), int(n_single), int(n_workers), _args.out(X, Y.dtype, "X"),
                              _args.out(row_loss, np.float64, "row_loss"))
 
@@ -192,7 +194,7 @@ def implicit_cg_windowed(indptr, indices, conf, pref, Y, G0, c0, steps, rows, ch
     chunks or the thread count.
     """
     ip, ix, cf, pr = _common(indptr, indices, conf, pref, Y)
-    _native.implicit_cg_windowed(ip, ix, cf, pr, Y, _args.inp(G0, Y.dtype), float(c0), int(steps),
+    _native.implicit_cg_windowed(ip, ix, *cf, pr, Y, _args.inp(G0, Y.dtype), float(c0), int(steps),
                                  _args.inp(rows, np.int64), _args.inp(chunk_start, np.int64), int(window),
                                  int(n_workers), _args.out(X, Y.dtype, "X"), _args.out(row_loss, np.float64, "row_loss"))
 
@@ -228,7 +230,7 @@ def implicit_observed_loss(indptr, indices, conf, pref, X, Y, c0) -> float:
     summed in fixed chunks, so the value does not depend on the number of threads.
     """
     ip, ix, cf, pr = _common(indptr, indices, conf, pref, Y)
-    return float(_native.implicit_observed_loss(ip, ix, cf, pr, _args.inp(X, Y.dtype), Y, float(c0)))
+    return float(_native.implicit_observed_loss(ip, ix, *cf, pr, _args.inp(X, Y.dtype), Y, float(c0)))
 
 
 def implicit_observed_grad(indptr, indices, conf, pref, X, Y, c0, out) -> None:
@@ -237,14 +239,15 @@ def implicit_observed_grad(indptr, indices, conf, pref, X, Y, c0, out) -> None:
     The full gradient of ``L`` in ``x_u`` is ``2 (G0 x_u + out[u])`` with ``G0 = c0 Y^T Y + lambda I``.
     """
     ip, ix, cf, pr = _common(indptr, indices, conf, pref, Y)
-    _native.implicit_observed_grad(ip, ix, cf, pr, _args.inp(X, Y.dtype), Y, float(c0), _args.out(out, Y.dtype, "out"))
+    _native.implicit_observed_grad(ip, ix, *cf, pr, _args.inp(X, Y.dtype), Y, float(c0),
+                                   _args.out(out, Y.dtype, "out"))
 
 
 def implicit_observed_curvature(indptr, indices, conf, G, Y, c0) -> float:
     """``sum_u sum_{i in R(u)} (c_ui - c0) (y_i . g_u)^2`` (float64): the sparse part of ``sum_u g_u^T A_u g_u``."""
     ip, ix = _args.pointer(indptr), _args.index(indices)
-    return float(_native.implicit_observed_curvature(ip, ix, _args.per_entry(conf, Y.dtype), _args.inp(G, Y.dtype), Y,
-                                                     float(c0)))
+    cf = _args.per_entry_affine(conf, Y.dtype)
+    return float(_native.implicit_observed_curvature(ip, ix, *cf, _args.inp(G, Y.dtype), Y, float(c0)))
 
 
 # ------------------------------------------------------------------------------------- python-level drivers

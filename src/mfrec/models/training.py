@@ -36,6 +36,7 @@ import numpy as np
 
 from mfrec._progress import report
 from mfrec.exceptions import ModelFitError
+from mfrec.kernels._args import Affine
 
 __all__ = ["RowBlock", "row_block", "ALSPlan", "LocalExecutor", "Tracker", "run", "add_partials", "check_factor_memory"]
 
@@ -114,6 +115,8 @@ def row_block(indptr, indices, values, pref, start: int, stop: int, with_order: 
     def entries(a):  # a per-entry array's part; one value broadcast with stride 0 stays so (no memory)
         if a is None:
             return None
+        if isinstance(a, Affine):  # values read through offset + scale v: the part stays so
+            return a.part(s, e)
         return np.broadcast_to(a[:1], (e - s,)) if a.strides == (0,) else np.ascontiguousarray(a[s:e])
 
     return RowBlock(start + offset, stop + offset, ip, np.ascontiguousarray(indices[s:e], dtype=np.int32),

@@ -34,13 +34,16 @@ struct LineAllocator {
 template <typename T>
 using LineVector = std::vector<T, LineAllocator<T>>;
 
-// A per-entry array read through its stride: stride 0 is one value broadcast over every entry (the models pass
-// all-ones preferences that way, with no array of nnz ones behind them).
+// A per-entry array read through its stride, as a + b p[i s]: stride 0 is one value broadcast over every entry
+// (the models pass all-ones preferences that way, with no array of nnz ones behind them); a, b map stored values
+// to what the kernel consumes (confidences 1 + alpha r read from the ratings r, with no array of confidences).
+// a = 0, b = 1 reads the values as they are, exactly.
 template <typename T>
 struct Strided {
   const T* p;
   int64_t s;
-  T operator[](int64_t i) const { return p[i * s]; }
+  T a = 0, b = 1;
+  T operator[](int64_t i) const { return a + b * p[i * s]; }
 };
 
 // Ask for the n values at p (a factor row about to be gathered) to be brought into the cache: the misses of the

@@ -26,43 +26,45 @@ namespace {
 int threads() { return Pool::get().threads(); }
 
 template <typename T>
-Strided<T> strided(const Vec1<const T>& a) {
-  return Strided<T>{a.data(), (int64_t)a.stride(0)};
+Strided<T> strided(const Vec1<const T>& a, double offset = 0.0, double scale = 1.0) {
+  return Strided<T>{a.data(), (int64_t)a.stride(0), (T)offset, (T)scale};
 }
 
 template <typename T, typename P>
-void b_cholesky_rows(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, Vec1<const T> pref,
-                     Arr<const T> Y, Arr<const double> G0, double c0, Arr<const int64_t> rows, int n_workers, Arr<T> X,
-                     Arr<uint8_t> failed, Arr<double> row_loss) {
+void b_cholesky_rows(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, double conf_a,
+                     double conf_b, Vec1<const T> pref, Arr<const T> Y, Arr<const double> G0, double c0,
+                     Arr<const int64_t> rows, int n_workers, Arr<T> X, Arr<uint8_t> failed, Arr<double> row_loss) {
   const int d = (int)Y.shape(1);
   double* rl = row_loss.size() ? row_loss.data() : nullptr;
   nb::gil_scoped_release release;
-  implicit_cholesky_rows<T, P, int32_t>(indptr.data(), indices.data(), strided(conf), strided(pref), Y.data(), G0.data(),
-                                        c0, rows.data(), (int64_t)rows.size(), n_workers, d, X.data(), failed.data(),
-                                        rl);
+  implicit_cholesky_rows<T, P, int32_t>(indptr.data(), indices.data(), strided(conf, conf_a, conf_b), strided(pref),
+                                        Y.data(), G0.data(), c0, rows.data(), (int64_t)rows.size(), n_workers, d,
+                                        X.data(), failed.data(), rl);
 }
 
 template <typename T, typename P>
-void b_cg_rows(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, Vec1<const T> pref, Arr<const T> Y,
-               Arr<const T> G0, double c0, int steps, Arr<const int64_t> rows, int64_t n_single, int n_workers,
-               Arr<T> X, Arr<double> row_loss) {
+void b_cg_rows(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, double conf_a, double conf_b,
+               Vec1<const T> pref, Arr<const T> Y, Arr<const T> G0, double c0, int steps, Arr<const int64_t> rows,
+               int64_t n_single, int n_workers, Arr<T> X, Arr<double> row_loss) {
   const int d = (int)Y.shape(1);
   double* rl = row_loss.size() ? row_loss.data() : nullptr;
   nb::gil_scoped_release release;
-  implicit_cg_rows<T, P, int32_t>(indptr.data(), indices.data(), strided(conf), strided(pref), Y.data(), G0.data(), c0,
-                                  steps, rows.data(), (int64_t)rows.size(), n_single, n_workers, d, X.data(), rl);
+  implicit_cg_rows<T, P, int32_t>(indptr.data(), indices.data(), strided(conf, conf_a, conf_b), strided(pref),
+                                  Y.data(), G0.data(), c0, steps, rows.data(), (int64_t)rows.size(), n_single,
+                                  n_workers, d, X.data(), rl);
 }
 
 template <typename T, typename P>
-void b_cg_windowed(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, Vec1<const T> pref,
-                   Arr<const T> Y, Arr<const T> G0, double c0, int steps, Arr<const int64_t> rows,
+void b_cg_windowed(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, double conf_a, double conf_b,
+                   Vec1<const T> pref, Arr<const T> Y, Arr<const T> G0, double c0, int steps, Arr<const int64_t> rows,
                    Arr<const int64_t> chunk_start, int64_t window, int n_workers, Arr<T> X, Arr<double> row_loss) {
   const int d = (int)Y.shape(1);
   double* rl = row_loss.size() ? row_loss.data() : nullptr;
   nb::gil_scoped_release release;
-  implicit_cg_windowed<T, P, int32_t>(indptr.data(), indices.data(), strided(conf), strided(pref), Y.data(),
-                                      (int64_t)Y.shape(0), G0.data(), c0, steps, rows.data(), chunk_start.data(),
-                                      (int64_t)chunk_start.size() - 1, window, n_workers, d, X.data(), rl);
+  implicit_cg_windowed<T, P, int32_t>(indptr.data(), indices.data(), strided(conf, conf_a, conf_b), strided(pref),
+                                      Y.data(), (int64_t)Y.shape(0), G0.data(), c0, steps, rows.data(),
+                                      chunk_start.data(), (int64_t)chunk_start.size() - 1, window, n_workers, d,
+                                      X.data(), rl);
 }
 
 template <typename P>
@@ -74,13 +76,13 @@ void b_transpose_pattern(Arr<const P> indptr, Arr<const int32_t> indices, int64_
 }
 
 template <typename T, typename P>
-double b_observed_loss(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, Vec1<const T> pref,
-                       Arr<const T> X, Arr<const T> Y, double c0) {
+double b_observed_loss(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, double conf_a,
+                       double conf_b, Vec1<const T> pref, Arr<const T> X, Arr<const T> Y, double c0) {
   const int d = (int)Y.shape(1);
   const int64_t n_rows = (int64_t)X.shape(0);
   const P* ip = indptr.data();
   const int32_t* ix = indices.data();
-  const Strided<T> cf = strided(conf);
+  const Strided<T> cf = strided(conf, conf_a, conf_b);
   const T *Xd = X.data(), *Yd = Y.data();
   const Strided<T> pr = strided(pref);
   nb::gil_scoped_release release;
@@ -90,12 +92,12 @@ double b_observed_loss(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<con
 }
 
 template <typename T, typename P>
-void b_observed_grad(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, Vec1<const T> pref,
-                     Arr<const T> X, Arr<const T> Y, double c0, Arr<T> out) {
+void b_observed_grad(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, double conf_a,
+                     double conf_b, Vec1<const T> pref, Arr<const T> X, Arr<const T> Y, double c0, Arr<T> out) {
   const int d = (int)Y.shape(1);
   const P* ip = indptr.data();
   const int32_t* ix = indices.data();
-  const Strided<T> cf = strided(conf);
+  const Strided<T> cf = strided(conf, conf_a, conf_b);
   const T *Xd = X.data(), *Yd = Y.data();
   const Strided<T> pr = strided(pref);
   T* o = out.data();
@@ -114,12 +116,12 @@ void b_observed_grad(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const
 }
 
 template <typename T, typename P>
-double b_observed_curvature(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, Arr<const T> G,
-                            Arr<const T> Y, double c0) {
+double b_observed_curvature(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, double conf_a,
+                            double conf_b, Arr<const T> G, Arr<const T> Y, double c0) {
   const int d = (int)Y.shape(1);
   const P* ip = indptr.data();
   const int32_t* ix = indices.data();
-  const Strided<T> cf = strided(conf);
+  const Strided<T> cf = strided(conf, conf_a, conf_b);
   const T *Gd = G.data(), *Yd = Y.data();
   nb::gil_scoped_release release;
   return chunked_row_sum((int64_t)G.shape(0), threads(), [&](int64_t u) {
