@@ -143,16 +143,11 @@ def test_seed_reproducible_and_thread_independent():
     np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
 
 
-@pytest.mark.parametrize("solver", ["cholesky", "cg", "gd"])
-def test_binary_feedback_holds_one_confidence_and_fits_as_an_array_would(solver, monkeypatch):
-    """Every entry with the same value: one confidence broadcast with stride 0 on both sides (no array of nnz
-    confidences, no transposed copy of them) and the factors of a fit with the confidences stored per entry."""
-    from mfrec.models import implicit as implicit_module
+def sides_seen_by_half_steps(monkeypatch) -> dict:
+    """``{side name: the RowBlock its last local half-step solved}``, filled in as a fit runs."""
     from mfrec.models.training import LocalExecutor
 
-    inter = synthetic(3, counts=False)
-    kw = dict(factors=4, iterations=3, solver=solver, alpha=3.0, seed=2, dtype="float64")
-    sides = {}
+    sides: dict = {}
     half_step = LocalExecutor.half_step
 
     def spy(self, plan, name, with_loss):
@@ -160,6 +155,18 @@ def test_binary_feedback_holds_one_confidence_and_fits_as_an_array_would(solver,
         return half_step(self, plan, name, with_loss)
 
     monkeypatch.setattr(LocalExecutor, "half_step", spy)
+    return sides
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg", "gd"])
+def test_binary_feedback_holds_one_confidence_and_fits_as_an_array_would(solver, monkeypatch):
+    """Every entry with the same value: one confidence broadcast with stride 0 on both sides (no array of nnz
+    confidences, no transposed copy of them) and the factors of a fit with the confidences stored per entry."""
+    from mfrec.models import implicit as implicit_module
+
+    inter = synthetic(3, counts=False)
+    kw = dict(factors=4, iterations=3, solver=solver, alpha=3.0, seed=2, dtype="float64")
+    sides = sides_seen_by_half_steps(monkeypatch)
     one = ImplicitALS(**kw).fit(inter)
     assert sides["user"].values.strides == (0,) and sides["item"].values.strides == (0,)
     assert float(sides["item"].values[0]) == 4.0  # 1 + alpha r
@@ -397,19 +404,11 @@ def test_affine_confidences_are_read_from_the_values_and_fit_as_stored_ones_woul
     for the identity rule, ``given``, the same bit for bit)."""
     from mfrec.kernels._args import Affine
     from mfrec.models import implicit as implicit_module
-    from mfrec.models.training import LocalExecutor
 
     inter = synthetic(3, counts=True)
     assert len(np.unique(inter.matrix.data)) > 1
     kw = dict(factors=4, iterations=3, solver=solver, alpha=0.7, seed=2, confidence=confidence, regularization=0.5)
-    sides = {}
-    half_step = LocalExecutor.half_step
-
-    def spy(self, plan, name, with_loss):
-        sides[name] = plan.side(name)
-        return half_step(self, plan, name, with_loss)
-
-    monkeypatch.setattr(LocalExecutor, "half_step", spy)
+    sides = sides_seen_by_half_steps(monkeypatch)
     read = ImplicitALS(**kw).fit(inter)
     offset, scale = (1.0, 0.7) if confidence == "linear" else (0.0, 1.0)
     for name in ("user", "item"):
