@@ -39,16 +39,21 @@ def is_aligned(a: np.ndarray) -> bool:
     return a.flags.c_contiguous and a.ctypes.data % LINE == 0
 
 
-def aligned(a: Any, dtype: Any = None) -> np.ndarray:
-    """``a`` as a C-contiguous array of ``dtype`` (default: its own) starting a cache line; ``a`` itself when it
-    already is one, else one copy."""
+def copy(a: Any, dtype: Any = None) -> np.ndarray:
+    """A new C-contiguous array of ``dtype`` (default: ``a``'s) with the values of ``a``, starting a cache line."""
     a = np.asarray(a)
-    dtype = a.dtype if dtype is None else np.dtype(dtype)
-    if a.dtype == dtype and is_aligned(a):
-        return a
-    out = empty(a.shape, dtype)
+    out = empty(a.shape, a.dtype if dtype is None else dtype)
     out[...] = a
     return out
+
+
+def aligned(a: Any, dtype: Any = None) -> np.ndarray:
+    """``a`` as a C-contiguous array of ``dtype`` (default: its own) starting a cache line; ``a`` itself when it
+    already is one, else one :func:`copy`."""
+    a = np.asarray(a)
+    if (dtype is None or a.dtype == np.dtype(dtype)) and is_aligned(a):
+        return a
+    return copy(a, dtype)
 
 
 def normal(gen: np.random.Generator, std: float, shape: tuple[int, int], dtype: Any, piece: int = 1 << 16

@@ -774,7 +774,7 @@ class SGDFactorization(_ExplicitModel):
         indptr = csr.indptr.astype(np.int64)
         indices = np.ascontiguousarray(csr.indices, dtype=np.int32)
         counts = np.diff(indptr)
-        P = _aligned.aligned(self.user_factors_.copy())
+        P = _aligned.copy(self.user_factors_)
         Z = _aligned.normal(gen, init_std, (n_items, P.shape[1]), dtype)
         scale = 1.0 / np.sqrt(np.maximum(counts, 1))
         S = sp.csr_matrix((np.repeat(scale, counts).astype(dtype), indices, indptr), shape=(n_users, n_items))
@@ -785,7 +785,7 @@ class SGDFactorization(_ExplicitModel):
         epoch = [0]
 
         def effective() -> None:
-            self.user_factors_ = _aligned.aligned(P + S @ Z, dtype)
+            self.user_factors_ = np.add(P, S @ Z, out=_aligned.empty(P.shape, dtype))
 
         def step() -> None:
             group_by_row(permutation_into(gen, perm), row_of, indptr, out=positions)

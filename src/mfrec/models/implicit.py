@@ -210,9 +210,11 @@ class ImplicitALS(FactorModel):
         p["early_stopping_rounds"] = None if esr is None else check_int("early_stopping_rounds", esr, minimum=1)
         return p
 
-    def _confidence_of(self, values: np.ndarray, mode: str, who, dtype: Any = np.float64) -> np.ndarray:
-        """c_ui (``dtype``) from values r_ui by this model's rule (:func:`mfrec.data.feedback.entry_confidence`)."""
-        return entry_confidence(values, mode, float(self.alpha), float(self.eps), who, dtype=dtype)
+    def _confidence_of(self, values: np.ndarray, mode: str, who, dtype: Any = np.float64, keep: bool = True
+                       ) -> np.ndarray | None:
+        """c_ui (``dtype``) from values r_ui by this model's rule (:func:`mfrec.data.feedback.entry_confidence`;
+        ``keep=False`` checks the values only)."""
+        return entry_confidence(values, mode, float(self.alpha), float(self.eps), who, dtype=dtype, keep=keep)
 
     def _one_confidence(self, inter: Interactions, mode: str, dtype: Any) -> np.ndarray | None:
         """When every stored value is the same (binary feedback), its confidence broadcast over the entries with
@@ -247,7 +249,7 @@ class ImplicitALS(FactorModel):
         conf = self._one_confidence(inter, mode, dt)
         values = inter.matrix.data
         if conf is None and read_from_values and mode in _AFFINE_RULES and np.dtype(dt) == values.dtype:
-            entry_confidence(values, mode, float(self.alpha), float(self.eps), inter.entry_name, keep=False)
+            self._confidence_of(values, mode, inter.entry_name, keep=False)
             conf = Affine(values, *_AFFINE_RULES[mode](float(self.alpha)))
         if conf is None:
             conf = self._confidence_of(values, mode, inter.entry_name, dtype=dt)
@@ -615,21 +617,20 @@ class _ImplicitPlan(ALSPlan):
             if name == "user":
                 indptr, indices, conf, pref = csr.indptr, csr.indices, self._conf, self._pref
             else:
-                # items x users by scipy's O(nnz) CSR->CSC pass (no int64 permutation: keeps the peak memory
-                # low); explicitly stored zeros are kept, so the per-entry arrays stay aligned with the pattern
+                def transposed(values):
+                    # items x users by scipy's O(nnz) CSR->CSC pass (no int64 permutation: keeps the peak memory
+                    # low); explicitly stored zeros are kept, so the per-entry arrays stay aligned with the pattern
+                    return sp.csr_matrix((values, csr.indices, csr.indptr), shape=csr.shape).T.tocsr()
+
                 if self._conf.strides == (0,):  # one confidence for all: transpose the pattern alone
                     indptr, indices = transpose_pattern(csr.indptr, csr.indices, csr.shape[1])
                     conf = self._conf
-                elif isinstance(self._conf, Affine):  # confidences read from the values: transpose the values
-                    t = sp.csr_matrix((self._conf.values, csr.indices, csr.indptr), shape=csr.shape).T.tocsr()
-                    indptr, indices, conf = t.indptr, t.indices, self._conf.with_values(t.data)
-                else:
-                    t = sp.csr_matrix((self._conf, csr.indices, csr.indptr), shape=csr.shape).T.tocsr()
-                    indptr, indices, conf = t.indptr, t.indices, t.data
-                if self._pref.strides == (0,):
-                    pref = self._pref
-                else:
-                    pref = sp.csr_matrix((self._pref, csr.indices, csr.indptr), shape=csr.shape).T.tocsr().data
+                else:  # confidences per entry, or the values they are read from (an Affine): transposed
+                    affine = isinstance(self._conf, Affine)
+                    t = transposed(self._conf.values if affine else self._conf)
+                    indptr, indices = t.indptr, t.indices
+                    conf = self._conf.with_values(t.data) if affine else t.data
+                pref = self._pref if self._pref.strides == (0,) else transposed(self._pref).data
             self._sides[name] = row_block(indptr, indices, conf, pref, 0, len(indptr) - 1, with_order=True)
         return self._sides[name]
 

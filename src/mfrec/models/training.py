@@ -54,6 +54,7 @@ def all_finite(a: np.ndarray) -> bool:
     flat = np.asarray(a).reshape(-1)
     return all(np.isfinite(flat[lo:lo + FINITE_PIECE]).all() for lo in range(0, flat.size, FINITE_PIECE))
 
+
 @dataclass
 class RowBlock:
     """Rows ``start:stop`` of one side as CSR with per-entry arrays (a whole side is the block ``0:n_rows``).

@@ -238,8 +238,8 @@ double b_pivot_floor(Arr<const T> A, int n) {
 template <typename T>
 void b_gram_apply(int64_t start, int64_t end, Arr<const int32_t> indices, Vec1<const T> conf, Vec1<const T> pref,
                   double c0, Arr<const T> Y, Arr<const T> x, Arr<T> out, bool with_b) {
-  gram_apply<T, int32_t>(start, end, indices.data(), strided(conf), strided(pref), (T)c0, Y.data(), x.data(), out.data(),
-                         (int)Y.shape(1), with_b);
+  gram_apply<T, int32_t>(start, end, indices.data(), strided(conf), strided(pref), (T)c0, Y.data(), x.data(),
+                         out.data(), (int)Y.shape(1), with_b);
 }
 
 template <typename T>
