@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from mfrec._params import check_bool, check_choice, check_dtype, check_float, ch
 from mfrec._random import index_dtype, permutation_into, rng
 from mfrec.data.interactions import Interactions
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError
+from mfrec.kernels import _args
 from mfrec.kernels.als_explicit import als_explicit_step, explicit_sse, predict_pairs
 from mfrec.kernels.sgd import group_by_row, sgd_epoch, svdpp_epoch
 from mfrec.models.base import FactorModel
@@ -52,6 +54,7 @@ from mfrec.models.training import (
     Tracker,
     all_finite,
     check_factor_memory,
+    column_slicer,
     row_block,
     run,
     threads_and_blas,
@@ -540,6 +543,7 @@ class _ExplicitPlan(ALSPlan):
         self.scales = None if sharded else model._penalty_scales(csr, self.fw)  # (sharded: summed by the blocks)
         self.theoretical_bytes = (n_users + n_items) * (d + 1) * np.dtype(dt).itemsize
         self._sides: dict[str, RowBlock] = {}
+        self._slicer: Any = None  # ColumnSlices, or False: the item side is built whole
         self._sse = 0.0
 
     def side(self, name: str) -> RowBlock:
@@ -547,6 +551,22 @@ class _ExplicitPlan(ALSPlan):
             m = self.inter.matrix if name == "user" else self.inter.matrix.T.tocsr()
             self._sides[name] = row_block(m.indptr, m.indices, m.data, None, 0, m.shape[0])
         return self._sides[name]
+
+    def sliced(self, name: str) -> bool:
+        # the item side (a transposed copy of the ratings) in slices of columns on a large matrix
+        if name != "item" or self.sharded:
+            return False
+        if self._slicer is None:
+            rating_bytes = 4 if self.inter.matrix.data.dtype == np.float32 else 8  # as _args.ratings keeps them
+            self._slicer = column_slicer(self.inter.matrix, 4 + rating_bytes, self.theoretical_bytes) or False
+        return bool(self._slicer)
+
+    def slices(self, name: str) -> Iterator[RowBlock]:
+        for a, b, indptr, indices, values in self._slicer.passes([_args.ratings(self.inter.matrix.data)]):
+            block = RowBlock(a, b, indptr, indices, values[0])
+            del indptr, indices, values
+            yield block
+            del block
 
     def _rows(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         m = self.model

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -49,9 +49,19 @@ from mfrec.kernels.als_implicit import (
     transpose_pattern,
 )
 from mfrec.kernels.dense import rank_tolerance, solve_psd
+from mfrec.kernels.slices import ColumnSlices
 from mfrec.kernels.threads import get_num_threads
 from mfrec.models.base import FactorModel
-from mfrec.models.training import ALSPlan, RowBlock, all_finite, check_factor_memory, row_block, run, threads_and_blas
+from mfrec.models.training import (
+    ALSPlan,
+    RowBlock,
+    all_finite,
+    check_factor_memory,
+    column_slicer,
+    row_block,
+    run,
+    threads_and_blas,
+)
 from mfrec.persist import register_model
 
 __all__ = ["ImplicitALS"]
@@ -608,6 +618,7 @@ class _ImplicitPlan(ALSPlan):
         self.theoretical_bytes = (n_users + n_items) * d * np.dtype(dt).itemsize
         self._small = {"c0": self.c0, "reg": p["regularization"], "solver": p["solver"], "cg_steps": p["cg_steps"]}
         self._sides: dict[str, RowBlock] = {}
+        self._slicer: ColumnSlices | None | bool = None  # (False: the side is built whole)
         self._grams: dict[str, np.ndarray] = {}
         self._observed = 0.0
 
@@ -633,6 +644,34 @@ class _ImplicitPlan(ALSPlan):
                 pref = self._pref if self._pref.strides == (0,) else transposed(self._pref).data
             self._sides[name] = row_block(indptr, indices, conf, pref, 0, len(indptr) - 1, with_order=True)
         return self._sides[name]
+
+    def sliced(self, name: str) -> bool:
+        # the item side (a transposed copy of the data) in slices of columns on a large matrix; the gd solver
+        # takes one step size for the whole side, so its side stays whole
+        if name != "item" or self.p["solver"] == "gd":
+            return False
+        if self._slicer is None:
+            conf, pref = self._conf, self._pref
+            entry_bytes = 4 + sum(a.dtype.itemsize for a in (conf, pref) if a.strides != (0,))
+            self._slicer = column_slicer(self.inter.matrix, entry_bytes, self.theoretical_bytes) or False
+        return bool(self._slicer)
+
+    def slices(self, name: str) -> Iterator[RowBlock]:
+        # per slice: the transposed pattern and, when they differ per entry, the confidences (or the values an
+        # Affine reads them from) and the preferences, gathered in the slice's order
+        conf, pref = self._conf, self._pref
+        affine = isinstance(conf, Affine)
+        carried = [a for a in (conf.values if affine else conf, pref) if a.strides != (0,)]
+        n_conf = int(conf.strides != (0,))
+        for a, b, indptr, indices, values in self._slicer.passes(carried):
+            nnz = len(indices)  # a value for all entries (stride 0) stays one value
+            c = ((conf.with_values(values[0]) if affine else values[0]) if n_conf
+                 else np.broadcast_to(conf[:1], (nnz,)))
+            pr = values[n_conf] if pref.strides != (0,) else np.broadcast_to(pref[:1], (nnz,))
+            block = RowBlock(a, b, indptr, indices, c, pr, row_order(indptr))
+            del indptr, indices, values, c, pr
+            yield block
+            del block
 
     def entry_transform(self):
         return functools.partial(confidence_block, mode=self.mode, alpha=float(self.model.alpha),

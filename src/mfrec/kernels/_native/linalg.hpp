@@ -419,18 +419,4 @@ inline void gram_upper(const T* __restrict F, const T* __restrict w, int n, int 
 #endif
 }
 
-// The pattern of the transpose of an m-row CSR with n_cols columns: out_indptr (n_cols + 1) and out_indices
-// (row numbers, increasing within each column), by one counting pass and one scatter; no values are moved.
-template <typename P, typename I>
-void transpose_pattern(const P* indptr, const I* indices, int64_t m, int64_t n_cols, int64_t* out_indptr,
-                       int32_t* out_indices) {
-  std::fill(out_indptr, out_indptr + n_cols + 1, int64_t(0));
-  const int64_t nnz = (int64_t)indptr[m];
-  for (int64_t e = 0; e < nnz; ++e) ++out_indptr[(int64_t)indices[e] + 1];
-  for (int64_t c = 0; c < n_cols; ++c) out_indptr[c + 1] += out_indptr[c];
-  std::vector<int64_t> fill(out_indptr, out_indptr + n_cols);
-  for (int64_t u = 0; u < m; ++u)
-    for (int64_t e = indptr[u]; e < (int64_t)indptr[u + 1]; ++e) out_indices[fill[(int64_t)indices[e]]++] = (int32_t)u;
-}
-
 }  // namespace mfrec

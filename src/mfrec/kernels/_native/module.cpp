@@ -11,6 +11,7 @@
 #include "linalg.hpp"
 #include "pool.hpp"
 #include "sgd.hpp"
+#include "sparse.hpp"
 #include "topk.hpp"
 
 namespace nb = nanobind;
@@ -73,6 +74,30 @@ void b_transpose_pattern(Arr<const P> indptr, Arr<const int32_t> indices, int64_
   nb::gil_scoped_release release;
   transpose_pattern<P, int32_t>(indptr.data(), indices.data(), (int64_t)indptr.size() - 1, n_cols, out_indptr.data(),
                                 out_indices.data());
+}
+
+template <typename P>
+void b_count_columns(Arr<const P> indptr, Arr<const int32_t> indices, Arr<int32_t> out) {
+  const int n_workers = threads();
+  nb::gil_scoped_release release;
+  count_columns<P, int32_t>(indptr.data(), indices.data(), (int64_t)indptr.size() - 1, (int64_t)out.shape(1),
+                            (int)out.shape(0), out.data(), n_workers);
+}
+
+template <typename P, typename V>
+bool b_transpose_columns(Arr<const P> indptr, Arr<const int32_t> indices, int64_t a, int64_t b, Arr<int64_t> cursor,
+                         Arr<const V> v1, Arr<const V> v2, Arr<int64_t> out_indptr, Arr<int32_t> out_indices,
+                         Arr<V> o1, Arr<V> o2, Arr<int64_t> counts, Arr<const int32_t> part_counts,
+                         int64_t n_cols, int n_parts) {
+  const V* in1 = v1.size() ? v1.data() : nullptr;
+  const V* in2 = v2.size() ? v2.data() : nullptr;
+  const int n_workers = threads();
+  nb::gil_scoped_release release;
+  return transpose_columns<P, int32_t, V>(indptr.data(), indices.data(), (int64_t)indptr.size() - 1, a, b,
+                                          cursor.data(), in1, in2, out_indptr.data(), out_indices.data(), o1.data(),
+                                          o2.data(), (int64_t)out_indices.size(), counts.data(),
+                                          part_counts.size() ? part_counts.data() : nullptr, n_cols, n_parts,
+                                          n_workers);
 }
 
 template <typename T, typename P>
@@ -318,6 +343,12 @@ NB_MODULE(_native, m) {
   m.def("select_rows", &b_select_rows);
   m.def("transpose_pattern", &b_transpose_pattern<int32_t>);
   m.def("transpose_pattern", &b_transpose_pattern<int64_t>);
+  m.def("count_columns", &b_count_columns<int32_t>);
+  m.def("count_columns", &b_count_columns<int64_t>);
+  m.def("transpose_columns", &b_transpose_columns<int32_t, float>);
+  m.def("transpose_columns", &b_transpose_columns<int64_t, float>);
+  m.def("transpose_columns", &b_transpose_columns<int32_t, double>);
+  m.def("transpose_columns", &b_transpose_columns<int64_t, double>);
   BIND_T("cholesky_upper_inplace", b_cholesky_upper);
   BIND_T("cholesky_upper_solve_inplace", b_cholesky_upper_solve);
   BIND_T("pivot_floor", b_pivot_floor);
