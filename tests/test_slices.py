@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mfrec
-from mfrec.kernels.slices import ColumnSlices, slice_bounds, transpose_columns
+from mfrec.kernels.slices import ColumnSlices, column_counts, slice_bounds, transpose_columns
 from mfrec.models import training
 
 
@@ -56,6 +56,20 @@ def test_slices_put_together_are_scipys_transpose(m, n, density, seed, n_slices,
     # a second pass starts afresh and gives the same slices
     again = _glued(slicer.passes(values))
     np.testing.assert_array_equal(again[1], indices)
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(0, 30), n=st.integers(1, 20), density=st.floats(0.0, 0.7), seed=st.integers(0, 1000))
+def test_column_counts_are_bincounts(m, n, density, seed):
+    a = _csr(seed, m, n, density)
+    counts = column_counts(a.indptr, a.indices, n)
+    assert counts.dtype == np.int64
+    np.testing.assert_array_equal(counts, np.bincount(a.indices, minlength=n))
+
+
+def test_column_counts_refuse_a_column_out_of_range():
+    with pytest.raises(ValueError, match=r"lie in \[0, 3\)"):
+        column_counts(np.array([0, 2]), np.array([0, 3], dtype=np.int32), 3)
 
 
 @settings(max_examples=60, deadline=None)

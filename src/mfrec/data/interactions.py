@@ -32,6 +32,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, UnknownIdError, clip, one_line
+from mfrec.kernels.slices import column_counts
 
 __all__ = ["Interactions", "read_interactions", "DUPLICATE_POLICIES"]
 
@@ -569,7 +570,7 @@ class Interactions:
 
     def item_counts(self) -> np.ndarray:
         """Interactions per item (int64, length n_items)."""
-        return np.bincount(self._matrix.indices, minlength=self.n_items).astype(np.int64)
+        return column_counts(self._matrix.indptr, self._matrix.indices, self.n_items)
 
     def describe(self, histogram_bins: int = 10) -> dict[str, Any]:
         """Summary for ``mfrec data info``: sizes, density, value histogram, activity quantiles, time span."""

@@ -46,6 +46,7 @@ from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitEr
 from mfrec.kernels import _args
 from mfrec.kernels.als_explicit import als_explicit_step, explicit_sse, predict_pairs
 from mfrec.kernels.sgd import group_by_row, sgd_epoch, svdpp_epoch
+from mfrec.kernels.slices import column_counts
 from mfrec.models.base import FactorModel
 from mfrec.kernels.threads import get_num_threads
 from mfrec.models.training import (
@@ -207,7 +208,7 @@ class _ExplicitModel(FactorModel):
     def _penalty_scales(csr, frequency_weighted: bool) -> tuple[np.ndarray, np.ndarray]:
         """Per-row penalty scales ``(s_u, s_i)``: ones, or each row's rating count (at least 1) when weighted."""
         return (penalty_scale(np.diff(csr.indptr), frequency_weighted),
-                penalty_scale(np.bincount(csr.indices, minlength=csr.shape[1]), frequency_weighted))
+                penalty_scale(column_counts(csr.indptr, csr.indices, csr.shape[1]), frequency_weighted))
 
     def _loss_from_sse(self, sse: float, reg: float, scales: tuple[np.ndarray, np.ndarray], nnz: int):
         """(L, training RMSE): the objective of the module docstring given its squared-error part ``sse``."""
