@@ -444,6 +444,46 @@ def test_window_plan_takes_the_long_rows_in_balanced_chunks():
     assert len(many) - 1 == 9  # one row per chunk (the empty row is never long)
 
 
+@pytest.mark.parametrize("n_workers", [1, 2, 3])
+def test_mixed_cg_gives_each_row_the_iterates_of_its_own_kernel(n_workers):
+    """Windowed chunks and short rows in one job: bit for bit what the two kernels give one after the other."""
+    indptr, indices, conf, pref, X, Y = uneven_problem(3, 41, n=30, d=32, dtype=np.float32)
+    G0 = (0.5 * Y.T.astype(np.float64) @ Y + 0.1 * np.eye(32)).astype(np.float32)
+    order = K.row_order(indptr)
+    lengths = np.diff(indptr)[order]
+    n_long, long_rows, chunk_start = K.window_plan(order, lengths, 32, 4, n_workers, row_bytes=20 * 32 * 4,
+                                                   shared=True)
+    short = order[n_long:]
+    n_single = int(np.searchsorted(-lengths[n_long:], -25, side="left"))
+    apart, loss_apart = X.copy(), np.zeros(len(X))
+    K.implicit_cg_windowed(indptr, indices, conf, pref, Y, G0, 0.5, 3, long_rows, chunk_start, 7, n_workers, apart,
+                           loss_apart)
+    K.implicit_cg_rows(indptr, indices, conf, pref, Y, G0, 0.5, 3, short, n_single, n_workers, apart, loss_apart)
+    together, loss_together = X.copy(), np.zeros(len(X))
+    K.implicit_cg_mixed(indptr, indices, conf, pref, Y, G0, 0.5, 3, long_rows, chunk_start, 7, short, n_single,
+                        n_workers, together, loss_together)
+    np.testing.assert_array_equal(together, apart)
+    np.testing.assert_array_equal(loss_together, loss_apart)
+    # either part alone
+    only_short = X.copy()
+    K.implicit_cg_mixed(indptr, indices, conf, pref, Y, G0, 0.5, 3, np.zeros(0, np.int64), np.zeros(1, np.int64), 7,
+                        order, 0, n_workers, only_short, np.zeros(0))
+    rows_alone = X.copy()
+    K.implicit_cg_rows(indptr, indices, conf, pref, Y, G0, 0.5, 3, order, 0, n_workers, rows_alone, np.zeros(0))
+    np.testing.assert_array_equal(only_short, rows_alone)
+
+
+def test_shared_window_plan_takes_as_many_chunks_as_the_long_rows_share_of_the_work():
+    lengths = np.array([100, 90, 80] + [10] * 73)  # long rows: 270 of 1000 entries
+    order = np.arange(len(lengths))
+    plan = K.window_plan(order, lengths, d=8, itemsize=4, n_workers=2, row_bytes=50 * 32, shared=True)
+    assert plan[0] == 3 and len(plan[2]) - 1 == 1  # 27 % of the work: one chunk beside the short rows
+    plan = K.window_plan(order, lengths, d=8, itemsize=4, n_workers=8, row_bytes=50 * 32, shared=True)
+    assert len(plan[2]) - 1 == 3  # ceil(8 x 0.27) = 3 chunks
+    plan = K.window_plan(order, lengths, d=8, itemsize=4, n_workers=2, row_bytes=50 * 32)
+    assert len(plan[2]) - 1 == 2  # alone, the long rows take every worker
+
+
 def test_lockstep_cg_float32_d128_close_to_reference():
     """The d = 128 float32 path (8-entry sparse sweeps, 4 x 4 dense blocks) against the float64 reference."""
     indptr, indices, conf, pref, X, Y = uneven_problem(7, 23, n=40, d=128, dtype=np.float32)

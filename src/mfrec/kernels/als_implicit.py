@@ -36,6 +36,7 @@ from mfrec.kernels.threads import get_num_threads
 
 __all__ = [
     "implicit_cholesky_rows",
+    "implicit_cg_mixed",
     "implicit_cg_rows",
     "implicit_cg_windowed",
     "window_plan",
@@ -199,21 +200,45 @@ def implicit_cg_windowed(indptr, indices, conf, pref, Y, G0, c0, steps, rows, ch
                                  int(n_workers), _args.out(X, Y.dtype, "X"), _args.out(row_loss, np.float64, "row_loss"))
 
 
+def implicit_cg_mixed(indptr, indices, conf, pref, Y, G0, c0, steps, long_rows, chunk_start, window, short_rows,
+                      n_single, n_workers, X, row_loss):
+    """:func:`implicit_cg_windowed` on ``long_rows`` in the chunks ``chunk_start`` and :func:`implicit_cg_rows` on
+    ``short_rows`` (its ``n_single`` first rows one at a time) as one parallel job.
+
+    The work items, the chunks first and then the short rows' items, come from one atomic counter: a thread that
+    finished a chunk takes short rows, so the long rows need no more chunks than their share of the work
+    (``window_plan(..., shared=True)``), and fewer chunks read each window of ``Y`` fewer times per pass. Each row
+    gets exactly the iterates of the kernel it would have had alone. Either part may be empty (no rows, or
+    ``chunk_start == [0]``).
+    """
+    ip, ix, cf, pr = _common(indptr, indices, conf, pref, Y)
+    _native.implicit_cg_mixed(ip, ix, *cf, pr, Y, _args.inp(G0, Y.dtype), float(c0), int(steps),
+                              _args.inp(long_rows, np.int64), _args.inp(chunk_start, np.int64), int(window),
+                              _args.inp(short_rows, np.int64), int(n_single), int(n_workers),
+                              _args.out(X, Y.dtype, "X"), _args.out(row_loss, np.float64, "row_loss"))
+
+
 def window_plan(order: np.ndarray, lengths_sorted: np.ndarray, d: int, itemsize: int, n_workers: int,
-                row_bytes: int = WINDOW_ROW_BYTES, chunk_bytes: int | None = None):
+                row_bytes: int = WINDOW_ROW_BYTES, chunk_bytes: int | None = None, shared: bool = False):
     """The rows a CG half-step windows (:func:`implicit_cg_windowed`) and their chunks, or None when none is long.
 
     ``order``: rows longest first, ``lengths_sorted`` their lengths. The rows whose gathered factors exceed
-    ``row_bytes`` are dealt to ``max(n_workers, chunks the cache budget needs)`` chunks in snake order (longest
-    rows spread first), so the chunks carry similar numbers of entries; the budget, ``chunk_bytes`` (default
-    :data:`WINDOW_CHUNK_BYTES`), bounds each chunk's four per-row vectors. Returns ``(n_long, rows, chunk_start)``:
-    ``order[:n_long]`` regrouped chunk by chunk and the chunk boundaries.
+    ``row_bytes`` are dealt in snake order (longest rows spread first) to chunks that carry similar numbers of
+    entries: as many as the cache budget needs (``chunk_bytes``, default :data:`WINDOW_CHUNK_BYTES`, bounds each
+    chunk's four per-row vectors) and at least ``n_workers``, or with ``shared`` (the chunks share the threads
+    with the short rows, :func:`implicit_cg_mixed`) at least the long rows' share of the entries times
+    ``n_workers``, rounded up: each chunk reads every window of ``Y`` once per pass, so fewer chunks read less.
+    Returns ``(n_long, rows, chunk_start)``: ``order[:n_long]`` regrouped chunk by chunk and the chunk boundaries.
     """
     n_long = int(np.searchsorted(-lengths_sorted, -(row_bytes // (d * itemsize)), side="left"))
     if n_long == 0:
         return None
     budget = WINDOW_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
-    n_chunks = min(n_long, max(int(n_workers), -(-n_long * 4 * d * itemsize // budget)))
+    least = int(n_workers)
+    if shared:
+        total = int(np.sum(lengths_sorted))
+        least = max(1, -(-int(n_workers) * int(np.sum(lengths_sorted[:n_long])) // max(total, 1)))
+    n_chunks = min(n_long, max(least, -(-n_long * 4 * d * itemsize // budget)))
     lap, pos = np.divmod(np.arange(n_long), n_chunks)
     chunk = np.where(lap % 2 == 0, pos, n_chunks - 1 - pos)
     by_chunk = np.argsort(chunk, kind="stable")
@@ -392,7 +417,8 @@ def half_step(
     ``YtY``: :func:`factor_gram` of ``Y`` if the caller has it (saves one product of ``Y``).
 
     The CG solver takes the rows whose gathered factors exceed ``window_row_bytes`` in chunks over windows of
-    ``window_bytes`` of ``Y`` (:func:`window_plan`, :func:`implicit_cg_windowed`), the rest as above.
+    ``window_bytes`` of ``Y`` (:func:`window_plan`, :func:`implicit_cg_windowed`), the rest as above, both in one
+    parallel job (:func:`implicit_cg_mixed`).
     """
     if order is None:
         order = row_order(indptr)
@@ -422,19 +448,18 @@ def half_step(
     elif solver == "cg":
         G0f = G0.astype(Y.dtype)
         lengths = np.diff(indptr)[order]
-        plan = window_plan(order, lengths, Y.shape[1], Y.dtype.itemsize, get_num_threads(), row_bytes=window_row_bytes)
+        plan = window_plan(order, lengths, Y.shape[1], Y.dtype.itemsize, get_num_threads(), row_bytes=window_row_bytes,
+                           shared=True)
         rest, rest_lengths = order, lengths
+        window = max(1, window_bytes // (Y.shape[1] * Y.dtype.itemsize))
+        long_rows, chunk_start = np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
+        if plan is not None:
+            n_long, long_rows, chunk_start = plan
+            rest, rest_lengths = order[n_long:], lengths[n_long:]
+        n_single = int(np.searchsorted(-rest_lengths, -lockstep_max, side="left"))  # rows longer than that
         with threadpool_limits(limits=1, user_api="blas"):
-            if plan is not None:
-                n_long, long_rows, chunk_start = plan
-                window = max(1, window_bytes // (Y.shape[1] * Y.dtype.itemsize))
-                implicit_cg_windowed(indptr, indices, conf, pref, Y, G0f, c0, int(cg_steps), long_rows, chunk_start,
-                                     window, get_num_threads(), X, row_loss)
-                rest, rest_lengths = order[n_long:], lengths[n_long:]
-            n_single = int(np.searchsorted(-rest_lengths, -lockstep_max, side="left"))  # rows longer than that
-            if len(rest):
-                implicit_cg_rows(indptr, indices, conf, pref, Y, G0f, c0, int(cg_steps), rest, n_single,
-                                 get_num_threads(), X, row_loss)
+            implicit_cg_mixed(indptr, indices, conf, pref, Y, G0f, c0, int(cg_steps), long_rows, chunk_start, window,
+                              rest, n_single, get_num_threads(), X, row_loss)
     else:  # pragma: no cover - validated by the model
         raise ValueError(f"unknown solver {solver!r}")
     if failed.any():

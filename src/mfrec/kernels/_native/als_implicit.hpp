@@ -374,6 +374,173 @@ void implicit_cholesky_rows(const P* indptr, const I* indices, Strided<T> conf, 
   });
 }
 
+// What the CG kernels share: one side's pattern and per-entry arrays, the fixed factors Y (n_fixed rows), G0 in T
+// (full symmetric), c0, the CG steps and the rows X they solve in place (row_loss: n_rows doubles or null).
+template <typename T, typename P, typename I>
+struct CgSide {
+  const P* indptr;
+  const I* indices;
+  Strided<T> conf, pref;
+  const T* Y;
+  int64_t n_fixed;
+  const T* G0;
+  double c0;
+  int steps, d;
+  T* X;
+  double* row_loss;
+};
+
+// Work item g of implicit_cg_rows: single row g for g < n_single, else the group of four rows from
+// n_single + 4 (g - n_single). buf: 16 d values of scratch.
+template <typename T, typename P, typename I>
+void cg_rows_item(const CgSide<T, P, I>& s, const int64_t* rows, int64_t n, int64_t n_single, int64_t g, T* buf) {
+  const int d = s.d;
+  const P* indptr = s.indptr;
+  const T cz = (T)s.c0;
+  T* x = buf;
+  T* r = x + 4 * d;
+  T* p = r + 4 * d;
+  T* Ap = p + 4 * d;
+  T rs[4];
+  bool live[4];
+  int64_t t0;
+  int nq;
+  if (g < n_single) {
+    t0 = g;
+    nq = 1;
+  } else {
+    t0 = n_single + 4 * (g - n_single);
+    nq = (int)std::min<int64_t>(4, n - t0);
+  }
+  for (int q = 0; q < 4; ++q) {
+    if (q >= nq) {  // padding slot: zero vectors, never updated or stored
+      std::fill(x + q * d, x + (q + 1) * d, T(0));
+      std::fill(p + q * d, p + (q + 1) * d, T(0));
+      live[q] = false;
+      continue;
+    }
+    const T* src = s.X + (size_t)rows[t0 + q] * d;
+    std::copy(src, src + d, x + q * d);
+  }
+  // the item's factor rows stay in cache between its passes when they fit in about half a core's L2: then
+  // only the first pass prefetches them
+  int64_t item_entries = 0;
+  for (int q = 0; q < nq; ++q) item_entries += indptr[rows[t0 + q] + 1] - indptr[rows[t0 + q]];
+  const bool in_cache = (size_t)item_entries * d * sizeof(T) <= ((size_t)1 << 20);
+  // dense part of the first residual, r_q = G0 x_q (negated below)
+  if (nq == 1)
+    matvec_rows(s.G0, x, r, d);
+  else
+    matmul_rows4(x, s.G0, r, d);
+  for (int q = 0; q < nq; ++q) {
+    const int64_t u = rows[t0 + q];
+    T* rq = r + q * d;
+    T* pq = p + q * d;
+    for (int j = 0; j < d; ++j) rq[j] = -rq[j];
+    // r = b - A x = sum_i [c p - (c - c0)(y.x)] y_i - G0 x
+    gram_apply(indptr[u], indptr[u + 1], s.indices, s.conf, s.pref, cz, s.Y, x + q * d, rq, d, true);
+    rs[q] = cg_start(rq, pq, d);
+    live[q] = true;
+  }
+  for (int it = 0; it < s.steps; ++it) {
+    int n_live = 0;
+    for (int q = 0; q < nq; ++q) {
+      if (live[q] && !(rs[q] > T(1e-30))) live[q] = false;  // converged (or NaN): no division by ~0
+      n_live += live[q];
+    }
+    if (n_live == 0) break;
+    if (nq == 1)
+      matvec_rows(s.G0, p, Ap, d);
+    else
+      matmul_rows4(p, s.G0, Ap, d);
+    for (int q = 0; q < nq; ++q) {
+      if (!live[q]) continue;
+      const int64_t u = rows[t0 + q];
+      T* pq = p + q * d;
+      T* Apq = Ap + q * d;
+      gram_apply(indptr[u], indptr[u + 1], s.indices, s.conf, s.pref, cz, s.Y, pq, Apq, d, false, !in_cache);
+      live[q] = cg_update(x + q * d, r + q * d, pq, Apq, rs[q], d);
+    }
+  }
+  for (int q = 0; q < nq; ++q) {
+    const int64_t u = rows[t0 + q];
+    std::copy(x + q * d, x + (q + 1) * d, s.X + (size_t)u * d);
+    if (s.row_loss)
+      s.row_loss[u] = observed_row_loss(indptr[u], indptr[u + 1], s.indices, s.conf, s.pref, s.c0, s.Y, x + q * d, d);
+  }
+}
+
+// Work items of implicit_cg_rows: n_single single rows, then the groups of four.
+inline int64_t cg_rows_items(int64_t n, int64_t n_single) { return n_single + (n - n_single + 3) / 4; }
+
+// Chunk mem[0..K) of implicit_cg_windowed: its rows advance in lock-step over windows of `window` fixed rows.
+template <typename T, typename P, typename I>
+void cg_windowed_chunk(const CgSide<T, P, I>& s, const int64_t* mem, int K, int64_t window) {
+  if (K <= 0) return;
+  const int d = s.d;
+  const P* indptr = s.indptr;
+  const I* indices = s.indices;
+  const T cz = (T)s.c0;
+  const int64_t n_fixed = s.n_fixed;
+  LineVector<T> x((size_t)K * d), r((size_t)K * d), p((size_t)K * d), Ap((size_t)K * d), rs(K);
+  std::vector<uint8_t> live(K, 1);
+  std::vector<int64_t> cur(K);
+  std::vector<double> loss(K, 0.0);
+  // one pass: mode 0 acc_k += sparse part of A v_k; 1 acc_k += b_k - that; 2 loss_k += observed loss at v_k
+  auto pass = [&](int mode, const T* v, T* acc, bool only_live) {
+    for (int k = 0; k < K; ++k) cur[k] = indptr[mem[k]];
+    for (int64_t w1 = window;; w1 += window) {
+      const int64_t lim = std::min<int64_t>(w1, n_fixed);
+      for (int k = 0; k < K; ++k) {
+        if (only_live && !live[k]) continue;
+        const int64_t s0 = cur[k], end = indptr[mem[k] + 1];
+        int64_t e = s0;
+        while (e < end && (int64_t)indices[e] < lim) ++e;
+        if (e == s0) continue;
+        cur[k] = e;
+        if (mode == 2)
+          loss[k] += observed_row_loss(s0, e, indices, s.conf, s.pref, s.c0, s.Y, v + (size_t)k * d, d);
+        else
+          gram_apply(s0, e, indices, s.conf, s.pref, cz, s.Y, v + (size_t)k * d, acc + (size_t)k * d, d, mode == 1);
+      }
+      if (lim == n_fixed) break;
+    }
+  };
+  // the dense products of all the chunk's rows, four at a time (a row that stopped gets one it never uses)
+  auto dense = [&](const T* src, T* dst) {
+    int k = 0;
+    for (; k + 4 <= K; k += 4) matmul_rows4(src + (size_t)k * d, s.G0, dst + (size_t)k * d, d);
+    for (; k < K; ++k) matvec_rows(s.G0, src + (size_t)k * d, dst + (size_t)k * d, d);
+  };
+  for (int k = 0; k < K; ++k)
+    std::copy(s.X + (size_t)mem[k] * d, s.X + (size_t)(mem[k] + 1) * d, x.data() + (size_t)k * d);
+  dense(x.data(), r.data());
+  for (size_t q = 0; q < (size_t)K * d; ++q) r[q] = -r[q];
+  pass(1, x.data(), r.data(), false);  // r = b - A x
+  for (int k = 0; k < K; ++k) rs[k] = cg_start(r.data() + (size_t)k * d, p.data() + (size_t)k * d, d);
+  for (int it = 0; it < s.steps; ++it) {
+    int n_live = 0;
+    for (int k = 0; k < K; ++k) {
+      if (live[k] && !(rs[k] > T(1e-30))) live[k] = 0;  // converged (or NaN)
+      n_live += live[k];
+    }
+    if (n_live == 0) break;
+    dense(p.data(), Ap.data());
+    pass(0, p.data(), Ap.data(), true);
+    for (int k = 0; k < K; ++k) {
+      if (live[k])
+        live[k] = cg_update(x.data() + (size_t)k * d, r.data() + (size_t)k * d, p.data() + (size_t)k * d,
+                            Ap.data() + (size_t)k * d, rs[k], d);
+    }
+  }
+  for (int k = 0; k < K; ++k)
+    std::copy(x.data() + (size_t)k * d, x.data() + (size_t)(k + 1) * d, s.X + (size_t)mem[k] * d);
+  if (s.row_loss) {
+    pass(2, x.data(), nullptr, false);
+    for (int k = 0; k < K; ++k) s.row_loss[mem[k]] = loss[k];
+  }
+}
+
 // steps CG iterations on A_u x_u = b_u per row, warm-started from X[u]. rows[0..n_single) are solved one at a
 // time, the rest in groups of four consecutive rows advanced in lock-step (one 4 x d by d x d product reads G0 once
 // per group). Work item g is single row g for g < n_single, else group g - n_single, taken from an atomic counter.
@@ -382,85 +549,13 @@ template <typename T, typename P, typename I>
 void implicit_cg_rows(const P* indptr, const I* indices, Strided<T> conf, Strided<T> pref, const T* Y, const T* G0,
                       double c0, int steps, const int64_t* rows, int64_t n, int64_t n_single, int n_threads, int d,
                       T* X, double* row_loss) {
-  const int64_t n_items = n_single + (n - n_single + 3) / 4;
-  const T cz = (T)c0;
+  const CgSide<T, P, I> s{indptr, indices, conf, pref, Y, 0, G0, c0, steps, d, X, row_loss};
+  const int64_t n_items = cg_rows_items(n, n_single);
   std::atomic<int64_t> next{0};
   parallel_workers(n_items, n_threads, [&](int) {
     LineVector<T> buf((size_t)16 * d);
-    T* x = buf.data();
-    T* r = x + 4 * d;
-    T* p = r + 4 * d;
-    T* Ap = p + 4 * d;
-    T rs[4];
-    bool live[4];
-    for (;;) {
-      const int64_t g = next.fetch_add(1, std::memory_order_relaxed);
-      if (g >= n_items) break;
-      int64_t t0;
-      int nq;
-      if (g < n_single) {
-        t0 = g;
-        nq = 1;
-      } else {
-        t0 = n_single + 4 * (g - n_single);
-        nq = (int)std::min<int64_t>(4, n - t0);
-      }
-      for (int q = 0; q < 4; ++q) {
-        if (q >= nq) {  // padding slot: zero vectors, never updated or stored
-          std::fill(x + q * d, x + (q + 1) * d, T(0));
-          std::fill(p + q * d, p + (q + 1) * d, T(0));
-          live[q] = false;
-          continue;
-        }
-        const T* src = X + (size_t)rows[t0 + q] * d;
-        std::copy(src, src + d, x + q * d);
-      }
-      // the item's factor rows stay in cache between its passes when they fit in about half a core's L2: then
-      // only the first pass prefetches them
-      int64_t item_entries = 0;
-      for (int q = 0; q < nq; ++q) item_entries += indptr[rows[t0 + q] + 1] - indptr[rows[t0 + q]];
-      const bool in_cache = (size_t)item_entries * d * sizeof(T) <= ((size_t)1 << 20);
-      // dense part of the first residual, r_q = G0 x_q (negated below)
-      if (nq == 1)
-        matvec_rows(G0, x, r, d);
-      else
-        matmul_rows4(x, G0, r, d);
-      for (int q = 0; q < nq; ++q) {
-        const int64_t u = rows[t0 + q];
-        T* rq = r + q * d;
-        T* pq = p + q * d;
-        for (int j = 0; j < d; ++j) rq[j] = -rq[j];
-        // r = b - A x = sum_i [c p - (c - c0)(y.x)] y_i - G0 x
-        gram_apply(indptr[u], indptr[u + 1], indices, conf, pref, cz, Y, x + q * d, rq, d, true);
-        rs[q] = cg_start(rq, pq, d);
-        live[q] = true;
-      }
-      for (int it = 0; it < steps; ++it) {
-        int n_live = 0;
-        for (int q = 0; q < nq; ++q) {
-          if (live[q] && !(rs[q] > T(1e-30))) live[q] = false;  // converged (or NaN): no division by ~0
-          n_live += live[q];
-        }
-        if (n_live == 0) break;
-        if (nq == 1)
-          matvec_rows(G0, p, Ap, d);
-        else
-          matmul_rows4(p, G0, Ap, d);
-        for (int q = 0; q < nq; ++q) {
-          if (!live[q]) continue;
-          const int64_t u = rows[t0 + q];
-          T* pq = p + q * d;
-          T* Apq = Ap + q * d;
-          gram_apply(indptr[u], indptr[u + 1], indices, conf, pref, cz, Y, pq, Apq, d, false, !in_cache);
-          live[q] = cg_update(x + q * d, r + q * d, pq, Apq, rs[q], d);
-        }
-      }
-      for (int q = 0; q < nq; ++q) {
-        const int64_t u = rows[t0 + q];
-        std::copy(x + q * d, x + (q + 1) * d, X + (size_t)u * d);
-        if (row_loss) row_loss[u] = observed_row_loss(indptr[u], indptr[u + 1], indices, conf, pref, c0, Y, x + q * d, d);
-      }
-    }
+    for (int64_t g; (g = next.fetch_add(1, std::memory_order_relaxed)) < n_items;)
+      cg_rows_item(s, rows, n, n_single, g, buf.data());
   });
 }
 
@@ -477,73 +572,34 @@ void implicit_cg_windowed(const P* indptr, const I* indices, Strided<T> conf, St
                           int64_t n_fixed, const T* G0, double c0, int steps, const int64_t* rows,
                           const int64_t* chunk_start, int64_t n_chunks, int64_t window, int n_threads, int d, T* X,
                           double* row_loss) {
-  const T cz = (T)c0;
+  const CgSide<T, P, I> s{indptr, indices, conf, pref, Y, n_fixed, G0, c0, steps, d, X, row_loss};
   window = std::max<int64_t>(1, window);
   std::atomic<int64_t> next{0};
   parallel_workers(n_chunks, n_threads, [&](int) {
-    for (;;) {
-      const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
-      if (c >= n_chunks) break;
-      const int64_t* mem = rows + chunk_start[c];
-      const int K = (int)(chunk_start[c + 1] - chunk_start[c]);
-      if (K <= 0) continue;
-      LineVector<T> x((size_t)K * d), r((size_t)K * d), p((size_t)K * d), Ap((size_t)K * d), rs(K);
-      std::vector<uint8_t> live(K, 1);
-      std::vector<int64_t> cur(K);
-      std::vector<double> loss(K, 0.0);
-      // one pass: mode 0 acc_k += sparse part of A v_k; 1 acc_k += b_k - that; 2 loss_k += observed loss at v_k
-      auto pass = [&](int mode, const T* v, T* acc, bool only_live) {
-        for (int k = 0; k < K; ++k) cur[k] = indptr[mem[k]];
-        for (int64_t w1 = window;; w1 += window) {
-          const int64_t lim = std::min<int64_t>(w1, n_fixed);
-          for (int k = 0; k < K; ++k) {
-            if (only_live && !live[k]) continue;
-            const int64_t s0 = cur[k], end = indptr[mem[k] + 1];
-            int64_t e = s0;
-            while (e < end && (int64_t)indices[e] < lim) ++e;
-            if (e == s0) continue;
-            cur[k] = e;
-            if (mode == 2)
-              loss[k] += observed_row_loss(s0, e, indices, conf, pref, c0, Y, v + (size_t)k * d, d);
-            else
-              gram_apply(s0, e, indices, conf, pref, cz, Y, v + (size_t)k * d, acc + (size_t)k * d, d, mode == 1);
-          }
-          if (lim == n_fixed) break;
-        }
-      };
-      // the dense products of all the chunk's rows, four at a time (a row that stopped gets one it never uses)
-      auto dense = [&](const T* src, T* dst) {
-        int k = 0;
-        for (; k + 4 <= K; k += 4) matmul_rows4(src + (size_t)k * d, G0, dst + (size_t)k * d, d);
-        for (; k < K; ++k) matvec_rows(G0, src + (size_t)k * d, dst + (size_t)k * d, d);
-      };
-      for (int k = 0; k < K; ++k)
-        std::copy(X + (size_t)mem[k] * d, X + (size_t)(mem[k] + 1) * d, x.data() + (size_t)k * d);
-      dense(x.data(), r.data());
-      for (size_t q = 0; q < (size_t)K * d; ++q) r[q] = -r[q];
-      pass(1, x.data(), r.data(), false);  // r = b - A x
-      for (int k = 0; k < K; ++k) rs[k] = cg_start(r.data() + (size_t)k * d, p.data() + (size_t)k * d, d);
-      for (int it = 0; it < steps; ++it) {
-        int n_live = 0;
-        for (int k = 0; k < K; ++k) {
-          if (live[k] && !(rs[k] > T(1e-30))) live[k] = 0;  // converged (or NaN)
-          n_live += live[k];
-        }
-        if (n_live == 0) break;
-        dense(p.data(), Ap.data());
-        pass(0, p.data(), Ap.data(), true);
-        for (int k = 0; k < K; ++k) {
-          if (live[k])
-            live[k] = cg_update(x.data() + (size_t)k * d, r.data() + (size_t)k * d, p.data() + (size_t)k * d,
-                                Ap.data() + (size_t)k * d, rs[k], d);
-        }
-      }
-      for (int k = 0; k < K; ++k)
-        std::copy(x.data() + (size_t)k * d, x.data() + (size_t)(k + 1) * d, X + (size_t)mem[k] * d);
-      if (row_loss) {
-        pass(2, x.data(), nullptr, false);
-        for (int k = 0; k < K; ++k) row_loss[mem[k]] = loss[k];
-      }
+    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;)
+      cg_windowed_chunk(s, rows + chunk_start[c], (int)(chunk_start[c + 1] - chunk_start[c]), window);
+  });
+}
+
+// Both in one job: the windowed chunks (work items 0 .. n_chunks) first, then implicit_cg_rows' items over
+// short[0..n_short), from one atomic counter: a thread that finished its chunk takes short rows, so a half-step
+// needs no more chunks than its long rows' share of the work (one chunk reads each window of Y once per pass).
+template <typename T, typename P, typename I>
+void implicit_cg_mixed(const P* indptr, const I* indices, Strided<T> conf, Strided<T> pref, const T* Y,
+                       int64_t n_fixed, const T* G0, double c0, int steps, const int64_t* long_rows,
+                       const int64_t* chunk_start, int64_t n_chunks, int64_t window, const int64_t* short_rows,
+                       int64_t n_short, int64_t n_single, int n_threads, int d, T* X, double* row_loss) {
+  const CgSide<T, P, I> s{indptr, indices, conf, pref, Y, n_fixed, G0, c0, steps, d, X, row_loss};
+  window = std::max<int64_t>(1, window);
+  const int64_t n_items = n_chunks + (n_short ? cg_rows_items(n_short, n_single) : 0);
+  std::atomic<int64_t> next{0};
+  parallel_workers(n_items, n_threads, [&](int) {
+    LineVector<T> buf((size_t)16 * d);
+    for (int64_t g; (g = next.fetch_add(1, std::memory_order_relaxed)) < n_items;) {
+      if (g < n_chunks)
+        cg_windowed_chunk(s, long_rows + chunk_start[g], (int)(chunk_start[g + 1] - chunk_start[g]), window);
+      else
+        cg_rows_item(s, short_rows, n_short, n_single, g - n_chunks, buf.data());
     }
   });
 }

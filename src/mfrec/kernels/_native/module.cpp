@@ -68,6 +68,20 @@ void b_cg_windowed(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T
                                       X.data(), rl);
 }
 
+template <typename T, typename P>
+void b_cg_mixed(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, double conf_a, double conf_b,
+                Vec1<const T> pref, Arr<const T> Y, Arr<const T> G0, double c0, int steps, Arr<const int64_t> long_rows,
+                Arr<const int64_t> chunk_start, int64_t window, Arr<const int64_t> short_rows, int64_t n_single,
+                int n_workers, Arr<T> X, Arr<double> row_loss) {
+  const int d = (int)Y.shape(1);
+  double* rl = row_loss.size() ? row_loss.data() : nullptr;
+  nb::gil_scoped_release release;
+  implicit_cg_mixed<T, P, int32_t>(indptr.data(), indices.data(), strided(conf, conf_a, conf_b), strided(pref),
+                                   Y.data(), (int64_t)Y.shape(0), G0.data(), c0, steps, long_rows.data(),
+                                   chunk_start.data(), (int64_t)chunk_start.size() - 1, window, short_rows.data(),
+                                   (int64_t)short_rows.size(), n_single, n_workers, d, X.data(), rl);
+}
+
 template <typename P>
 void b_transpose_pattern(Arr<const P> indptr, Arr<const int32_t> indices, int64_t n_cols, Arr<int64_t> out_indptr,
                          Arr<int32_t> out_indices) {
@@ -328,6 +342,7 @@ NB_MODULE(_native, m) {
   BIND_TP("implicit_cholesky_rows", b_cholesky_rows);
   BIND_TP("implicit_cg_rows", b_cg_rows);
   BIND_TP("implicit_cg_windowed", b_cg_windowed);
+  BIND_TP("implicit_cg_mixed", b_cg_mixed);
   BIND_TP("implicit_observed_loss", b_observed_loss);
   BIND_TP("implicit_observed_grad", b_observed_grad);
   BIND_TP("implicit_observed_curvature", b_observed_curvature);
