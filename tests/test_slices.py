@@ -97,15 +97,15 @@ def test_a_column_longer_than_a_slice_makes_fewer_longer_slices():
 
 def test_slices_out_of_order_are_refused_before_anything_is_written():
     a = _csr(0, 30, 10, 0.4)
-    cursor = np.array(a.indptr[:-1], dtype=np.int64)
+    taken = np.zeros(a.shape[0], dtype=np.int32)
     for lo, hi in ((0, 5), (5, 10)):
-        transpose_columns(a.indptr, a.indices, lo, hi, cursor, int(np.sum((a.indices >= lo) & (a.indices < hi))))
-    np.testing.assert_array_equal(cursor, a.indptr[1:])
-    with pytest.raises(ValueError, match="do not hold"):  # columns 0:5 are behind the cursors now
-        transpose_columns(a.indptr, a.indices, 0, 5, cursor, int(np.sum(a.indices < 5)))
-    np.testing.assert_array_equal(cursor, a.indptr[1:])
-    fresh = np.array(a.indptr[:-1], dtype=np.int64)
-    with pytest.raises(ValueError, match="do not hold"):  # columns 5:10 from cursors still at 0: 0..4 met first
+        transpose_columns(a.indptr, a.indices, lo, hi, taken, int(np.sum((a.indices >= lo) & (a.indices < hi))))
+    np.testing.assert_array_equal(taken, np.diff(a.indptr))
+    with pytest.raises(ValueError, match="do not hold"):  # columns 0:5 are behind every row's taken entries now
+        transpose_columns(a.indptr, a.indices, 0, 5, taken, int(np.sum(a.indices < 5)))
+    np.testing.assert_array_equal(taken, np.diff(a.indptr))
+    fresh = np.zeros(a.shape[0], dtype=np.int32)
+    with pytest.raises(ValueError, match="do not hold"):  # columns 5:10 with nothing taken: 0..4 met first
         transpose_columns(a.indptr, a.indices, 5, 10, fresh, int(np.sum(a.indices >= 5)))
 
 
@@ -114,7 +114,7 @@ def test_entries_that_disagree_with_given_counts_never_write_outside(n_parts):
     a = _csr(2, 50, 12, 0.4)
     slicer = ColumnSlices(a.indptr, a.indices, 12, 3, n_parts=n_parts)
     lo, hi = int(slicer.bounds[1]), int(slicer.bounds[2])
-    fresh = np.array(a.indptr[:-1], dtype=np.int64)  # not moved past the first slice: its columns come first
+    fresh = np.zeros(a.shape[0], dtype=np.int32)  # not moved past the first slice: its columns come first
     with pytest.raises(ValueError, match="do not hold"):
         transpose_columns(a.indptr, a.indices, lo, hi, fresh, slicer.entries(1), [a.data], n_parts=n_parts,
                           part_counts=slicer.part_counts)
@@ -128,11 +128,11 @@ def test_entries_that_disagree_with_given_counts_never_write_outside(n_parts):
 
 def test_bad_arguments_get_clear_errors():
     a = _csr(1, 20, 8, 0.5)
-    cursor = np.array(a.indptr[:-1], dtype=np.int64)
+    taken = np.zeros(a.shape[0], dtype=np.int32)
     with pytest.raises(TypeError, match="one dtype"):
-        transpose_columns(a.indptr, a.indices, 0, 8, cursor, a.nnz, [a.data, a.data.astype(np.float64)])
-    with pytest.raises(ValueError, match="one position per row"):
-        transpose_columns(a.indptr, a.indices, 0, 8, cursor[:-1], a.nnz)
+        transpose_columns(a.indptr, a.indices, 0, 8, taken, a.nnz, [a.data, a.data.astype(np.float64)])
+    with pytest.raises(ValueError, match="one count per row"):
+        transpose_columns(a.indptr, a.indices, 0, 8, taken[:-1], a.nnz)
     with pytest.raises(ValueError, match=r"lie in \[0, 4\)"):
         ColumnSlices(a.indptr, a.indices, 4, 2)
 
@@ -228,4 +228,4 @@ def test_a_sliced_fit_never_holds_the_whole_transposed_side(sliced):
         tracemalloc.stop()
     factors = (a.shape[0] + a.shape[1]) * 8 * 4
     assert peaks[0] - factors > transposed  # the whole side: its transposed copy at least
-    assert peaks[1] - factors < transposed / 3, (peaks, factors, transposed)  # seven slices and a cursor
+    assert peaks[1] - factors < transposed / 3, (peaks, factors, transposed)  # a seventh and a count per row

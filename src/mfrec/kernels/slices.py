@@ -5,7 +5,7 @@ item: the transpose of the user-major CSR the fit is given. A whole transposed c
 the pattern (and 4 or 8 more per per-entry array: ratings, confidences, preferences) for the whole fit: 0.27x of
 data + factors on the implicit benchmark at d = 64, 0.5x for ExplicitALS's ratings. :class:`ColumnSlices` holds
 only the slice being solved: columns ``[a, b)`` holding about a fraction of the entries, transposed by
-:func:`transpose_columns`, which walks each row from a cursor that the slices advance in order.
+:func:`transpose_columns`, which walks each row from where the previous slice left it.
 
 Each entry is visited once per pass over all slices, plus one look per row per slice (the column counts per row
 range are taken once): about the work of a whole transpose, repeated each iteration instead of once per fit.
@@ -57,7 +57,7 @@ def slice_bounds(col_counts: np.ndarray, n_slices: int, max_cols: int | None = N
     return bounds.astype(np.int64)
 
 
-def transpose_columns(indptr, indices, a: int, b: int, cursor: np.ndarray, nnz: int,
+def transpose_columns(indptr, indices, a: int, b: int, taken: np.ndarray, nnz: int,
                       values: Sequence[np.ndarray] = (), n_parts: int | None = None,
                       part_counts: np.ndarray | None = None, buffers: SliceBuffers | None = None
                       ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -65,11 +65,11 @@ def transpose_columns(indptr, indices, a: int, b: int, cursor: np.ndarray, nnz: 
 
     ``indptr_T``: int64 (b - a + 1,) from 0; ``indices_T``: int32 (nnz,), the row numbers of each column,
     increasing; ``values_T``: each array of ``values`` (at most two, one dtype: float32 or float64, one value per
-    stored entry) in the same order. ``cursor`` (int64 (m,), written): row ``u``'s first entry at a column >=
-    ``a``, which the call moves past the columns below ``b``; start it at ``indptr[:-1]`` and take the slices in
-    increasing column order. ``nnz``: the slice's entries (from the column counts); entries that disagree (cursors
+    stored entry) in the same order. ``taken`` (int32 (m,), written): how many entries of row ``u`` lie at
+    columns below ``a``, which the call moves to those below ``b``; start it at zeros and take the slices in
+    increasing column order. ``nnz``: the slice's entries (from the column counts); entries that disagree (``taken``
     elsewhere, columns not increasing in a row) are a ``ValueError``: before anything is written when the slice
-    is counted here, with the cursors spoilt when ``part_counts`` stood in for the count (no write ever lands
+    is counted here, with ``taken`` spoilt when ``part_counts`` stood in for the count (no write ever lands
     outside the new arrays). ``n_parts`` row ranges are counted and filled in parallel (default:
     the kernel threads); the result does not depend on it. ``part_counts`` (int32 (n_parts, n_cols), rows cut as
     ``m t / n_parts``): each column's entries per part, taken once (:class:`ColumnSlices`) instead of counted.
@@ -85,9 +85,9 @@ def transpose_columns(indptr, indices, a: int, b: int, cursor: np.ndarray, nnz: 
     dt = np.asarray(values[0]).dtype if values else np.dtype(np.float32)
     vals = [_args.inp(v, dt) for v in values]
     m = len(indptr) - 1
-    cursor = _args.out(cursor, np.int64, "cursor")
-    if cursor.shape != (m,):
-        raise ValueError(f"cursor must hold one position per row ({m}), got {cursor.shape}")
+    taken = _args.out(taken, np.int32, "taken")
+    if taken.shape != (m,):
+        raise ValueError(f"taken must hold one count per row ({m}), got {taken.shape}")
     if nnz < 0:
         raise ValueError(f"a slice holds no fewer than 0 entries, got {nnz}")
     n_parts = max(1, min(int(n_parts or get_num_threads()), max(m, 1)))
@@ -106,13 +106,13 @@ def transpose_columns(indptr, indices, a: int, b: int, cursor: np.ndarray, nnz: 
     out_indptr, out_indices = buffers.indptr[:w + 1], buffers.indices[:nnz]
     outs = [v[:nnz] for v in buffers.values[:len(vals)]]
     none = np.zeros(0, dtype=dt)
-    ok = _native.transpose_columns(indptr, indices, int(a), int(b), cursor, vals[0] if vals else none,
+    ok = _native.transpose_columns(indptr, indices, int(a), int(b), taken, vals[0] if vals else none,
                                    vals[1] if len(vals) > 1 else none, out_indptr, out_indices,
                                    outs[0] if outs else none, outs[1] if len(outs) > 1 else none, counts, part_counts,
                                    part_counts.shape[-1] if part_counts.ndim == 2 else 0, n_parts)
     if not ok:  # (found before any write when the slice is counted here, else the outputs are dropped)
-        raise ValueError(f"columns {a}:{b} do not hold {nnz} entries from the given cursors (unsorted column "
-                         "indices, or slices not taken in increasing order?)")
+        raise ValueError(f"columns {a}:{b} do not hold {nnz} entries past those taken (unsorted column indices, "
+                         "or slices not taken in increasing order?)")
     return out_indptr, out_indices, outs
 
 
@@ -140,8 +140,8 @@ class ColumnSlices:
     entries, one held at a time.
 
     ``passes(values)`` yields ``(a, b, indptr_T, indices_T, values_T)`` for every slice in column order (see
-    :func:`transpose_columns`), in buffers that the slices share; each pass over the slices starts its cursors
-    (int64 per row) afresh. Taken once, here: each column's entries in each of ``n_parts`` row ranges (int32 (n_parts, n): the
+    :func:`transpose_columns`), in buffers that the slices share; each pass over the slices starts its count of
+    the entries taken per row (int32) afresh. Taken once, here: each column's entries in each of ``n_parts`` row ranges (int32 (n_parts, n): the
     count pass a slice would otherwise make), which also size the slices. A slice spans at most ``max(1024, nnz /
     n_slices / 8)`` columns, so its per-column scratch stays small beside its entries.
 
@@ -158,18 +158,18 @@ class ColumnSlices:
             raise ValueError(f"column indices must lie in [0, {int(n_cols)})")
         _native.count_columns(self.indptr, self.indices, self.part_counts)
         counts = self.part_counts.sum(axis=0, dtype=np.int64)
-        self.starts = np.concatenate([[0], np.cumsum(counts)])
         max_cols = max(1024, len(self.indices) // max(1, int(n_slices)) // 8)
         self.bounds = slice_bounds(counts, n_slices, max_cols)
+        self.sizes = np.add.reduceat(counts, self.bounds[:-1]) if len(counts) else np.zeros(1, dtype=np.int64)
         self._buffers: SliceBuffers | None = None
-        self._cursor: np.ndarray | None = None
+        self._taken: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.bounds) - 1
 
     def entries(self, k: int) -> int:
         """Entries in slice ``k``."""
-        return int(self.starts[self.bounds[k + 1]] - self.starts[self.bounds[k]])
+        return int(self.sizes[k])
 
     def passes(self, values: Sequence[np.ndarray] = ()
                ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, list[np.ndarray]]]:
@@ -181,11 +181,11 @@ class ColumnSlices:
         if self._buffers is None or not self._buffers.fits(*need):
             self._buffers = None  # (freed before the new room is taken)
             self._buffers = SliceBuffers(*need)
-        if self._cursor is None:
-            self._cursor = np.empty(len(self.indptr) - 1, dtype=np.int64)
-        np.copyto(self._cursor, self.indptr[:-1], casting="unsafe")
+        if self._taken is None:
+            self._taken = np.empty(len(self.indptr) - 1, dtype=np.int32)
+        self._taken[:] = 0
         for k in range(len(self)):
             a, b = int(self.bounds[k]), int(self.bounds[k + 1])
-            yield (a, b, *transpose_columns(self.indptr, self.indices, a, b, self._cursor, sizes[k], values,
+            yield (a, b, *transpose_columns(self.indptr, self.indices, a, b, self._taken, sizes[k], values,
                                             n_parts=self.n_parts, part_counts=self.part_counts,
                                             buffers=self._buffers))

@@ -51,11 +51,12 @@ FINITE_PIECE = 1 << 18  # values per isfinite pass of all_finite: a 256 KiB mask
 #: The item side of a local fit on more than SLICE_ABOVE entries is solved in slices of columns (see
 #: :meth:`ALSPlan.slices`): as many as keep one slice's transposed arrays within SLICE_SHARE of (data + factors),
 #: 2 to MAX_SLICES, none under MIN_SLICE entries. Below SLICE_ABOVE the whole transposed side (8 MB of pattern at
-#: most) is built once per fit. Each slice is transposed again every iteration, and long items in different
-#: slices share fewer passes over the fixed factors, so more slices cost time: on the implicit benchmark (200k x
-#: 50k, 9.4M entries, CG) 8 slices cost 10-30 % per iteration, the 3-5 this share gives 5-10 %.
+#: most) is built once per fit. Each slice is transposed again every iteration (0.055 s on the implicit
+#: benchmark, 200k x 50k with 9.4M entries) and long items in different slices share fewer passes over the fixed
+#: factors, so more slices cost time: there, CG at d = 64 in 5 slices took 10-15 % longer per iteration than
+#: whole, at d = 128 in 4 about the same, with values in 6 about 20 % longer (docs/benchmarks.md).
 SLICE_ABOVE = 1 << 21
-SLICE_SHARE = 0.06
+SLICE_SHARE = 0.05
 MAX_SLICES = 6
 MIN_SLICE = 1 << 18
 

@@ -99,7 +99,7 @@ void b_count_columns(Arr<const P> indptr, Arr<const int32_t> indices, Arr<int32_
 }
 
 template <typename P, typename V>
-bool b_transpose_columns(Arr<const P> indptr, Arr<const int32_t> indices, int64_t a, int64_t b, Arr<int64_t> cursor,
+bool b_transpose_columns(Arr<const P> indptr, Arr<const int32_t> indices, int64_t a, int64_t b, Arr<int32_t> taken,
                          Arr<const V> v1, Arr<const V> v2, Arr<int64_t> out_indptr, Arr<int32_t> out_indices,
                          Arr<V> o1, Arr<V> o2, Arr<int64_t> counts, Arr<const int32_t> part_counts,
                          int64_t n_cols, int n_parts) {
@@ -108,7 +108,7 @@ bool b_transpose_columns(Arr<const P> indptr, Arr<const int32_t> indices, int64_
   const int n_workers = threads();
   nb::gil_scoped_release release;
   return transpose_columns<P, int32_t, V>(indptr.data(), indices.data(), (int64_t)indptr.size() - 1, a, b,
-                                          cursor.data(), in1, in2, out_indptr.data(), out_indices.data(), o1.data(),
+                                          taken.data(), in1, in2, out_indptr.data(), out_indices.data(), o1.data(),
                                           o2.data(), (int64_t)out_indices.size(), counts.data(),
                                           part_counts.size() ? part_counts.data() : nullptr, n_cols, n_parts,
                                           n_workers);

@@ -42,16 +42,16 @@ void count_columns(const P* indptr, const I* indices, int64_t m, int64_t n_cols,
 
 // Columns [a, b) of an m-row CSR, transposed: out_indptr (b - a + 1, from 0), out_indices (row numbers,
 // increasing within each column) and the per-entry arrays v1, v2 (either may be null) gathered into o1, o2 in
-// the same order. cursor[u] (m entries) is row u's first entry at a column >= a on entry (rows' columns
-// increasing) and its first at a column >= b on return, so slices taken in increasing column order visit each
-// entry once, plus one look per row per slice. The rows are cut into n_parts ranges (a count pass and a fill
+// the same order. taken[u] (m entries) counts row u's entries at columns < a on entry (rows' columns increasing)
+// and those at columns < b on return, so slices taken in increasing column order visit each entry once, plus one
+// look per row per slice. The rows are cut into n_parts ranges (a count pass and a fill
 // pass each, taken from an atomic counter by up to n_workers threads); counts: 2 n_parts (b - a) scratch values.
 // part_counts (null, or n_parts x n_cols: the entries of each column in each part's rows, taken once per fit)
 // saves the count pass. The outputs hold `capacity` entries. Returns false when the entries met are not those
-// counted (cursors not where they should be, columns not increasing in a row): before anything is written when
-// the count pass finds it, else with the outputs and cursors spoilt; no write ever leaves the outputs.
+// counted (taken not where it should be, columns not increasing in a row): before anything is written when the
+// count pass finds it, else with the outputs and taken spoilt; no write ever leaves the outputs.
 template <typename P, typename I, typename V>
-bool transpose_columns(const P* indptr, const I* indices, int64_t m, int64_t a, int64_t b, int64_t* cursor,
+bool transpose_columns(const P* indptr, const I* indices, int64_t m, int64_t a, int64_t b, int32_t* taken,
                        const V* v1, const V* v2, int64_t* out_indptr, int32_t* out_indices, V* o1, V* o2,
                        int64_t capacity, int64_t* counts, const int32_t* part_counts, int64_t n_cols, int n_parts,
                        int n_workers) {
@@ -75,7 +75,7 @@ bool transpose_columns(const P* indptr, const I* indices, int64_t m, int64_t a, 
         rows(t, lo, hi);
         for (int64_t u = lo; u < hi; ++u) {
           const int64_t end = (int64_t)indptr[u + 1];
-          for (int64_t e = cursor[u]; e < end && (int64_t)indices[e] < b; ++e) {
+          for (int64_t e = (int64_t)indptr[u] + taken[u]; e < end && (int64_t)indices[e] < b; ++e) {
             const int64_t c = (int64_t)indices[e] - a;
             if (c < 0) {
               bad = true;
@@ -102,7 +102,7 @@ bool transpose_columns(const P* indptr, const I* indices, int64_t m, int64_t a, 
   }
   if (pos != capacity) return false;
   next = 0;
-  parallel_workers(n_parts, n_workers, [&](int) {  // pass 2: scatter, advancing the cursors
+  parallel_workers(n_parts, n_workers, [&](int) {  // pass 2: scatter, advancing taken
     for (int t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n_parts;) {
       int64_t* at = counts + (size_t)t * w;
       const int64_t* lim = ends + (size_t)t * w;
@@ -110,7 +110,7 @@ bool transpose_columns(const P* indptr, const I* indices, int64_t m, int64_t a, 
       rows(t, lo, hi);
       for (int64_t u = lo; u < hi && !bad.load(std::memory_order_relaxed); ++u) {
         const int64_t end = (int64_t)indptr[u + 1];
-        int64_t e = cursor[u];
+        int64_t e = (int64_t)indptr[u] + taken[u];
         for (; e < end && (int64_t)indices[e] < b; ++e) {
           const int64_t c = (int64_t)indices[e] - a;
           if (c < 0 || at[c] >= lim[c]) {  // not an entry this part counted
@@ -122,7 +122,7 @@ bool transpose_columns(const P* indptr, const I* indices, int64_t m, int64_t a, 
           if (v1) o1[q] = v1[e];
           if (v2) o2[q] = v2[e];
         }
-        cursor[u] = e;
+        taken[u] = (int32_t)(e - (int64_t)indptr[u]);
       }
       for (int64_t c = 0; c < w; ++c)  // fewer entries than counted
         if (at[c] != lim[c]) bad = true;
