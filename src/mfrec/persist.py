@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from mfrec import _aligned
 from mfrec._version import __version__
 from mfrec.data.interactions import Interactions
 from mfrec.exceptions import ModelFileError
@@ -578,6 +579,13 @@ def decode_npy(raw: bytes, name: str, shape: tuple[int, ...], dtype: np.dtype, d
         hdr_shape, _fortran, hdr_dtype = reader(buf, max_header_size=10000)
         if tuple(hdr_shape) != shape or hdr_dtype != dtype:
             raise ModelFileError(f"{source}: array {name!r} header disagrees with the manifest")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if not _fortran and dtype.kind in _ALLOWED_KINDS and nbytes and len(raw) - buf.tell() == nbytes:
+            # straight into an array that starts a cache line: the kernels gather a loaded model's factor rows
+            # as fast as a fitted one's (numpy's copy starts 16 bytes past a line: partial fits 15-30 % slower)
+            arr = _aligned.empty(shape, dtype)
+            arr.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8, count=nbytes, offset=buf.tell())
+            return arr
         arr = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
     except ModelFileError:
         raise
