@@ -11,7 +11,18 @@ from hypothesis import strategies as st
 from conftest import ml100k_fold
 from mfrec import Interactions
 from mfrec.exceptions import InvalidParameterError, NotFittedError
-from mfrec.kernels.sgd import sgd_epoch, svdpp_epoch
+from mfrec.kernels.sgd import (
+    ROW_STEP,
+    row_table,
+    sgd_epoch,
+    sgd_epoch_shuffled,
+    shuffle_keys,
+    shuffled_order,
+    svdpp_effective,
+    svdpp_epoch,
+    svdpp_epoch_shuffled,
+    svdpp_order,
+)
 from mfrec.models.explicit import SGDFactorization
 
 
@@ -219,8 +230,8 @@ def test_learning_rate_decay_scales_each_epoch():
     bu, bi = np.zeros(data.n_users, np.float32), np.zeros(data.n_items, np.float32)
     mu = float(np.mean(ratings, dtype=np.float64))
     for t in range(4):
-        sgd_epoch(users.astype(np.int32), items, ratings, gen.permutation(len(ratings)), X, bu, Y, bi, mu,
-                  0.02 * 0.5**t, 0.1, 0.1, True)
+        order = shuffled_order(len(ratings), shuffle_keys(gen))
+        sgd_epoch(users.astype(np.int32), items, ratings, order, X, bu, Y, bi, mu, 0.02 * 0.5**t, 0.1, 0.1, True)
     np.testing.assert_array_equal(model.user_factors_, X)
     np.testing.assert_array_equal(model.item_bias_, bi)
     # a constant step (decay 1, the default) is a different run
@@ -404,49 +415,7 @@ def test_svdpp_model_effective_factors_history_and_persistence(tmp_path):
     assert len(loaded.recommend(0, k=3)) == 3
 
 
-# ------------------------------------------------------------------ visiting orders without int64 temporaries
-@given(n=st.integers(0, 3000), seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.int32, np.int64]))
-@settings(max_examples=40, deadline=None)
-def test_permutation_into_is_numpy_permutation_with_the_same_generator_state(n, seed, dtype):
-    from mfrec._random import permutation_into
-
-    g1, g2 = np.random.default_rng(seed), np.random.default_rng(seed)
-    out = permutation_into(g1, np.empty(n, dtype=dtype))
-    np.testing.assert_array_equal(out, g2.permutation(n))
-    assert out.dtype == dtype and g1.random() == g2.random()
-
-
-@given(counts=st.lists(st.integers(0, 12), min_size=1, max_size=40), seed=st.integers(0, 2**32 - 1),
-       dtype=st.sampled_from([np.int32, np.int64]))
-@settings(max_examples=60, deadline=None)
-def test_group_by_row_is_the_stable_argsort_by_row(counts, seed, dtype):
-    from mfrec.kernels.sgd import group_by_row
-
-    counts = np.array(counts)
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    row_of = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-    perm = np.random.default_rng(seed).permutation(int(indptr[-1])).astype(dtype)
-    got = group_by_row(perm, row_of, indptr)
-    np.testing.assert_array_equal(got, perm[np.argsort(row_of[perm], kind="stable")])
-    assert got.dtype == dtype
-    for u in range(len(counts)):  # each row's range holds a permutation of that range
-        assert sorted(got[indptr[u]:indptr[u + 1]]) == list(range(indptr[u], indptr[u + 1]))
-
-
-def test_group_by_row_refuses_what_is_not_a_permutation_of_the_rows_entries():
-    from mfrec.kernels.sgd import group_by_row
-
-    indptr = np.array([0, 2, 3], dtype=np.int64)
-    row_of = np.array([0, 0, 1], dtype=np.int32)
-    for perm in ([0, 1, 5], [0, 1, -1], [2, 2, 2]):
-        with pytest.raises(ValueError, match="permutation"):
-            group_by_row(np.array(perm, dtype=np.int32), row_of, indptr)
-    with pytest.raises(ValueError, match="agree"):
-        group_by_row(np.array([0, 1], dtype=np.int32), row_of, indptr)
-    with pytest.raises(ValueError, match="permutation"):  # a row outside the pointer
-        group_by_row(np.array([0, 1, 2], dtype=np.int32), np.array([0, 0, 7], dtype=np.int32), indptr)
-
-
+# ------------------------------------------------------------------ visiting orders
 def test_epochs_give_the_same_result_with_int32_and_int64_orders():
     import scipy.sparse as sp
 
@@ -478,3 +447,141 @@ def test_epochs_give_the_same_result_with_int32_and_int64_orders():
     assert runs[0][0] == runs[1][0]
     for a, b in zip(runs[0][1], runs[1][1]):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------ epochs without per-rating arrays
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 5000), keys=st.lists(st.integers(0, 2**32 - 1), min_size=4, max_size=4))
+def test_shuffled_order_is_a_permutation(n, keys):
+    order = shuffled_order(n, keys)
+    np.testing.assert_array_equal(np.sort(order), np.arange(n))
+    np.testing.assert_array_equal(shuffled_order(n, keys), order)  # a function of the keys alone
+
+
+def test_shuffled_orders_look_random():
+    """Different keys, different orders; no position keeps its place more often than chance (about 1 in n)."""
+    n = 10_000
+    orders = [shuffled_order(n, shuffle_keys(np.random.default_rng(s))) for s in range(8)]
+    for a, b in zip(orders[:-1], orders[1:]):
+        assert np.mean(a == b) < 0.01
+    fixed = np.mean([np.mean(o == np.arange(n)) for o in orders])
+    assert fixed < 0.01
+    # consecutive positions are not consecutive entries (a shuffle, not a rotation)
+    assert np.mean(np.abs(np.diff(orders[0])) == 1) < 0.01
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shuffled_epoch_equals_the_epoch_with_its_order_written_out(dtype, seed):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, 40, size=57)  # empty rows, rows shorter and longer than ROW_STEP
+    lengths[0] = lengths[-1] = 0
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    nnz, n_items, d = int(indptr[-1]), 23, 5
+    items = rng.integers(0, n_items, size=nnz).astype(np.int32)
+    ratings = rng.integers(1, 6, size=nnz).astype(np.float32)
+    users = np.repeat(np.arange(len(lengths)), lengths).astype(np.int32)
+    row_at = row_table(indptr)
+    assert len(row_at) == -(-nnz // ROW_STEP)
+    np.testing.assert_array_equal(row_at, users[::ROW_STEP])
+    keys = shuffle_keys(rng)
+    state = [rng.normal(0, 0.1, (len(lengths), d)).astype(dtype), np.zeros(len(lengths), dtype),
+             rng.normal(0, 0.1, (n_items, d)).astype(dtype), np.zeros(n_items, dtype)]
+    a, b = [x.copy() for x in state], [x.copy() for x in state]
+    su, si = rng.random(len(lengths)), rng.random(n_items)
+    sse_a = sgd_epoch_shuffled(indptr, row_at, items, ratings, keys, *a, 3.0, 0.05, 0.02, 0.01, True, su, si)
+    sse_b = sgd_epoch(users, items, ratings, shuffled_order(nnz, keys), *b, 3.0, 0.05, 0.02, 0.01, True, su, si)
+    if dtype == np.float32:  # (in float64 the compiler may sum the dot products of the two loops in other orders)
+        assert sse_a == sse_b
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    else:
+        assert sse_a == pytest.approx(sse_b, rel=1e-12)
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-15)
+
+
+def test_shuffled_epoch_refuses_arrays_that_disagree():
+    indptr = np.array([0, 2, 3])
+    X, Y, b = np.zeros((2, 2), np.float32), np.zeros((3, 2), np.float32), np.zeros(2, np.float32)
+    with pytest.raises(ValueError, match="disagree"):
+        sgd_epoch_shuffled(indptr, row_table(indptr), np.zeros(2, np.int32), np.ones(3, np.float32), [1, 2, 3, 4],
+                           X, b, Y, np.zeros(3, np.float32), 0.0, 0.1, 0.1, 0.1, True)
+    with pytest.raises(ValueError, match="4 32-bit"):
+        shuffled_order(3, [1, 2, 3])
+
+
+def test_an_sgd_fit_holds_no_array_per_rating():
+    """The fit's arrays beside the data and the factors: a row table (a 16th of an int32 per rating) and the
+    per-row penalty scales; the users and order arrays it held took 8 bytes per rating."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, nnz = 3000, 400, 200_000
+    frame = pd.DataFrame({"user": rng.integers(0, n_users, nnz), "item": rng.integers(0, n_items, nnz),
+                          "rating": rng.integers(1, 6, nnz).astype(np.float32)}).drop_duplicates(["user", "item"])
+    data = Interactions.from_frame(frame, user="user", item="item", value="rating")
+    model = SGDFactorization(factors=8, epochs=2, calculate_training_loss=False, seed=0)
+    tracemalloc.start()
+    model.fit(data)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    factors = (data.n_users + data.n_items) * (8 + 1) * 4
+    assert peak - factors < 2 * data.nnz, (peak, factors, data.nnz)
+
+
+@pytest.mark.parametrize("z_reg_per_rating", [False, True])
+def test_shuffled_svdpp_epoch_equals_the_epoch_with_its_orders_written_out(z_reg_per_rating):
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(0, 9, size=31)
+    lengths[3] = 0
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    nnz, n_items, d = int(indptr[-1]), 17, 4
+    indices = np.concatenate([np.sort(rng.choice(n_items, k, replace=False)) for k in lengths]).astype(np.int32)
+    ratings = rng.integers(1, 6, nnz).astype(np.float32)
+    keys = shuffle_keys(rng, 8)
+    positions, user_order = svdpp_order(indptr, keys)
+    np.testing.assert_array_equal(np.sort(user_order), np.arange(len(lengths)))
+    for u in range(len(lengths)):  # each user's range holds a permutation of that range
+        assert sorted(positions[indptr[u]:indptr[u + 1]]) == list(range(indptr[u], indptr[u + 1]))
+    state = [rng.normal(0, 0.1, (len(lengths), d)).astype(np.float32), np.zeros(len(lengths), np.float32),
+             rng.normal(0, 0.1, (n_items, d)).astype(np.float32), np.zeros(n_items, np.float32),
+             rng.normal(0, 0.1, (n_items, d)).astype(np.float32)]
+    a, b = [x.copy() for x in state], [x.copy() for x in state]
+    args = (3.0, 0.05, 0.02, 0.01, True, True)
+    sse_a = svdpp_epoch_shuffled(indptr, indices, ratings, keys, *a, *args, np.empty((2, d)),
+                                 z_reg_per_rating=z_reg_per_rating)
+    sse_b = svdpp_epoch(indptr, indices, ratings, positions, user_order, *b, *args, np.empty((2, d)),
+                        z_reg_per_rating=z_reg_per_rating)
+    assert sse_a == sse_b
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_svdpp_effective_factors_are_p_plus_the_scaled_sum_of_z():
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(5)
+    m = sp.random(40, 15, density=0.2, format="csr", random_state=5)
+    P, Z = rng.normal(size=(40, 3)).astype(np.float32), rng.normal(size=(15, 3)).astype(np.float32)
+    counts = np.diff(m.indptr)
+    S = sp.csr_matrix((np.repeat(1 / np.sqrt(np.maximum(counts, 1)), counts), m.indices, m.indptr), shape=m.shape)
+    np.testing.assert_allclose(svdpp_effective(m.indptr, m.indices, P, Z), P + S @ Z.astype(np.float64),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_an_svdpp_fit_holds_no_array_per_rating():
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    n_users, n_items, nnz = 3000, 400, 200_000
+    frame = pd.DataFrame({"user": rng.integers(0, n_users, nnz), "item": rng.integers(0, n_items, nnz),
+                          "rating": rng.integers(1, 6, nnz).astype(np.float32)}).drop_duplicates(["user", "item"])
+    data = Interactions.from_frame(frame, user="user", item="item", value="rating")
+    model = SGDFactorization(factors=8, epochs=2, implicit_feedback=True, calculate_training_loss=False, seed=0)
+    tracemalloc.start()
+    model.fit(data)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    factors = (data.n_users + 2 * data.n_items) * 8 * 4 + (data.n_users + data.n_items) * 4
+    assert peak - factors < 3 * data.nnz, (peak, factors, data.nnz)

@@ -118,23 +118,3 @@ class BlockDraws:
             for j in range(len(starts)):
                 fill(j)
         return self._finish(out)
-
-
-PERMUTATION_PIECE = 1 << 16  # values of the range written at a time by permutation_into
-
-
-def index_dtype(n: int) -> np.dtype:
-    """int32 for positions below 2^31 (half the memory of numpy's int64 permutations), else int64."""
-    return np.dtype(np.int32 if n < 2**31 else np.int64)
-
-
-def permutation_into(gen: np.random.Generator, out: np.ndarray) -> np.ndarray:
-    """``out[:] = gen.permutation(len(out))``, the same values and the same state of ``gen`` afterwards (numpy's
-    permutation of n is ``arange(n)`` shuffled in place), written into ``out`` (int32 or int64) with no int64
-    array of n in between. Returns ``out``."""
-    n = len(out)
-    for lo in range(0, n, PERMUTATION_PIECE):
-        hi = min(lo + PERMUTATION_PIECE, n)
-        out[lo:hi] = np.arange(lo, hi, dtype=out.dtype)
-    gen.shuffle(out)
-    return out

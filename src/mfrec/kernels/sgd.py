@@ -18,8 +18,9 @@ Summed over an epoch, row ``u`` is penalised once per rating, so the classic ste
 ``s_u``, ``s_i`` of both lambdas (``user_scale``, ``item_scale``; default 1) change that: ``s = 1/n`` gives
 the uniform penalty ``lambda ||x_u||^2`` of ExplicitALS.
 
-An epoch visits every rating once in the order given by ``order`` (a permutation the caller draws from the
-model's seeded generator), sequentially, so a seed reproduces the factors bit for bit. The dot product and the
+An epoch visits every rating once, sequentially, in the order given by ``order`` (:func:`sgd_epoch`: a
+permutation the caller draws) or computed from four keys the caller draws (:func:`sgd_epoch_shuffled`, which the
+models use: no array of nnz positions); either way a seed reproduces the factors bit for bit. The dot product and the
 factor updates run in the factor dtype (the update as ``x (1 - gamma lambda s_u) + (gamma e) y``: two
 multiply-adds per entry on whole vectors); the error, the biases and the step coefficients in float64.
 """
@@ -30,7 +31,8 @@ import numpy as np
 
 from mfrec.kernels import _args, _native
 
-__all__ = ["sgd_epoch", "svdpp_epoch"]
+__all__ = ["sgd_epoch", "sgd_epoch_shuffled", "shuffled_order", "shuffle_keys", "row_table", "svdpp_epoch",
+           "svdpp_epoch_shuffled", "svdpp_order", "svdpp_effective"]
 
 
 def _scales(user_scale, item_scale, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,6 +81,62 @@ def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg,
                                    float(bias_reg), bool(biases), su, si))
 
 
+#: entries per row_table step: the table takes a 16th of an int32 per rating
+ROW_STEP = 16
+
+
+def row_table(indptr) -> np.ndarray:
+    """``row_at`` of :func:`sgd_epoch_shuffled`: the row holding entry ``ROW_STEP k`` for each k (int32)."""
+    indptr = np.asarray(indptr)
+    nnz = int(indptr[-1])
+    return (np.searchsorted(indptr, np.arange(0, nnz, ROW_STEP), side="right") - 1).astype(np.int32)
+
+
+def shuffle_keys(gen: np.random.Generator, n: int = 4) -> np.ndarray:
+    """``n`` 32-bit keys drawn from ``gen``: one epoch's visiting order (four for :func:`shuffled_order`, eight
+    for :func:`svdpp_epoch_shuffled`)."""
+    return gen.integers(0, 2**32, size=n, dtype=np.uint64).astype(np.uint32)
+
+
+def shuffled_order(n: int, keys) -> np.ndarray:
+    """The visiting order :func:`sgd_epoch_shuffled` takes with ``keys``, written out (int64 (n,)): a permutation
+    of ``range(n)`` computed position by position (a four-round Feistel network on ``ceil(log2 n)`` bits, with
+    cycle walking into ``[0, n)``), for tests and inspection."""
+    out = np.empty(int(n), dtype=np.int64)
+    _native.shuffled_order(_keys(keys), out)
+    return out
+
+
+def _keys(keys, n: int = 4) -> np.ndarray:
+    keys = np.ascontiguousarray(keys, dtype=np.uint32)
+    if keys.shape != (n,):
+        raise ValueError(f"keys must be {n} 32-bit integers, got shape {keys.shape}")
+    return keys
+
+
+def sgd_epoch_shuffled(indptr, row_at, items, ratings, keys, X, bu, Y, bi, mu, lr, reg, bias_reg, biases,
+                       user_scale=None, item_scale=None) -> float:
+    """:func:`sgd_epoch` over a CSR (``indptr``, ``items`` = its column indices, ``ratings`` = its values) in the
+    order :func:`shuffled_order` gives with ``keys``, with no per-rating arrays besides the CSR's own.
+
+    The row of entry ``p`` is found from ``row_at[p // ROW_STEP]`` (:func:`row_table`) and the pointers; the
+    order is computed as the epoch goes. Equal to :func:`sgd_epoch` with ``users`` the CSR's row of each entry and
+    ``order = shuffled_order(nnz, keys)`` (8 bytes per rating those two arrays take): bit for bit with float32
+    factors, to rounding with float64 (the compiler may sum a dot product in another order in each loop).
+    """
+    dt = X.dtype
+    su, si = _scales(user_scale, item_scale, X.shape[0], Y.shape[0])
+    indptr = _args.inp(indptr, np.int64)
+    nnz = int(indptr[-1])
+    items, ratings, row_at = _args.index(items), _args.inp(ratings, np.float32), _args.index(row_at)
+    if len(items) != nnz or len(ratings) != nnz or len(row_at) != -(-nnz // ROW_STEP) or len(indptr) != X.shape[0] + 1:
+        raise ValueError(f"the CSR ({len(indptr) - 1} rows, {nnz} entries), its {len(items)} items, {len(ratings)} "
+                         f"ratings, {len(row_at)} row_at values and {X.shape[0]} user rows disagree")
+    return float(_native.sgd_epoch_shuffled(indptr, row_at, items, ratings, _keys(keys), _args.out(X, dt, "X"),
+                                            _args.out(bu, dt, "bu"), _args.out(Y, dt, "Y"), _args.out(bi, dt, "bi"),
+                                            float(mu), float(lr), float(reg), float(bias_reg), bool(biases), su, si))
+
+
 def svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z, mu, lr, reg, bias_reg, biases,
                 implicit, scratch, user_scale=None, item_scale=None, z_reg_per_rating=False) -> float:
     """One SVD++ epoch (Koren 2008), user by user; updates ``P, bu, Y, bi, Z`` in place.
@@ -105,8 +163,7 @@ def svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z
     indptr : int64 (n_users + 1,); indices : int32 (nnz,); ratings : float32 (nnz,)
         The training CSR (users x items).
     positions : int32 or int64 (nnz,)
-        For every user, a permutation of its own CSR range (the visiting order of its ratings):
-        :func:`group_by_row` of a permutation of all entries.
+        For every user, a permutation of its own CSR range (the visiting order of its ratings).
     user_order : int64 (n_users,)
         The order in which users are visited.
     P : (n_users, d);  bu : (n_users,);  Y : (n_items, d);  bi : (n_items,);  Z : (n_items, d)
@@ -138,33 +195,41 @@ def svdpp_epoch(indptr, indices, ratings, positions, user_order, P, bu, Y, bi, Z
         bool(implicit), su, si, _args.out(scratch, np.float64, "scratch"), bool(z_reg_per_rating)))
 
 
-def group_by_row(perm, row_of, indptr, out=None) -> np.ndarray:
-    """``perm`` (a permutation of the entries, int32 or int64) stably grouped by row:
-    ``perm[np.argsort(row_of[perm], kind="stable")]`` by one counting pass, without that expression's three
-    temporaries of nnz int64 each.
+def svdpp_epoch_shuffled(indptr, indices, ratings, keys, P, bu, Y, bi, Z, mu, lr, reg, bias_reg, biases, implicit,
+                         scratch, user_scale=None, item_scale=None, z_reg_per_rating=False) -> float:
+    """:func:`svdpp_epoch` with its visiting orders computed from eight 32-bit ``keys`` as the epoch goes (no
+    per-rating order arrays): the users in :func:`shuffled_order` ``(n_users, keys[:4])``'s order, and each user's
+    ratings in the order of a shuffle of its own range whose keys mix ``keys[4:]`` with the user's number
+    (:func:`svdpp_order` writes both out). Bit for bit :func:`svdpp_epoch` on those orders."""
+    dt = P.dtype
+    su, si = _scales(user_scale, item_scale, P.shape[0], Y.shape[0])
+    indptr = _args.inp(indptr, np.int64)
+    if len(indptr) != P.shape[0] + 1 or len(indices) != int(indptr[-1]) or len(ratings) != int(indptr[-1]):
+        raise ValueError(f"the CSR ({len(indptr) - 1} rows, {int(indptr[-1])} entries), its {len(indices)} indices, "
+                         f"{len(ratings)} ratings and {P.shape[0]} user rows disagree")
+    return float(_native.svdpp_epoch_shuffled(
+        indptr, _args.index(indices), _args.inp(ratings, np.float32), _keys(keys, 8), _args.out(P, dt, "P"),
+        _args.out(bu, dt, "bu"), _args.out(Y, dt, "Y"), _args.out(bi, dt, "bi"), _args.out(Z, dt, "Z"), float(mu),
+        float(lr), float(reg), float(bias_reg), bool(biases), bool(implicit), su, si,
+        _args.out(scratch, np.float64, "scratch"), bool(z_reg_per_rating)))
 
-    Parameters
-    ----------
-    perm : int32 or int64 (nnz,)
-    row_of : int32 (nnz,)
-        The row of each entry (``np.repeat(np.arange(n_rows), np.diff(indptr))``).
-    indptr : int64 (n_rows + 1,)
-        The CSR row pointer the entries belong to (row ``u`` holds ``indptr[u + 1] - indptr[u]`` of them).
-    out : array like ``perm``, optional
-        Where to write (a new array otherwise).
 
-    Returns
-    -------
-    ndarray like ``perm``: row ``u``'s entries, in the order ``perm`` visits them, at ``indptr[u]:indptr[u + 1]``.
-    """
-    perm = _args.positions(perm)
-    row_of, indptr = _args.index(row_of), _args.inp(indptr, np.int64)
-    if len(row_of) != len(perm) or indptr[-1] != len(perm):
-        raise ValueError(f"group_by_row: {len(perm)} positions, {len(row_of)} rows of entries and a pointer to "
-                         f"{indptr[-1]} entries must agree")
-    if out is None:
-        out = np.empty_like(perm)
-    if len(out) != len(perm) or not _native.group_by_row(perm, row_of, indptr, _args.out(out, perm.dtype, "out")):
-        raise ValueError("group_by_row: perm must be a permutation of range(nnz) and row_of[e] the row (by indptr) "
-                         "of entry e")
+def svdpp_order(indptr, keys) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions, user_order)``, int64: the visiting orders :func:`svdpp_epoch_shuffled` takes with ``keys``,
+    as :func:`svdpp_epoch` takes them (for tests and inspection)."""
+    indptr = _args.inp(indptr, np.int64)
+    positions, user_order = np.empty(int(indptr[-1]), dtype=np.int64), np.empty(len(indptr) - 1, dtype=np.int64)
+    _native.svdpp_order(indptr, _keys(keys, 8), positions, user_order)
+    return positions, user_order
+
+
+def svdpp_effective(indptr, indices, P, Z, out=None) -> np.ndarray:
+    """SVD++'s effective user factors ``p_u + |N(u)|^-1/2 sum_{j in N(u)} z_j`` ((n_users, d), the dtype of
+    ``P``; the sum in float64, as the epochs form it), written into ``out`` when given; no users x items matrix
+    of the scales."""
+    dt = P.dtype
+    indptr = _args.inp(indptr, np.int64)
+    out = np.empty_like(P) if out is None else out
+    _native.svdpp_effective(indptr, _args.index(indices), _args.inp(P, dt), _args.inp(Z, dt), _args.out(out, dt, "out"))
     return out
+

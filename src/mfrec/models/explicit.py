@@ -40,12 +40,12 @@ import numpy as np
 
 from mfrec import _aligned
 from mfrec._params import check_bool, check_choice, check_dtype, check_float, check_int
-from mfrec._random import index_dtype, permutation_into, rng
+from mfrec._random import rng
 from mfrec.data.interactions import Interactions
 from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitError
 from mfrec.kernels import _args
 from mfrec.kernels.als_explicit import als_explicit_step, explicit_sse, predict_pairs
-from mfrec.kernels.sgd import group_by_row, sgd_epoch, svdpp_epoch
+from mfrec.kernels.sgd import row_table, sgd_epoch_shuffled, shuffle_keys, svdpp_effective, svdpp_epoch_shuffled
 from mfrec.kernels.slices import column_counts
 from mfrec.models.base import FactorModel
 from mfrec.kernels.threads import get_num_threads
@@ -474,6 +474,23 @@ def explicit_block(block: RowBlock, fixed: tuple, small: dict, own: tuple, with_
     return (X, b), {"failed": int(bad), "sse": float(sse)}
 
 
+def _row_weighted_column_sums(indptr, indices, row_weight: np.ndarray, n_cols: int, piece: int = 1 << 13
+                              ) -> np.ndarray:
+    """``out[j] = sum of row_weight[u] over the rows u holding column j`` (float64 (n_cols,)), a piece of rows of
+    about ``piece`` entries at a time (one ``np.bincount`` over all entries held 16 bytes per entry; a piece,
+    128 KiB)."""
+    out = np.zeros(n_cols)
+    n_rows, u0 = len(indptr) - 1, 0
+    while u0 < n_rows:
+        u1 = min(n_rows, max(u0 + 1, int(np.searchsorted(indptr, indptr[u0] + piece, side="right")) - 1))
+        lo, hi = int(indptr[u0]), int(indptr[u1])
+        if hi > lo:
+            out += np.bincount(indices[lo:hi], weights=np.repeat(row_weight[u0:u1], np.diff(indptr[u0:u1 + 1])),
+                               minlength=n_cols)
+        u0 = u1
+    return out
+
+
 def penalty_scale(counts: np.ndarray, frequency_weighted: bool) -> np.ndarray:
     """Per-row penalty scale ``s`` (float64): each row's rating count (at least 1) when weighted, else ones."""
     if not frequency_weighted:
@@ -750,8 +767,6 @@ class SGDFactorization(_ExplicitModel):
         self._start_fit(interactions, dtype)
         val = self._validation_pairs(validation)
         csr = interactions.matrix
-        users, items, ratings = interactions.coo()
-        users = np.ascontiguousarray(users, dtype=np.int32)
         n_users, n_items = csr.shape
         d = p["factors"]
         gen = rng(self.seed)
@@ -761,7 +776,6 @@ class SGDFactorization(_ExplicitModel):
         self.item_bias_ = np.zeros(n_items, dtype=dtype)
         reg, mu, biases = p["regularization"], float(self.global_bias_), bool(self.biases)
         breg = self._bias_reg()
-        nnz = len(ratings)
         epoch = [0]
         count = self._count_scaled()
         # per-step multipliers of lambda: 1 (count-scaled sum) or 1/n (uniform sum); the objective's row weights
@@ -772,14 +786,18 @@ class SGDFactorization(_ExplicitModel):
             self._fit_svdpp(csr, gen, init_std, lr, decay, reg, breg, mu, biases, val, p, count, steps)
             return self
 
-        order = np.empty(nnz, dtype=index_dtype(nnz))  # reused: each epoch's permutation written into it
+        # the CSR as it is, the row of each rating from a table of a 16th of its entries, each epoch's order from
+        # four keys: no per-rating array beside the data (a users and an order array took 8 bytes per rating)
+        indptr = csr.indptr.astype(np.int64)
+        row_at = row_table(indptr)
+        ratings = _args.inp(csr.data, np.float32)
 
         def step() -> None:
-            permutation_into(gen, order)
+            keys = shuffle_keys(gen)
             step_size = lr * decay ** epoch[0]  # gamma_t = gamma * decay^(t-1)
             epoch[0] += 1
-            sgd_epoch(users, items, ratings, order, self.user_factors_, self.user_bias_, self.item_factors_,
-                      self.item_bias_, mu, step_size, reg, breg, biases, *steps)
+            sgd_epoch_shuffled(indptr, row_at, csr.indices, ratings, keys, self.user_factors_, self.user_bias_,
+                               self.item_factors_, self.item_bias_, mu, step_size, reg, breg, biases, *steps)
 
         self._train_loop(step, p["iterations"], val, p["early_stopping_rounds"],
                          lambda: self._objective(csr, reg, count), p["calculate_training_loss"])
@@ -788,8 +806,6 @@ class SGDFactorization(_ExplicitModel):
     def _fit_svdpp(self, csr, gen, init_std, lr, decay, reg, breg, mu, biases, val, p, count, steps) -> None:
         """SVD++ training: ``P`` (explicit user factors) and ``Z`` (implicit item factors) live here; after every
         epoch ``user_factors_ = P + S Z`` with ``S`` the users x items pattern scaled by ``|N(u)|^-1/2``."""
-        import scipy.sparse as sp
-
         dtype = self.user_factors_.dtype
         n_users, n_items = csr.shape
         indptr = csr.indptr.astype(np.int64)
@@ -797,31 +813,26 @@ class SGDFactorization(_ExplicitModel):
         counts = np.diff(indptr)
         P = _aligned.copy(self.user_factors_)
         Z = _aligned.normal(gen, init_std, (n_items, P.shape[1]), dtype)
-        scale = 1.0 / np.sqrt(np.maximum(counts, 1))
-        S = sp.csr_matrix((np.repeat(scale, counts).astype(dtype), indices, indptr), shape=(n_users, n_items))
-        row_of = np.repeat(np.arange(n_users, dtype=np.int32), counts)
-        perm = np.empty(csr.nnz, dtype=index_dtype(csr.nnz))  # this epoch's permutation of the entries, and
-        positions = np.empty_like(perm)  # ... grouped by user (each user's range, shuffled)
         scratch = np.empty((2, P.shape[1]), dtype=np.float64)
         epoch = [0]
 
         def effective() -> None:
-            self.user_factors_ = np.add(P, S @ Z, out=_aligned.empty(P.shape, dtype))
+            self.user_factors_ = svdpp_effective(indptr, indices, P, Z, out=_aligned.empty(P.shape, dtype))
 
         def step() -> None:
-            group_by_row(permutation_into(gen, perm), row_of, indptr, out=positions)
-            user_order = gen.permutation(n_users).astype(np.int64)
+            # both visiting orders (users; each user's ratings) from eight keys, computed as the epoch goes: no
+            # per-rating arrays (a permutation, its grouping by user and each entry's user took 12 bytes per rating)
+            keys = shuffle_keys(gen, 8)
             step_size = lr * decay ** epoch[0]
             epoch[0] += 1
-            svdpp_epoch(indptr, indices, csr.data, positions, user_order, P, self.user_bias_, self.item_factors_,
-                        self.item_bias_, Z, mu, step_size, reg, breg, biases, True, scratch, *steps,
-                        z_reg_per_rating=count)
+            svdpp_epoch_shuffled(indptr, indices, csr.data, keys, P, self.user_bias_, self.item_factors_,
+                                 self.item_bias_, Z, mu, step_size, reg, breg, biases, True, scratch, *steps,
+                                 z_reg_per_rating=count)
             effective()
 
         s_u, s_i = self._penalty_scales(csr, count)
         # z_j's weight in the objective: per rating, every rating of a user of j (sum of their counts); else once
-        s_z = np.bincount(indices, weights=np.repeat(counts, counts).astype(np.float64), minlength=n_items) \
-            if count else s_i
+        s_z = _row_weighted_column_sums(indptr, indices, counts.astype(np.float64), n_items) if count else s_i
 
         def norms(a: np.ndarray) -> np.ndarray:
             a = a.astype(np.float64)

@@ -227,6 +227,26 @@ double b_sgd_epoch(Arr<const int32_t> users, Arr<const int32_t> items, Arr<const
                                   user_scale.data(), item_scale.data());
 }
 
+template <typename T>
+double b_sgd_epoch_shuffled(Arr<const int64_t> indptr, Arr<const int32_t> row_at, Arr<const int32_t> items,
+                            Arr<const float> ratings, Arr<const uint32_t> keys, Arr<T> X, Arr<T> bu, Arr<T> Y,
+                            Arr<T> bi, double mu, double lr, double reg, double bias_reg, bool biases,
+                            Arr<const double> user_scale, Arr<const double> item_scale) {
+  const int d = (int)X.shape(1);
+  nb::gil_scoped_release release;
+  return sgd_epoch_shuffled<T, int32_t>(indptr.data(), row_at.data(), items.data(), ratings.data(),
+                                        (int64_t)ratings.size(), keys.data(), X.data(), bu.data(), Y.data(),
+                                        bi.data(), d, mu, lr, reg, bias_reg, biases, user_scale.data(),
+                                        item_scale.data());
+}
+
+// The visiting order of sgd_epoch_shuffled written out (for its tests): out[t] = the t-th entry visited.
+void b_shuffled_order(Arr<const uint32_t> keys, Arr<int64_t> out) {
+  const Shuffle order((int64_t)out.size(), keys.data());
+  int64_t* o = out.data();
+  for (int64_t t = 0; t < (int64_t)out.size(); ++t) o[t] = order(t);
+}
+
 template <typename T, typename O>
 double b_svdpp_epoch(Arr<const int64_t> indptr, Arr<const int32_t> indices, Arr<const float> ratings,
                      Arr<const O> positions, Arr<const int64_t> user_order, Arr<T> P, Arr<T> bu, Arr<T> Y,
@@ -243,11 +263,43 @@ double b_svdpp_epoch(Arr<const int64_t> indptr, Arr<const int32_t> indices, Arr<
                                              z_reg_per_rating);
 }
 
-template <typename O>
-bool b_group_by_row(Arr<const O> perm, Arr<const int32_t> row_of, Arr<const int64_t> indptr, Arr<O> out) {
+template <typename T>
+double b_svdpp_epoch_shuffled(Arr<const int64_t> indptr, Arr<const int32_t> indices, Arr<const float> ratings,
+                              Arr<const uint32_t> keys, Arr<T> P, Arr<T> bu, Arr<T> Y, Arr<T> bi, Arr<T> Z, double mu,
+                              double lr, double reg, double bias_reg, bool biases, bool implicit,
+                              Arr<const double> user_scale, Arr<const double> item_scale, Arr<double> scratch,
+                              bool z_reg_per_rating) {
+  const int d = (int)P.shape(1);
+  double* c = scratch.data();
   nb::gil_scoped_release release;
-  return group_by_row<O>(perm.data(), (int64_t)perm.size(), row_of.data(), indptr.data(),
-                         (int64_t)indptr.size() - 1, out.data());
+  return svdpp_epoch_shuffled<T, int64_t, int32_t>(indptr.data(), indices.data(), ratings.data(), keys.data(),
+                                                   (int64_t)indptr.size() - 1, P.data(), bu.data(), Y.data(),
+                                                   bi.data(), Z.data(), d, mu, lr, reg, bias_reg, biases, implicit,
+                                                   user_scale.data(), item_scale.data(), c, c + d, z_reg_per_rating);
+}
+
+// The visiting orders of svdpp_epoch_shuffled written out (for its tests): the users, and each user's entries.
+void b_svdpp_order(Arr<const int64_t> indptr, Arr<const uint32_t> keys, Arr<int64_t> positions,
+                   Arr<int64_t> user_order) {
+  const int64_t n_users = (int64_t)indptr.size() - 1;
+  const int64_t* ip = indptr.data();
+  const Shuffle users(n_users, keys.data());
+  for (int64_t t = 0; t < n_users; ++t) user_order.data()[t] = users(t);
+  for (int64_t u = 0; u < n_users; ++u) {
+    if (ip[u + 1] == ip[u]) continue;
+    uint32_t k[4];
+    user_keys(keys.data() + 4, u, k);
+    const Shuffle within(ip[u + 1] - ip[u], k);
+    for (int64_t q = ip[u]; q < ip[u + 1]; ++q) positions.data()[q] = ip[u] + within(q - ip[u]);
+  }
+}
+
+template <typename T>
+void b_svdpp_effective(Arr<const int64_t> indptr, Arr<const int32_t> indices, Arr<const T> P, Arr<const T> Z,
+                       Arr<T> out) {
+  nb::gil_scoped_release release;
+  svdpp_effective<T, int64_t, int32_t>(indptr.data(), indices.data(), (int64_t)indptr.size() - 1, P.data(), Z.data(),
+                                       (int)P.shape(1), out.data());
 }
 
 void b_select_rows(Arr<const float> scores, int64_t row_offset, Arr<const int64_t> excl_indptr,
@@ -352,9 +404,12 @@ NB_MODULE(_native, m) {
   m.def("prior_ridge_rows", &b_prior_rows<int32_t>);
   m.def("prior_ridge_rows", &b_prior_rows<int64_t>);
   BIND_TO("sgd_epoch", b_sgd_epoch);
+  BIND_T("sgd_epoch_shuffled", b_sgd_epoch_shuffled);
+  m.def("shuffled_order", &b_shuffled_order);
   BIND_TO("svdpp_epoch", b_svdpp_epoch);
-  m.def("group_by_row", &b_group_by_row<int32_t>);
-  m.def("group_by_row", &b_group_by_row<int64_t>);
+  BIND_T("svdpp_epoch_shuffled", b_svdpp_epoch_shuffled);
+  BIND_T("svdpp_effective", b_svdpp_effective);
+  m.def("svdpp_order", &b_svdpp_order);
   m.def("select_rows", &b_select_rows);
   m.def("transpose_pattern", &b_transpose_pattern<int32_t>);
   m.def("transpose_pattern", &b_transpose_pattern<int64_t>);
