@@ -47,6 +47,7 @@ from mfrec.kernels import _args
 from mfrec.kernels.als_explicit import als_explicit_step, explicit_sse, predict_pairs
 from mfrec.kernels.sgd import row_table, sgd_epoch_shuffled, shuffle_keys, svdpp_effective, svdpp_epoch_shuffled
 from mfrec.kernels.slices import column_counts
+from mfrec.models import training
 from mfrec.models.base import FactorModel
 from mfrec.kernels.threads import get_num_threads
 from mfrec.models.training import (
@@ -576,7 +577,8 @@ class _ExplicitPlan(ALSPlan):
             return False
         if self._slicer is None:
             rating_bytes = 4 if self.inter.matrix.data.dtype == np.float32 else 8  # as _args.ratings keeps them
-            self._slicer = column_slicer(self.inter.matrix, 4 + rating_bytes, self.theoretical_bytes) or False
+            self._slicer = column_slicer(self.inter.matrix, 4 + rating_bytes, self.theoretical_bytes,
+                                         max_slices=training.EXPLICIT_MAX_SLICES) or False
         return bool(self._slicer)
 
     def slices(self, name: str) -> Iterator[RowBlock]:

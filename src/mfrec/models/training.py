@@ -59,24 +59,29 @@ SLICE_ABOVE = 1 << 21
 SLICE_SHARE = 0.05
 MAX_SLICES = 6
 MIN_SLICE = 1 << 18
+#: ExplicitALS's cap: its rows are solved one by one (no passes shared between items), so a slice costs only its
+#: transposition: 11 slices at 4M ratings took 0.82-0.93 s/iter against 0.82-0.83 in 6, memory 1.17x -> 1.12x
+EXPLICIT_MAX_SLICES = 12
 
 
-def slice_count(nnz: int, entry_bytes: int, base_bytes: int) -> int | None:
+def slice_count(nnz: int, entry_bytes: int, base_bytes: int, max_slices: int | None = None) -> int | None:
     """Slices of a side of ``nnz`` entries whose transposed copy takes ``entry_bytes`` per entry, for a fit whose
-    data and factors take ``base_bytes``; None when the side is built whole (see :data:`SLICE_ABOVE`)."""
+    data and factors take ``base_bytes``, at most ``max_slices`` (default :data:`MAX_SLICES`); None when the side
+    is built whole (see :data:`SLICE_ABOVE`)."""
     if nnz <= SLICE_ABOVE:
         return None
     wanted = -(-int(nnz) * int(entry_bytes) // max(1, int(SLICE_SHARE * base_bytes)))
-    return int(min(max(wanted, 2), MAX_SLICES, max(2, int(nnz) // MIN_SLICE)))
+    most = MAX_SLICES if max_slices is None else int(max_slices)
+    return int(min(max(wanted, 2), most, max(2, int(nnz) // MIN_SLICE)))
 
 
-def column_slicer(csr, entry_bytes: int, factor_bytes: int):
+def column_slicer(csr, entry_bytes: int, factor_bytes: int, max_slices: int | None = None):
     """The :class:`~mfrec.kernels.slices.ColumnSlices` of ``csr``'s columns (the item side) for a fit with
     ``factor_bytes`` of factors, or None when the side is built whole (:func:`slice_count`)."""
     from mfrec.kernels.slices import ColumnSlices
 
     data_bytes = sum(a.nbytes for a in (csr.indptr, csr.indices, csr.data))
-    n_slices = slice_count(csr.nnz, entry_bytes, data_bytes + factor_bytes)
+    n_slices = slice_count(csr.nnz, entry_bytes, data_bytes + factor_bytes, max_slices)
     return None if n_slices is None else ColumnSlices(csr.indptr, csr.indices, csr.shape[1], n_slices)
 
 
