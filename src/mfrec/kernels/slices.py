@@ -81,7 +81,8 @@ def transpose_columns(indptr, indices, a: int, b: int, taken: np.ndarray, nnz: i
         raise ValueError("transpose_columns carries at most two per-entry arrays")
     dtypes = {np.asarray(v).dtype for v in values}
     if len(dtypes) > 1 or (dtypes and not dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}):
-        raise TypeError(f"the per-entry arrays must share one dtype, float32 or float64; got {sorted(map(str, dtypes))}")
+        raise TypeError("the per-entry arrays must share one dtype, float32 or float64; got "
+                        f"{sorted(map(str, dtypes))}")
     dt = np.asarray(values[0]).dtype if values else np.dtype(np.float32)
     vals = [_args.inp(v, dt) for v in values]
     m = len(indptr) - 1
@@ -141,9 +142,10 @@ class ColumnSlices:
 
     ``passes(values)`` yields ``(a, b, indptr_T, indices_T, values_T)`` for every slice in column order (see
     :func:`transpose_columns`), in buffers that the slices share; each pass over the slices starts its count of
-    the entries taken per row (int32) afresh. Taken once, here: each column's entries in each of ``n_parts`` row ranges (int32 (n_parts, n): the
-    count pass a slice would otherwise make), which also size the slices. A slice spans at most ``max(1024, nnz /
-    n_slices / 8)`` columns, so its per-column scratch stays small beside its entries.
+    the entries taken per row (int32) afresh. Taken once, here: each column's entries in each of ``n_parts`` row
+    ranges (int32 (n_parts, n): the count pass a slice would otherwise make), which also size the slices. A slice
+    spans at most ``max(1024, nnz / n_slices / 8)`` columns, so its per-column scratch stays small beside its
+    entries.
 
     ``bounds``: int64 slice boundaries ``[0, ..., n]``.
     """

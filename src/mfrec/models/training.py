@@ -38,7 +38,8 @@ from mfrec._progress import report
 from mfrec.exceptions import ModelFitError
 from mfrec.kernels._args import Affine
 
-__all__ = ["RowBlock", "row_block", "slice_count", "column_slicer", "ALSPlan", "LocalExecutor", "Tracker", "run", "add_partials", "check_factor_memory"]
+__all__ = ["RowBlock", "row_block", "slice_count", "column_slicer", "ALSPlan", "LocalExecutor", "Tracker", "run",
+           "add_partials", "check_factor_memory"]
 
 Kernel = Callable[..., tuple[tuple, dict]]
 
@@ -53,8 +54,8 @@ FINITE_PIECE = 1 << 18  # values per isfinite pass of all_finite: a 256 KiB mask
 #: 2 to MAX_SLICES, none under MIN_SLICE entries. Below SLICE_ABOVE the whole transposed side (8 MB of pattern at
 #: most) is built once per fit. Each slice is transposed again every iteration (0.055 s on the implicit
 #: benchmark, 200k x 50k with 9.4M entries) and long items in different slices share fewer passes over the fixed
-#: factors, so more slices cost time: there, CG at d = 64 in 5 slices took 10-15 % longer per iteration than
-#: whole, at d = 128 in 4 about the same, with values in 6 about 20 % longer (docs/benchmarks.md).
+#: factors, so more slices cost time: there, CG at d = 64 in 6 slices took 3-15 % longer per iteration than
+#: whole, at d = 128 in 4 and Cholesky about the same, with values in 6 about 30 % longer (docs/benchmarks.md).
 SLICE_ABOVE = 1 << 21
 SLICE_SHARE = 0.05
 MAX_SLICES = 6
