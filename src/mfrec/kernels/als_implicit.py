@@ -50,7 +50,6 @@ __all__ = [
     "gd_half_step",
     "row_order",
     "transpose_entries",
-    "transpose_pattern",
 ]
 
 #: rows with more entries than this go to the BLAS path of the exact solver (gathered GEMM); measured here the
@@ -326,17 +325,6 @@ def transpose_entries(indptr, indices, n_cols: int):
     indptr_t = np.zeros(n_cols + 1, dtype=np.int64 if nnz > np.iinfo(np.int32).max else np.int32)
     np.cumsum(counts, out=indptr_t[1:])
     return indptr_t, rows[perm].astype(np.int32), perm
-
-
-def transpose_pattern(indptr, indices, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
-    """The pattern of the transpose alone: ``(indptr_T, indices_T)``, int64 (n_cols + 1,) and int32 (nnz,), row
-    numbers increasing within each column (as :func:`transpose_entries` and scipy order them). One counting pass
-    and one scatter in compiled code: no values and no per-entry temporaries (scipy's transpose needs a data
-    array, at least a byte per entry twice)."""
-    out_indptr = np.empty(int(n_cols) + 1, dtype=np.int64)
-    out_indices = np.empty(len(indices), dtype=np.int32)
-    _native.transpose_pattern(_args.pointer(indptr), _args.index(indices), int(n_cols), out_indptr, out_indices)
-    return out_indptr, out_indices
 
 
 #: entries per gathered block of a long row: two (block, d) scratch arrays (2 MiB each at d = 128 float32)

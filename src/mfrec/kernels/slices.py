@@ -20,17 +20,34 @@ import numpy as np
 from mfrec.kernels import _args, _native
 from mfrec.kernels.threads import get_num_threads
 
-__all__ = ["ColumnSlices", "SliceBuffers", "column_counts", "slice_bounds", "transpose_columns"]
+__all__ = ["ColumnSlices", "SliceBuffers", "column_counts", "slice_bounds", "transpose", "transpose_columns"]
 
-def column_counts(indptr, indices, n_cols: int) -> np.ndarray:
-    """Entries per column of a CSR (int64 (n_cols,)), counted in compiled code with no per-entry temporary
-    (``np.bincount`` holds its input as int64: 32 MB for 4M int32 indices, ExplicitALS's peak on that matrix)."""
-    indptr, indices = _args.pointer(indptr), _args.index(indices)
+def _part_counts(indptr, indices, n_cols: int, n_parts: int) -> np.ndarray:
+    """Entries per column in each of ``n_parts`` row ranges (rows ``m t / n_parts`` on): int32 (n_parts, n_cols),
+    counted in compiled code with no per-entry temporary (``np.bincount`` holds its input as int64: 32 MB for 4M
+    int32 indices, ExplicitALS's peak on that matrix)."""
     if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= int(n_cols)):
         raise ValueError(f"column indices must lie in [0, {int(n_cols)})")
-    out = np.empty((1, int(n_cols)), dtype=np.int32)
+    out = np.empty((int(n_parts), int(n_cols)), dtype=np.int32)
     _native.count_columns(indptr, indices, out)
-    return out[0].astype(np.int64)
+    return out
+
+
+def column_counts(indptr, indices, n_cols: int) -> np.ndarray:
+    """Entries per column of a CSR (int64 (n_cols,)), with no per-entry temporary (:func:`_part_counts`)."""
+    return _part_counts(_args.pointer(indptr), _args.index(indices), n_cols, 1)[0].astype(np.int64)
+
+
+def transpose(indptr, indices, n_cols: int, values: Sequence[np.ndarray] = ()
+              ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The whole transpose of a CSR with sorted column indices, ``(indptr_T, indices_T, values_T)`` as
+    :func:`transpose_columns` gives them for columns ``[0, n_cols)``, in new arrays: the item side of a fit built
+    at once (the kernel threads fill their row ranges in parallel; no int64 permutation or per-entry temporary)."""
+    indptr, indices = _args.pointer(indptr), _args.index(indices)
+    m = len(indptr) - 1
+    n_parts = max(1, min(get_num_threads(), max(m, 1)))
+    return transpose_columns(indptr, indices, 0, int(n_cols), np.zeros(m, dtype=np.int32), len(indices), values,
+                             n_parts=n_parts, part_counts=_part_counts(indptr, indices, n_cols, n_parts))
 
 
 def slice_bounds(col_counts: np.ndarray, n_slices: int, max_cols: int | None = None) -> np.ndarray:
@@ -154,11 +171,7 @@ class ColumnSlices:
         self.indptr, self.indices = _args.pointer(indptr), _args.index(indices)
         m = len(self.indptr) - 1
         self.n_parts = max(1, min(int(n_parts or get_num_threads()), max(m, 1)))
-        # (np.bincount would hold its input as int64: 8 bytes per entry)
-        self.part_counts = np.empty((self.n_parts, int(n_cols)), dtype=np.int32)
-        if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= int(n_cols)):
-            raise ValueError(f"column indices must lie in [0, {int(n_cols)})")
-        _native.count_columns(self.indptr, self.indices, self.part_counts)
+        self.part_counts = _part_counts(self.indptr, self.indices, n_cols, self.n_parts)
         counts = self.part_counts.sum(axis=0, dtype=np.int64)
         max_cols = max(1024, len(self.indices) // max(1, int(n_slices)) // 8)
         self.bounds = slice_bounds(counts, n_slices, max_cols)
@@ -178,8 +191,8 @@ class ColumnSlices:
         """One pass over all slices in column order. A slice's arrays are views of buffers kept for the next
         slices and passes (one slice's room, taken at the first pass): the next slice overwrites them."""
         dt = np.asarray(values[0]).dtype if len(values) else np.dtype(np.float32)
-        widths, sizes = np.diff(self.bounds), [self.entries(k) for k in range(len(self))]
-        need = (max(sizes, default=0), int(widths.max(initial=0)), self.n_parts, len(values), dt)
+        need = (int(self.sizes.max(initial=0)), int(np.diff(self.bounds).max(initial=0)), self.n_parts, len(values),
+                dt)
         if self._buffers is None or not self._buffers.fits(*need):
             self._buffers = None  # (freed before the new room is taken)
             self._buffers = SliceBuffers(*need)
@@ -188,6 +201,6 @@ class ColumnSlices:
         self._taken[:] = 0
         for k in range(len(self)):
             a, b = int(self.bounds[k]), int(self.bounds[k + 1])
-            yield (a, b, *transpose_columns(self.indptr, self.indices, a, b, self._taken, sizes[k], values,
+            yield (a, b, *transpose_columns(self.indptr, self.indices, a, b, self._taken, self.entries(k), values,
                                             n_parts=self.n_parts, part_counts=self.part_counts,
                                             buffers=self._buffers))

@@ -46,7 +46,7 @@ from mfrec.exceptions import InvalidDataError, InvalidParameterError, ModelFitEr
 from mfrec.kernels import _args
 from mfrec.kernels.als_explicit import als_explicit_step, explicit_sse, predict_pairs
 from mfrec.kernels.sgd import row_table, sgd_epoch_shuffled, shuffle_keys, svdpp_effective, svdpp_epoch_shuffled
-from mfrec.kernels.slices import column_counts
+from mfrec.kernels.slices import column_counts, transpose
 from mfrec.models import training
 from mfrec.models.base import FactorModel
 from mfrec.kernels.threads import get_num_threads
@@ -567,8 +567,12 @@ class _ExplicitPlan(ALSPlan):
 
     def side(self, name: str) -> RowBlock:
         if name not in self._sides:
-            m = self.inter.matrix if name == "user" else self.inter.matrix.T.tocsr()
-            self._sides[name] = row_block(m.indptr, m.indices, m.data, None, 0, m.shape[0])
+            m = self.inter.matrix
+            if name == "user":
+                indptr, indices, ratings = m.indptr, m.indices, m.data
+            else:  # the items' ratings in one transpose (as a slice of all columns)
+                indptr, indices, (ratings,) = transpose(m.indptr, m.indices, m.shape[1], [_args.ratings(m.data)])
+            self._sides[name] = row_block(indptr, indices, ratings, None, 0, len(indptr) - 1)
         return self._sides[name]
 
     def sliced(self, name: str) -> bool:

@@ -46,10 +46,9 @@ from mfrec.kernels.als_implicit import (
     implicit_loss,
     implicit_observed_loss,
     row_order,
-    transpose_pattern,
 )
 from mfrec.kernels.dense import rank_tolerance, solve_psd
-from mfrec.kernels.slices import ColumnSlices
+from mfrec.kernels.slices import ColumnSlices, transpose
 from mfrec.kernels.threads import get_num_threads
 from mfrec.models.base import FactorModel
 from mfrec.models.training import (
@@ -627,23 +626,29 @@ class _ImplicitPlan(ALSPlan):
             csr = self.inter.matrix
             if name == "user":
                 indptr, indices, conf, pref = csr.indptr, csr.indices, self._conf, self._pref
-            else:
-                def transposed(values):
-                    # items x users by scipy's O(nnz) CSR->CSC pass (no int64 permutation: keeps the peak memory
-                    # low); explicitly stored zeros are kept, so the per-entry arrays stay aligned with the pattern
-                    return sp.csr_matrix((values, csr.indices, csr.indptr), shape=csr.shape).T.tocsr()
-
-                if self._conf.strides == (0,):  # one confidence for all: transpose the pattern alone
-                    indptr, indices = transpose_pattern(csr.indptr, csr.indices, csr.shape[1])
-                    conf = self._conf
-                else:  # confidences per entry, or the values they are read from (an Affine): transposed
-                    affine = isinstance(self._conf, Affine)
-                    t = transposed(self._conf.values if affine else self._conf)
-                    indptr, indices = t.indptr, t.indices
-                    conf = self._conf.with_values(t.data) if affine else t.data
-                pref = self._pref if self._pref.strides == (0,) else transposed(self._pref).data
+            else:  # the items' entries in one transpose, with the per-entry arrays that differ per entry
+                indptr, indices, values = transpose(csr.indptr, csr.indices, csr.shape[1], self._carried())
+                conf, pref = self._item_entries(values, len(indices))
             self._sides[name] = row_block(indptr, indices, conf, pref, 0, len(indptr) - 1, with_order=True)
         return self._sides[name]
+
+    def _carried(self) -> list[np.ndarray]:
+        """The per-entry arrays the item side takes in its transposed order: the confidences (or the values an
+        :class:`Affine` reads them from) and the preferences, each unless one value stands for all (stride 0)."""
+        conf = self._conf.values if isinstance(self._conf, Affine) else self._conf
+        return [a for a in (conf, self._pref) if a.strides != (0,)]
+
+    def _item_entries(self, values: list[np.ndarray], nnz: int) -> tuple[Any, np.ndarray]:
+        """``(conf, pref)`` of ``nnz`` item-side entries from :meth:`_carried`'s arrays transposed (``values``);
+        one value for all entries stays one value (stride 0)."""
+        conf, pref = self._conf, self._pref
+        rest = iter(values)
+        if conf.strides == (0,):
+            c = np.broadcast_to(conf[:1], (nnz,))
+        else:
+            c = conf.with_values(next(rest)) if isinstance(conf, Affine) else next(rest)
+        pr = np.broadcast_to(pref[:1], (nnz,)) if pref.strides == (0,) else next(rest)
+        return c, pr
 
     def sliced(self, name: str) -> bool:
         # the item side (a transposed copy of the data) in slices of columns on a large matrix; the gd solver
@@ -651,25 +656,15 @@ class _ImplicitPlan(ALSPlan):
         if name != "item" or self.p["solver"] == "gd":
             return False
         if self._slicer is None:
-            conf, pref = self._conf, self._pref
-            entry_bytes = 4 + sum(a.dtype.itemsize for a in (conf, pref) if a.strides != (0,))
+            entry_bytes = 4 + sum(a.dtype.itemsize for a in self._carried())
             self._slicer = column_slicer(self.inter.matrix, entry_bytes, self.theoretical_bytes) or False
         return bool(self._slicer)
 
     def slices(self, name: str) -> Iterator[RowBlock]:
-        # per slice: the transposed pattern and, when they differ per entry, the confidences (or the values an
-        # Affine reads them from) and the preferences, gathered in the slice's order
-        conf, pref = self._conf, self._pref
-        affine = isinstance(conf, Affine)
-        carried = [a for a in (conf.values if affine else conf, pref) if a.strides != (0,)]
-        n_conf = int(conf.strides != (0,))
-        for a, b, indptr, indices, values in self._slicer.passes(carried):
-            nnz = len(indices)  # a value for all entries (stride 0) stays one value
-            c = ((conf.with_values(values[0]) if affine else values[0]) if n_conf
-                 else np.broadcast_to(conf[:1], (nnz,)))
-            pr = values[n_conf] if pref.strides != (0,) else np.broadcast_to(pref[:1], (nnz,))
-            block = RowBlock(a, b, indptr, indices, c, pr, row_order(indptr))
-            del indptr, indices, values, c, pr
+        for a, b, indptr, indices, values in self._slicer.passes(self._carried()):
+            conf, pref = self._item_entries(values, len(indices))
+            block = RowBlock(a, b, indptr, indices, conf, pref, row_order(indptr))
+            del indptr, indices, values, conf, pref
             yield block
             del block
 

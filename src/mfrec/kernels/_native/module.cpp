@@ -83,14 +83,6 @@ void b_cg_mixed(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> c
 }
 
 template <typename P>
-void b_transpose_pattern(Arr<const P> indptr, Arr<const int32_t> indices, int64_t n_cols, Arr<int64_t> out_indptr,
-                         Arr<int32_t> out_indices) {
-  nb::gil_scoped_release release;
-  transpose_pattern<P, int32_t>(indptr.data(), indices.data(), (int64_t)indptr.size() - 1, n_cols, out_indptr.data(),
-                                out_indices.data());
-}
-
-template <typename P>
 void b_count_columns(Arr<const P> indptr, Arr<const int32_t> indices, Arr<int32_t> out) {
   const int n_workers = threads();
   nb::gil_scoped_release release;
@@ -411,8 +403,6 @@ NB_MODULE(_native, m) {
   BIND_T("svdpp_effective", b_svdpp_effective);
   m.def("svdpp_order", &b_svdpp_order);
   m.def("select_rows", &b_select_rows);
-  m.def("transpose_pattern", &b_transpose_pattern<int32_t>);
-  m.def("transpose_pattern", &b_transpose_pattern<int64_t>);
   m.def("count_columns", &b_count_columns<int32_t>);
   m.def("count_columns", &b_count_columns<int64_t>);
   m.def("transpose_columns", &b_transpose_columns<int32_t, float>);

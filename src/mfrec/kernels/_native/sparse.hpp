@@ -1,4 +1,5 @@
-// Sparse-structure kernels: transposing a CSR's pattern (with per-entry arrays) whole or a column slice at a time.
+// Sparse-structure kernels: counting a CSR's columns and transposing it (with per-entry arrays) a slice of columns
+// at a time (all of them at once being one slice).
 #pragma once
 
 #include <algorithm>
@@ -9,20 +10,6 @@
 #include "pool.hpp"
 
 namespace mfrec {
-
-// The pattern of the transpose of an m-row CSR with n_cols columns: out_indptr (n_cols + 1) and out_indices
-// (row numbers, increasing within each column), by one counting pass and one scatter; no values are moved.
-template <typename P, typename I>
-void transpose_pattern(const P* indptr, const I* indices, int64_t m, int64_t n_cols, int64_t* out_indptr,
-                       int32_t* out_indices) {
-  std::fill(out_indptr, out_indptr + n_cols + 1, int64_t(0));
-  const int64_t nnz = (int64_t)indptr[m];
-  for (int64_t e = 0; e < nnz; ++e) ++out_indptr[(int64_t)indices[e] + 1];
-  for (int64_t c = 0; c < n_cols; ++c) out_indptr[c + 1] += out_indptr[c];
-  std::vector<int64_t> fill(out_indptr, out_indptr + n_cols);
-  for (int64_t u = 0; u < m; ++u)
-    for (int64_t e = indptr[u]; e < (int64_t)indptr[u + 1]; ++e) out_indices[fill[(int64_t)indices[e]]++] = (int32_t)u;
-}
 
 // Entries per column in each of n_parts ranges of rows (rows m t / n_parts .. m (t + 1) / n_parts): out is
 // n_parts x n_cols, the ranges counted in parallel; no per-entry temporary.
