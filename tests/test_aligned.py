@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import mfrec
 from mfrec import _aligned
 from mfrec._random import BlockDraws, rng, uniform_matrix
-from mfrec.models.training import FINITE_PIECE, all_finite
+from mfrec.models.training import all_finite
 
 
 def on_a_line(a: np.ndarray) -> bool:
@@ -85,10 +85,28 @@ def test_fitted_factor_matrices_start_a_line(make):
     assert on_a_line(model.item_factors_) and on_a_line(model.user_factors_)
 
 
-def test_all_finite_checks_every_piece():
-    a = np.zeros(3 * FINITE_PIECE + 6, np.float32)
-    assert all_finite(a) and all_finite(a.reshape(-1, 6)) and all_finite(np.zeros((0, 4)))
-    for pos in (0, FINITE_PIECE - 1, FINITE_PIECE, len(a) - 1):
+def test_all_finite_finds_every_non_finite_value():
+    n = 3 * 2**18 + 6
+    for dt in (np.float32, np.float64):
+        a = np.zeros(n, dt)
+        assert all_finite(a) and all_finite(a.reshape(-1, 6)) and all_finite(np.zeros((0, 4), dt))
+        assert all_finite(np.full(8, np.finfo(dt).max)) and all_finite(np.array([np.finfo(dt).min, 0], dt))
+        for pos in (0, 2**18 - 1, 2**18, n - 1):
+            for bad in (np.nan, np.inf, -np.inf):
+                b = a.copy()
+                b[pos] = bad
+                assert not all_finite(b) and not all_finite(b.reshape(-1, 6))
         b = a.copy()
-        b[pos] = np.nan if pos % 2 else np.inf
+        b[[3, 9]] = np.inf, -np.inf
         assert not all_finite(b)
+
+
+def test_all_finite_allocates_nothing_large():
+    import tracemalloc
+
+    a = np.zeros((200_000, 16), np.float32)
+    tracemalloc.start()
+    all_finite(a)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 64 * 1024

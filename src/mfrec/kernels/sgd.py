@@ -36,14 +36,21 @@ __all__ = ["sgd_epoch", "sgd_epoch_shuffled", "shuffled_order", "shuffle_keys", 
 
 
 def _scales(user_scale, item_scale, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
-    """The per-row penalty multipliers as float64 arrays of the right lengths (ones when None)."""
+    """The per-row penalty multipliers as float64 arrays of the right lengths; an empty array for None (the
+    kernels read it as 1 everywhere: no per-row array of ones)."""
     out = []
     for name, a, n in (("user_scale", user_scale, n_users), ("item_scale", item_scale, n_items)):
-        a = np.ones(n) if a is None else _args.inp(a, np.float64)
+        if a is None:
+            out.append(_NO_SCALE)
+            continue
+        a = _args.inp(a, np.float64)
         if a.shape != (n,):
             raise ValueError(f"{name} must have shape ({n},), got {a.shape}")
         out.append(a)
     return out[0], out[1]
+
+
+_NO_SCALE = np.empty(0, dtype=np.float64)
 
 
 def sgd_epoch(users, items, ratings, order, X, bu, Y, bi, mu, lr, reg, bias_reg, biases, user_scale=None,
@@ -87,9 +94,10 @@ ROW_STEP = 16
 
 def row_table(indptr) -> np.ndarray:
     """``row_at`` of :func:`sgd_epoch_shuffled`: the row holding entry ``ROW_STEP k`` for each k (int32)."""
-    indptr = np.asarray(indptr)
-    nnz = int(indptr[-1])
-    return (np.searchsorted(indptr, np.arange(0, nnz, ROW_STEP), side="right") - 1).astype(np.int32)
+    # row u holds the marked entries ROW_STEP k for k in [ceil(indptr[u] / ROW_STEP), ceil(indptr[u+1] / ROW_STEP)):
+    # per-row arrays only (a search of every mark held two int64 arrays of the table's length)
+    marks = -(-np.asarray(indptr, dtype=np.int64) // ROW_STEP)
+    return np.repeat(np.arange(len(marks) - 1, dtype=np.int32), np.diff(marks))
 
 
 def shuffle_keys(gen: np.random.Generator, n: int = 4) -> np.ndarray:
@@ -226,10 +234,11 @@ def svdpp_order(indptr, keys) -> tuple[np.ndarray, np.ndarray]:
 def svdpp_effective(indptr, indices, P, Z, out=None) -> np.ndarray:
     """SVD++'s effective user factors ``p_u + |N(u)|^-1/2 sum_{j in N(u)} z_j`` ((n_users, d), the dtype of
     ``P``; the sum in float64, as the epochs form it), written into ``out`` when given; no users x items matrix
-    of the scales."""
+    of the scales. ``out`` may be ``P`` itself: each row of ``P`` is read before its row of ``out`` is written."""
     dt = P.dtype
     indptr = _args.inp(indptr, np.int64)
     out = np.empty_like(P) if out is None else out
+    if out.shape != P.shape or len(indptr) != P.shape[0] + 1 or Z.shape[1:] != P.shape[1:]:
+        raise ValueError(f"P {P.shape}, Z {Z.shape}, out {out.shape} and the CSR's {len(indptr) - 1} rows disagree")
     _native.svdpp_effective(indptr, _args.index(indices), _args.inp(P, dt), _args.inp(Z, dt), _args.out(out, dt, "out"))
     return out
-

@@ -784,9 +784,8 @@ class SGDFactorization(_ExplicitModel):
         breg = self._bias_reg()
         epoch = [0]
         count = self._count_scaled()
-        # per-step multipliers of lambda: 1 (count-scaled sum) or 1/n (uniform sum); the objective's row weights
-        weights = self._penalty_scales(csr, True)
-        steps = (None, None) if count else (1.0 / weights[0], 1.0 / weights[1])
+        # per-step multipliers of lambda: 1 (count-scaled sum: no per-row arrays) or 1/n (uniform sum)
+        steps = (None, None) if count else tuple(1.0 / w for w in self._penalty_scales(csr, True))
 
         if self.implicit_feedback:
             self._fit_svdpp(csr, gen, init_std, lr, decay, reg, breg, mu, biases, val, p, count, steps)
@@ -810,20 +809,25 @@ class SGDFactorization(_ExplicitModel):
         return self
 
     def _fit_svdpp(self, csr, gen, init_std, lr, decay, reg, breg, mu, biases, val, p, count, steps) -> None:
-        """SVD++ training: ``P`` (explicit user factors) and ``Z`` (implicit item factors) live here; after every
-        epoch ``user_factors_ = P + S Z`` with ``S`` the users x items pattern scaled by ``|N(u)|^-1/2``."""
+        """SVD++ training: the explicit user factors ``P`` and the implicit item factors ``Z`` live here; the model's
+        ``user_factors_`` become the effective factors ``P + S Z`` (``S``: the users x items pattern scaled by
+        ``|N(u)|^-1/2``, never formed).
+
+        The epochs step ``P`` in place, in the array the fit started with. The effective factors are formed
+        after an epoch only when something reads them then (the training loss, a validation set, early stopping),
+        into one array kept for the fit; otherwise once, at the end, over ``P`` itself: a fit holds no users x d
+        array beside ``P`` unless it has to."""
         dtype = self.user_factors_.dtype
         n_users, n_items = csr.shape
         indptr = csr.indptr.astype(np.int64)
         indices = np.ascontiguousarray(csr.indices, dtype=np.int32)
-        counts = np.diff(indptr)
-        P = _aligned.copy(self.user_factors_)
+        P = self.user_factors_
         Z = _aligned.normal(gen, init_std, (n_items, P.shape[1]), dtype)
         scratch = np.empty((2, P.shape[1]), dtype=np.float64)
+        with_loss = p["calculate_training_loss"]
+        every_epoch = with_loss or val is not None  # the effective factors are read after every epoch
+        effective_buffer: list[np.ndarray] = []
         epoch = [0]
-
-        def effective() -> None:
-            self.user_factors_ = svdpp_effective(indptr, indices, P, Z, out=_aligned.empty(P.shape, dtype))
 
         def step() -> None:
             # both visiting orders (users; each user's ratings) from eight keys, computed as the epoch goes: no
@@ -834,17 +838,29 @@ class SGDFactorization(_ExplicitModel):
             svdpp_epoch_shuffled(indptr, indices, csr.data, keys, P, self.user_bias_, self.item_factors_,
                                  self.item_bias_, Z, mu, step_size, reg, breg, biases, True, scratch, *steps,
                                  z_reg_per_rating=count)
-            effective()
+            if every_epoch:
+                if not effective_buffer:
+                    effective_buffer.append(_aligned.empty(P.shape, dtype))
+                self.user_factors_ = svdpp_effective(indptr, indices, P, Z, out=effective_buffer[0])
+            elif not all_finite(Z):  # the end-of-epoch check reads P (as user_factors_); Z is checked here
+                raise ModelFitError(
+                    f"{type(self).__name__}: training produced non-finite values in the implicit item factors; "
+                    "increase regularization, lower the learning rate, or use dtype='float64'")
 
-        s_u, s_i = self._penalty_scales(csr, count)
-        # z_j's weight in the objective: per rating, every rating of a user of j (sum of their counts); else once
-        s_z = _row_weighted_column_sums(indptr, indices, counts.astype(np.float64), n_items) if count else s_i
+        penalty_weights: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
         def norms(a: np.ndarray) -> np.ndarray:
             a = a.astype(np.float64)
             return a ** 2 if a.ndim == 1 else np.einsum("ij,ij->i", a, a)
 
         def objective() -> tuple[float, float]:
+            if not penalty_weights:  # only a fit with the training loss needs them
+                s_u, s_i = self._penalty_scales(csr, count)
+                # z_j's weight: per rating, every rating of a user of j (the sum of their counts); else once
+                s_z = (_row_weighted_column_sums(indptr, indices, np.diff(indptr).astype(np.float64), n_items)
+                       if count else s_i)
+                penalty_weights.append((s_u, s_i, s_z))
+            s_u, s_i, s_z = penalty_weights[0]
             sse = explicit_sse(indptr, indices, csr.data, self.user_factors_, self.user_bias_, self.item_factors_,
                                self.item_bias_, mu, biases)
             loss = sse + reg * float(s_u @ norms(P) + s_i @ norms(self.item_factors_) + s_z @ norms(Z))
@@ -852,6 +868,7 @@ class SGDFactorization(_ExplicitModel):
                 loss += breg * float(s_u @ norms(self.user_bias_) + s_i @ norms(self.item_bias_))
             return float(loss), float(np.sqrt(sse / max(csr.nnz, 1)))
 
-        effective()
-        self._train_loop(step, p["iterations"], val, p["early_stopping_rounds"], objective,
-                         p["calculate_training_loss"])
+        self._train_loop(step, p["iterations"], val, p["early_stopping_rounds"], objective, with_loss)
+        if self.user_factors_ is P:  # no epoch formed them: the effective factors once, over P
+            svdpp_effective(indptr, indices, P, Z, out=P)
+            self._check_finite()

@@ -207,6 +207,9 @@ void b_prior_rows(Arr<const P> indptr, Arr<const int32_t> indices, Arr<const dou
                                reg, prior.data(), X.data(), failed.data(), n_rows, d, threads());
 }
 
+// A per-row penalty multiplier array, or null for "1 everywhere" (an empty array: no per-row array to allocate).
+inline const double* scale_or_null(const Arr<const double>& scale) { return scale.size() ? scale.data() : nullptr; }
+
 template <typename T, typename O>
 double b_sgd_epoch(Arr<const int32_t> users, Arr<const int32_t> items, Arr<const float> ratings,
                    Arr<const O> order, Arr<T> X, Arr<T> bu, Arr<T> Y, Arr<T> bi, double mu, double lr,
@@ -216,7 +219,7 @@ double b_sgd_epoch(Arr<const int32_t> users, Arr<const int32_t> items, Arr<const
   nb::gil_scoped_release release;
   return sgd_epoch<T, int32_t, O>(users.data(), items.data(), ratings.data(), order.data(), (int64_t)order.size(),
                                   X.data(), bu.data(), Y.data(), bi.data(), d, mu, lr, reg, bias_reg, biases,
-                                  user_scale.data(), item_scale.data());
+                                  scale_or_null(user_scale), scale_or_null(item_scale));
 }
 
 template <typename T>
@@ -228,8 +231,8 @@ double b_sgd_epoch_shuffled(Arr<const int64_t> indptr, Arr<const int32_t> row_at
   nb::gil_scoped_release release;
   return sgd_epoch_shuffled<T, int32_t>(indptr.data(), row_at.data(), items.data(), ratings.data(),
                                         (int64_t)ratings.size(), keys.data(), X.data(), bu.data(), Y.data(),
-                                        bi.data(), d, mu, lr, reg, bias_reg, biases, user_scale.data(),
-                                        item_scale.data());
+                                        bi.data(), d, mu, lr, reg, bias_reg, biases, scale_or_null(user_scale),
+                                        scale_or_null(item_scale));
 }
 
 // The visiting order of sgd_epoch_shuffled written out (for its tests): out[t] = the t-th entry visited.
@@ -251,7 +254,7 @@ double b_svdpp_epoch(Arr<const int64_t> indptr, Arr<const int32_t> indices, Arr<
   return svdpp_epoch<T, int64_t, int32_t, O>(indptr.data(), indices.data(), ratings.data(), positions.data(),
                                              user_order.data(), (int64_t)user_order.size(), P.data(), bu.data(),
                                              Y.data(), bi.data(), Z.data(), d, mu, lr, reg, bias_reg, biases,
-                                             implicit, user_scale.data(), item_scale.data(), c, c + d,
+                                             implicit, scale_or_null(user_scale), scale_or_null(item_scale), c, c + d,
                                              z_reg_per_rating);
 }
 
@@ -267,7 +270,7 @@ double b_svdpp_epoch_shuffled(Arr<const int64_t> indptr, Arr<const int32_t> indi
   return svdpp_epoch_shuffled<T, int64_t, int32_t>(indptr.data(), indices.data(), ratings.data(), keys.data(),
                                                    (int64_t)indptr.size() - 1, P.data(), bu.data(), Y.data(),
                                                    bi.data(), Z.data(), d, mu, lr, reg, bias_reg, biases, implicit,
-                                                   user_scale.data(), item_scale.data(), c, c + d, z_reg_per_rating);
+                                                   scale_or_null(user_scale), scale_or_null(item_scale), c, c + d, z_reg_per_rating);
 }
 
 // The visiting orders of svdpp_epoch_shuffled written out (for its tests): the users, and each user's entries.

@@ -11,7 +11,7 @@
 namespace mfrec {
 
 // One SGD step on rating r of (u, i); returns its squared error (measured before the update). user_scale[u],
-// item_scale[i]: the multiplier of lambda and lambda_b in that row's per-rating penalty (1 for the classic
+// item_scale[i]: the multiplier of lambda and lambda_b in that row's per-rating penalty (null: 1, the classic
 // count-scaled objective, 1/n for the uniform one).
 template <typename T>
 inline double sgd_step(int64_t u, int64_t i, double r, T* X, T* bu, T* Y, T* bi, int d, double mu, double lr,
@@ -23,7 +23,7 @@ inline double sgd_step(int64_t u, int64_t i, double r, T* X, T* bu, T* Y, T* bi,
   double pred = mu + (double)dt;  // r_hat = mu + b_u + b_i + x_u . y_i
   if (biases) pred += (double)bu[u] + (double)bi[i];
   const double e = r - pred;  // e_ui = r_ui - r_hat_ui
-  const double su = user_scale[u], si = item_scale[i];
+  const double su = user_scale ? user_scale[u] : 1.0, si = item_scale ? item_scale[i] : 1.0;
   if (biases) {
     bu[u] = (T)((double)bu[u] + lr * (e - bias_reg * su * (double)bu[u]));
     bi[i] = (T)((double)bi[i] + lr * (e - bias_reg * si * (double)bi[i]));
@@ -137,7 +137,7 @@ double svdpp_epoch_with(const P* indptr, const I* indices, const float* ratings,
       for (int k = 0; k < d; ++k) c[k] *= s;
     }
     T* pr = Pf + (size_t)u * d;
-    const double su = user_scale[u], ru = reg * su;
+    const double su = user_scale ? user_scale[u] : 1.0, ru = reg * su;
     for (int64_t q = start; q < end; ++q) {
       const int64_t p = entry(q);
       const int64_t i = indices[p];
@@ -148,7 +148,7 @@ double svdpp_epoch_with(const P* indptr, const I* indices, const float* ratings,
       if (biases) pred += (double)bu[u] + (double)bi[i];
       const double e = (double)ratings[p] - pred;
       sse += e * e;
-      const double si = item_scale[i], ri = reg * si;
+      const double si = item_scale ? item_scale[i] : 1.0, ri = reg * si;
       if (biases) {
         bu[u] = (T)((double)bu[u] + lr * (e - bias_reg * su * (double)bu[u]));
         bi[i] = (T)((double)bi[i] + lr * (e - bias_reg * si * (double)bi[i]));
@@ -165,7 +165,7 @@ double svdpp_epoch_with(const P* indptr, const I* indices, const float* ratings,
         T* zr = Z + (size_t)indices[q] * d;
         // z_j is stepped once per user of j; its penalty once (uniform) or once per rating of u (the per-rating
         // objective, where every rating of u penalises all of N(u): Surprise's and Koren's SVD++)
-        const double rz = reg * item_scale[indices[q]] * (z_reg_per_rating ? (double)(end - start) : 1.0);
+        const double rz = reg * (item_scale ? item_scale[indices[q]] : 1.0) * (z_reg_per_rating ? (double)(end - start) : 1.0);
         for (int k = 0; k < d; ++k) zr[k] = (T)((double)zr[k] + lr * (s * g[k] - rz * (double)zr[k]));
       }
     }
