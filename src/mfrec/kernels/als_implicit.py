@@ -27,6 +27,8 @@ The loss itself is evaluated without touching the dense matrix::
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -92,7 +94,7 @@ def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_worke
         ``c0 Y^T Y + lambda I`` (only the upper triangle is read).
     c0 : float
         Confidence of unobserved pairs.
-    rows : (r,) int64
+    rows : (r,) int32 (other integer arrays are converted)
         Rows to solve, longest first: each thread takes the next row from a shared atomic counter, so the long
         rows are spread first and the short ones even out the end (dynamic scheduling).
     n_workers : int
@@ -116,7 +118,7 @@ def implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rows, n_worke
     to ``d eps max(diag)`` in float32 is refactorised in float64 before it is reported in ``failed``.
     """
     ip, ix, cf, pr = _common(indptr, indices, conf, pref, Y)
-    _native.implicit_cholesky_rows(ip, ix, *cf, pr, Y, _args.inp(G0, np.float64), float(c0), _args.inp(rows, np.int64),
+    _native.implicit_cholesky_rows(ip, ix, *cf, pr, Y, _args.inp(G0, np.float64), float(c0), _args.inp(rows, np.int32),
                                    int(n_workers), _args.out(X, Y.dtype, "X"), _args.out(failed, np.uint8, "failed"),
                                    _args.out(row_loss, np.float64, "row_loss"))
 
@@ -133,7 +135,7 @@ def implicit_cg_rows(indptr, indices, conf, pref, Y, G0, c0, steps, rows, n_sing
         The full symmetric ``c0 Y^T Y + lambda I``.
     steps : int
         CG iterations per row (Takacs et al. 2011 use 2-4).
-    rows : (r,) int64
+    rows : (r,) int32 (other integer arrays are converted)
         Rows to update, longest first (:func:`row_order`).
     n_single : int
         The first ``n_single`` entries of ``rows`` (the long rows) are solved one at a time; the rest in
@@ -161,7 +163,7 @@ def implicit_cg_rows(indptr, indices, conf, pref, Y, G0, c0, steps, rows, n_sing
     """
     ip, ix, cf, pr = _common(indptr, indices, conf, pref, Y)
     _native.implicit_cg_rows(ip, ix, *cf, pr, Y, _args.inp(G0, Y.dtype), float(c0), int(steps),
-                             _args.inp(rows, np.int64), int(n_single), int(n_workers), _args.out(X, Y.dtype, "X"),
+                             _args.inp(rows, np.int32), int(n_single), int(n_workers), _args.out(X, Y.dtype, "X"),
                              _args.out(row_loss, np.float64, "row_loss"))
 
 
@@ -175,7 +177,7 @@ def implicit_cg_windowed(indptr, indices, conf, pref, Y, G0, c0, steps, rows, ch
         As :func:`implicit_cg_rows`. ``indices`` should be sorted within each row for the windows to pay off;
         an unsorted row is still solved exactly (each entry is taken once, in the first window whose end
         passes it and every entry before it).
-    rows : (r,) int64
+    rows : (r,) int32 (other integer arrays are converted)
         The rows to update, chunk after chunk: chunk ``c`` is ``rows[chunk_start[c]:chunk_start[c + 1]]``.
     chunk_start : (n_chunks + 1,) int64
         Chunk boundaries in ``rows`` (:func:`window_plan`); each chunk is one work item of one thread.
@@ -195,7 +197,7 @@ def implicit_cg_windowed(indptr, indices, conf, pref, Y, G0, c0, steps, rows, ch
     """
     ip, ix, cf, pr = _common(indptr, indices, conf, pref, Y)
     _native.implicit_cg_windowed(ip, ix, *cf, pr, Y, _args.inp(G0, Y.dtype), float(c0), int(steps),
-                                 _args.inp(rows, np.int64), _args.inp(chunk_start, np.int64), int(window),
+                                 _args.inp(rows, np.int32), _args.inp(chunk_start, np.int64), int(window),
                                  int(n_workers), _args.out(X, Y.dtype, "X"), _args.out(row_loss, np.float64, "row_loss"))
 
 
@@ -212,13 +214,14 @@ def implicit_cg_mixed(indptr, indices, conf, pref, Y, G0, c0, steps, long_rows, 
     """
     ip, ix, cf, pr = _common(indptr, indices, conf, pref, Y)
     _native.implicit_cg_mixed(ip, ix, *cf, pr, Y, _args.inp(G0, Y.dtype), float(c0), int(steps),
-                              _args.inp(long_rows, np.int64), _args.inp(chunk_start, np.int64), int(window),
-                              _args.inp(short_rows, np.int64), int(n_single), int(n_workers),
+                              _args.inp(long_rows, np.int32), _args.inp(chunk_start, np.int64), int(window),
+                              _args.inp(short_rows, np.int32), int(n_single), int(n_workers),
                               _args.out(X, Y.dtype, "X"), _args.out(row_loss, np.float64, "row_loss"))
 
 
 def window_plan(order: np.ndarray, lengths_sorted: np.ndarray, d: int, itemsize: int, n_workers: int,
-                row_bytes: int = WINDOW_ROW_BYTES, chunk_bytes: int | None = None, shared: bool = False):
+                row_bytes: int = WINDOW_ROW_BYTES, chunk_bytes: int | None = None, shared: bool = False,
+                total: int | None = None):
     """The rows a CG half-step windows (:func:`implicit_cg_windowed`) and their chunks, or None when none is long.
 
     ``order``: rows longest first, ``lengths_sorted`` their lengths. The rows whose gathered factors exceed
@@ -228,6 +231,10 @@ def window_plan(order: np.ndarray, lengths_sorted: np.ndarray, d: int, itemsize:
     with the short rows, :func:`implicit_cg_mixed`) at least the long rows' share of the entries times
     ``n_workers``, rounded up: each chunk reads every window of ``Y`` once per pass, so fewer chunks read less.
     Returns ``(n_long, rows, chunk_start)``: ``order[:n_long]`` regrouped chunk by chunk and the chunk boundaries.
+
+    ``lengths_sorted`` may hold only the first lengths (:func:`longest_lengths`), as long as it holds every row
+    whose factors exceed ``row_bytes``; then ``total``, the entries of all rows of ``order``, is needed with
+    ``shared`` (by default the sum of ``lengths_sorted``).
     """
     n_long = int(np.searchsorted(-lengths_sorted, -(row_bytes // (d * itemsize)), side="left"))
     if n_long == 0:
@@ -235,7 +242,7 @@ def window_plan(order: np.ndarray, lengths_sorted: np.ndarray, d: int, itemsize:
     budget = WINDOW_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     least = int(n_workers)
     if shared:
-        total = int(np.sum(lengths_sorted))
+        total = int(np.sum(lengths_sorted)) if total is None else int(total)
         least = max(1, -(-int(n_workers) * int(np.sum(lengths_sorted[:n_long])) // max(total, 1)))
     n_chunks = min(n_long, max(least, -(-n_long * 4 * d * itemsize // budget)))
     lap, pos = np.divmod(np.arange(n_long), n_chunks)
@@ -243,7 +250,7 @@ def window_plan(order: np.ndarray, lengths_sorted: np.ndarray, d: int, itemsize:
     by_chunk = np.argsort(chunk, kind="stable")
     chunk_start = np.zeros(n_chunks + 1, dtype=np.int64)
     np.cumsum(np.bincount(chunk, minlength=n_chunks), out=chunk_start[1:])
-    return n_long, np.ascontiguousarray(order[:n_long][by_chunk], dtype=np.int64), chunk_start
+    return n_long, np.ascontiguousarray(order[:n_long][by_chunk], dtype=np.int32), chunk_start
 
 
 # ---------------------------------------------------------------------------------- loss and its gradient
@@ -308,9 +315,21 @@ def implicit_loss(indptr, indices, conf, pref, X, Y, c0: float, reg: float, obse
 
 
 def row_order(indptr: np.ndarray) -> np.ndarray:
-    """Row indices sorted by decreasing length (int64): long rows first, for load balance."""
-    lengths = np.diff(indptr)
-    return np.argsort(-lengths, kind="stable").astype(np.int64)
+    """Row indices sorted by decreasing length (int32, the kernels' row lists): long rows first, for load balance."""
+    return np.argsort(-np.diff(indptr), kind="stable").astype(np.int32)
+
+
+def longest_lengths(indptr: np.ndarray, order: np.ndarray, above: int) -> np.ndarray:
+    """The lengths (int64) of the first rows of ``order`` (rows longest first, :func:`row_order`) that hold more
+    than ``above`` entries, in that order.
+
+    A binary search over ``order`` finds where they end, and only their lengths are read: no array over all
+    rows (the half-steps' length arrays were a transient of 8-24 bytes per row at a fit's peak).
+    """
+    n = bisect.bisect_left(range(len(order)), True,
+                           key=lambda k: int(indptr[order[k] + 1]) - int(indptr[order[k]]) <= above)
+    head = order[:n]
+    return np.asarray(indptr[head + 1], dtype=np.int64) - np.asarray(indptr[head], dtype=np.int64)
 
 
 def transpose_entries(indptr, indices, n_cols: int):
@@ -327,11 +346,12 @@ def transpose_entries(indptr, indices, n_cols: int):
     return indptr_t, rows[perm].astype(np.int32), perm
 
 
-#: entries per gathered block of a long row: two (block, d) scratch arrays (2 MiB each at d = 128 float32)
+#: entries per gathered block of a long row: two (block, d) scratch arrays (1 MiB each at d = 128 float32)
 #: instead of two copies of the whole row's factors (134k x 128 x 4 B = 69 MB each on the issue's matrix). At
 #: 16384 entries the blocks were 0.06x of data + factors in the Cholesky fit's peak on that matrix (1.39x -> 1.33x
-#: at d = 64, 1.31x -> 1.24x at d = 128 with 4096), and the GEMMs over 4096 rows run as fast.
-LONG_ROW_BLOCK = 4096
+#: at d = 64, 1.31x -> 1.24x at d = 128 with 4096); 4096 -> 2048 took another 0.01x (the long rows hold 3 % of
+#: the entries there, and GEMMs over 2048 rows run about as fast).
+LONG_ROW_BLOCK = 2048
 
 
 def _solve_long_rows(indptr, indices, conf, pref, Y, G0, c0, long_rows, X, failed, row_loss=None,
@@ -424,8 +444,7 @@ def half_step(
     with threadpool_limits(limits=1, user_api="blas"):
         G0 = gram_base(Y, c0, reg, YtY)
     if solver == "cholesky":
-        lengths = np.diff(indptr)[order]
-        n_long = int(np.searchsorted(-lengths, -long_row, side="left"))  # order is by decreasing length
+        n_long = len(longest_lengths(indptr, order, long_row - 1))  # rows of at least long_row entries
         if n_long:
             _solve_long_rows(indptr, indices, conf, pref, Y, G0, c0, order[:n_long], X, failed, row_loss)
         rest = order[n_long:]
@@ -435,12 +454,17 @@ def half_step(
                                        failed, row_loss)
     elif solver == "cg":
         G0f = G0.astype(Y.dtype)
-        lengths = np.diff(indptr)[order]
+        # the lengths of the rows the plan and the lock-step split look at: those longer than lockstep_max, and
+        # every windowed row (longer than row_bytes of factors)
+        window_rows = window_row_bytes // (Y.shape[1] * Y.dtype.itemsize)
+        lengths = longest_lengths(indptr, order, min(int(lockstep_max), window_rows - 1))
+        total = int(np.sum(np.asarray(indptr[order + 1], dtype=np.int64) - indptr[order])) if len(order) < \
+            len(indptr) - 1 else int(indptr[-1]) - int(indptr[0])
         plan = window_plan(order, lengths, Y.shape[1], Y.dtype.itemsize, get_num_threads(), row_bytes=window_row_bytes,
-                           shared=True)
+                           shared=True, total=total)
         rest, rest_lengths = order, lengths
         window = max(1, window_bytes // (Y.shape[1] * Y.dtype.itemsize))
-        long_rows, chunk_start = np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
+        long_rows, chunk_start = np.zeros(0, dtype=np.int32), np.zeros(1, dtype=np.int64)
         if plan is not None:
             n_long, long_rows, chunk_start = plan
             rest, rest_lengths = order[n_long:], lengths[n_long:]

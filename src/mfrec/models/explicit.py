@@ -559,7 +559,7 @@ class _ExplicitPlan(ALSPlan):
         self.reg, self.fw = p["regularization"], model._count_scaled()
         self._small = {"mu": float(model.global_bias_), "reg": self.reg, "fw": self.fw,
                        "biases": bool(model.biases), "breg": model._bias_reg()}
-        self.scales = None if sharded else model._penalty_scales(csr, self.fw)  # (sharded: summed by the blocks)
+        self._scales: tuple[np.ndarray, np.ndarray] | None = None  # the loss's penalty scales, taken when first needed
         self.theoretical_bytes = (n_users + n_items) * (d + 1) * np.dtype(dt).itemsize
         self._sides: dict[str, RowBlock] = {}
         self._slicer: Any = None  # ColumnSlices, or False: the item side is built whole
@@ -647,7 +647,9 @@ class _ExplicitPlan(ALSPlan):
             (pu, bu), (pi, bi) = self._penalties["user"], self._penalties["item"]
             loss, rmse = self.model._loss_from_parts(self._sse, self.reg, pu + pi, bu + bi, self.nnz)
         else:
-            loss, rmse = self.model._loss_from_sse(self._sse, self.reg, self.scales, self.nnz)
+            if self._scales is None:  # (a fit without the training loss holds no per-row scales)
+                self._scales = self.model._penalty_scales(self.inter.matrix, self.fw)
+            loss, rmse = self.model._loss_from_sse(self._sse, self.reg, self._scales, self.nnz)
         return {"loss": loss, "rmse": rmse}
 
     def validate(self) -> float:

@@ -147,7 +147,10 @@ def row_block(indptr, indices, values, pref, start: int, stop: int, with_order: 
 
     s, e = int(indptr[start]), int(indptr[stop])
     ip_dt = np.int32 if e - s < np.iinfo(np.int32).max else np.int64  # the local fit's dtype when it fits
-    ip = (np.asarray(indptr[start:stop + 1], dtype=np.int64) - s).astype(ip_dt)
+    if s == 0 and np.asarray(indptr).dtype == ip_dt:  # the pointers as they are (a view: no copy per row)
+        ip = np.asarray(indptr)[start:stop + 1]
+    else:
+        ip = (np.asarray(indptr[start:stop + 1], dtype=np.int64) - s).astype(ip_dt)
 
     def entries(a):  # a per-entry array's part; one value broadcast with stride 0 stays so (no memory)
         if a is None:

@@ -15,6 +15,10 @@
 
 namespace mfrec {
 
+// A row number in the lists of rows a half-step solves (row_order's, window_plan's): int32, half an int64 per row
+// of the side (the user side's order was 1.5 MB of the implicit benchmark's peak); a side has fewer than 2^31 rows.
+using RowId = int32_t;
+
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
 #define MFREC_SHUFFLE_KERNELS 1
 // The eight sums of eight 64-byte vectors in lanes 0..7 of the result: a pairwise transpose-and-add tree, four
@@ -312,7 +316,7 @@ constexpr int GRAM_CHUNK = 128;
 // triangle read). row_loss: n_rows doubles or null.
 template <typename T, typename P, typename I>
 void implicit_cholesky_rows(const P* indptr, const I* indices, Strided<T> conf, Strided<T> pref, const T* Y,
-                            const double* G0, double c0, const int64_t* rows, int64_t n, int n_threads, int d, T* X,
+                            const double* G0, double c0, const RowId* rows, int64_t n, int n_threads, int d, T* X,
                             uint8_t* failed, double* row_loss) {
   std::atomic<int64_t> next{0};
   const T cz = (T)c0;
@@ -393,7 +397,7 @@ struct CgSide {
 // Work item g of implicit_cg_rows: single row g for g < n_single, else the group of four rows from
 // n_single + 4 (g - n_single). buf: 16 d values of scratch.
 template <typename T, typename P, typename I>
-void cg_rows_item(const CgSide<T, P, I>& s, const int64_t* rows, int64_t n, int64_t n_single, int64_t g, T* buf) {
+void cg_rows_item(const CgSide<T, P, I>& s, const RowId* rows, int64_t n, int64_t n_single, int64_t g, T* buf) {
   const int d = s.d;
   const P* indptr = s.indptr;
   const T cz = (T)s.c0;
@@ -475,7 +479,7 @@ inline int64_t cg_rows_items(int64_t n, int64_t n_single) { return n_single + (n
 
 // Chunk mem[0..K) of implicit_cg_windowed: its rows advance in lock-step over windows of `window` fixed rows.
 template <typename T, typename P, typename I>
-void cg_windowed_chunk(const CgSide<T, P, I>& s, const int64_t* mem, int K, int64_t window) {
+void cg_windowed_chunk(const CgSide<T, P, I>& s, const RowId* mem, int K, int64_t window) {
   if (K <= 0) return;
   const int d = s.d;
   const P* indptr = s.indptr;
@@ -547,7 +551,7 @@ void cg_windowed_chunk(const CgSide<T, P, I>& s, const int64_t* mem, int K, int6
 // G0 is in T (full symmetric). A row stops (keeps its current x) once r.r <= 1e-30 (or NaN) or p.Ap <= 0.
 template <typename T, typename P, typename I>
 void implicit_cg_rows(const P* indptr, const I* indices, Strided<T> conf, Strided<T> pref, const T* Y, const T* G0,
-                      double c0, int steps, const int64_t* rows, int64_t n, int64_t n_single, int n_threads, int d,
+                      double c0, int steps, const RowId* rows, int64_t n, int64_t n_single, int n_threads, int d,
                       T* X, double* row_loss) {
   const CgSide<T, P, I> s{indptr, indices, conf, pref, Y, 0, G0, c0, steps, d, X, row_loss};
   const int64_t n_items = cg_rows_items(n, n_single);
@@ -569,7 +573,7 @@ void implicit_cg_rows(const P* indptr, const I* indices, Strided<T> conf, Stride
 // the eight-entry groups of gram_apply start), whatever the chunks or threads.
 template <typename T, typename P, typename I>
 void implicit_cg_windowed(const P* indptr, const I* indices, Strided<T> conf, Strided<T> pref, const T* Y,
-                          int64_t n_fixed, const T* G0, double c0, int steps, const int64_t* rows,
+                          int64_t n_fixed, const T* G0, double c0, int steps, const RowId* rows,
                           const int64_t* chunk_start, int64_t n_chunks, int64_t window, int n_threads, int d, T* X,
                           double* row_loss) {
   const CgSide<T, P, I> s{indptr, indices, conf, pref, Y, n_fixed, G0, c0, steps, d, X, row_loss};
@@ -586,8 +590,8 @@ void implicit_cg_windowed(const P* indptr, const I* indices, Strided<T> conf, St
 // needs no more chunks than its long rows' share of the work (one chunk reads each window of Y once per pass).
 template <typename T, typename P, typename I>
 void implicit_cg_mixed(const P* indptr, const I* indices, Strided<T> conf, Strided<T> pref, const T* Y,
-                       int64_t n_fixed, const T* G0, double c0, int steps, const int64_t* long_rows,
-                       const int64_t* chunk_start, int64_t n_chunks, int64_t window, const int64_t* short_rows,
+                       int64_t n_fixed, const T* G0, double c0, int steps, const RowId* long_rows,
+                       const int64_t* chunk_start, int64_t n_chunks, int64_t window, const RowId* short_rows,
                        int64_t n_short, int64_t n_single, int n_threads, int d, T* X, double* row_loss) {
   const CgSide<T, P, I> s{indptr, indices, conf, pref, Y, n_fixed, G0, c0, steps, d, X, row_loss};
   window = std::max<int64_t>(1, window);

@@ -34,7 +34,7 @@ Strided<T> strided(const Vec1<const T>& a, double offset = 0.0, double scale = 1
 template <typename T, typename P>
 void b_cholesky_rows(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, double conf_a,
                      double conf_b, Vec1<const T> pref, Arr<const T> Y, Arr<const double> G0, double c0,
-                     Arr<const int64_t> rows, int n_workers, Arr<T> X, Arr<uint8_t> failed, Arr<double> row_loss) {
+                     Arr<const int32_t> rows, int n_workers, Arr<T> X, Arr<uint8_t> failed, Arr<double> row_loss) {
   const int d = (int)Y.shape(1);
   double* rl = row_loss.size() ? row_loss.data() : nullptr;
   nb::gil_scoped_release release;
@@ -45,7 +45,7 @@ void b_cholesky_rows(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const
 
 template <typename T, typename P>
 void b_cg_rows(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, double conf_a, double conf_b,
-               Vec1<const T> pref, Arr<const T> Y, Arr<const T> G0, double c0, int steps, Arr<const int64_t> rows,
+               Vec1<const T> pref, Arr<const T> Y, Arr<const T> G0, double c0, int steps, Arr<const int32_t> rows,
                int64_t n_single, int n_workers, Arr<T> X, Arr<double> row_loss) {
   const int d = (int)Y.shape(1);
   double* rl = row_loss.size() ? row_loss.data() : nullptr;
@@ -57,7 +57,7 @@ void b_cg_rows(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> co
 
 template <typename T, typename P>
 void b_cg_windowed(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, double conf_a, double conf_b,
-                   Vec1<const T> pref, Arr<const T> Y, Arr<const T> G0, double c0, int steps, Arr<const int64_t> rows,
+                   Vec1<const T> pref, Arr<const T> Y, Arr<const T> G0, double c0, int steps, Arr<const int32_t> rows,
                    Arr<const int64_t> chunk_start, int64_t window, int n_workers, Arr<T> X, Arr<double> row_loss) {
   const int d = (int)Y.shape(1);
   double* rl = row_loss.size() ? row_loss.data() : nullptr;
@@ -70,8 +70,8 @@ void b_cg_windowed(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T
 
 template <typename T, typename P>
 void b_cg_mixed(Arr<const P> indptr, Arr<const int32_t> indices, Vec1<const T> conf, double conf_a, double conf_b,
-                Vec1<const T> pref, Arr<const T> Y, Arr<const T> G0, double c0, int steps, Arr<const int64_t> long_rows,
-                Arr<const int64_t> chunk_start, int64_t window, Arr<const int64_t> short_rows, int64_t n_single,
+                Vec1<const T> pref, Arr<const T> Y, Arr<const T> G0, double c0, int steps, Arr<const int32_t> long_rows,
+                Arr<const int64_t> chunk_start, int64_t window, Arr<const int32_t> short_rows, int64_t n_single,
                 int n_workers, Arr<T> X, Arr<double> row_loss) {
   const int d = (int)Y.shape(1);
   double* rl = row_loss.size() ? row_loss.data() : nullptr;
