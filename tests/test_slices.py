@@ -229,3 +229,45 @@ def test_a_sliced_fit_never_holds_the_whole_transposed_side(sliced):
     factors = (a.shape[0] + a.shape[1]) * 8 * 4
     assert peaks[0] - factors > transposed  # the whole side: its transposed copy at least
     assert peaks[1] - factors < transposed / 3, (peaks, factors, transposed)  # a seventh and a count per row
+
+
+@pytest.fixture(scope="module")
+def power_law_2m():
+    """A 60k x 8k matrix of 2.3M entries with power-law item popularity (the benchmarks' shape in small): large
+    enough for the item side to be sliced at the default thresholds."""
+    rng = np.random.default_rng(0)
+    n_users, n_items, nnz = 60_000, 8_000, 2_400_000
+    pop = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    cols = rng.choice(n_items, size=nnz, p=pop / pop.sum()).astype(np.int32)
+    rows = rng.integers(0, n_users, nnz).astype(np.int32)
+    m = sp.csr_matrix((np.ones(nnz, np.float32), (rows, cols)), shape=(n_users, n_items))
+    m.sum_duplicates()
+    m.data[:] = 1
+    assert m.nnz > training.SLICE_ABOVE
+    return m
+
+
+@pytest.mark.parametrize("case", ["implicit cg", "implicit cholesky", "implicit cg, values 1-5", "explicit"])
+def test_an_als_fit_peaks_within_a_tenth_above_data_and_factors(power_law_2m, case):
+    """Issue 19's memory bound, by tracemalloc, at d = 64 (factors about as large as the data, as in the
+    benchmarks): every array the fit allocates, the factors included, stays within 0.1x (data + factors) of the
+    factors. What is above them: a slice of the transposed item side, the count of entries taken per row, the
+    row lists (int32)."""
+    m = power_law_2m.copy()
+    if "values" in case or case == "explicit":
+        m.data = (1 + np.arange(m.nnz) % 5).astype(np.float32)
+    d = 64
+    if case == "explicit":
+        inter = mfrec.Interactions(m)
+        model = mfrec.ExplicitALS(factors=d, iterations=1, biases=False, calculate_training_loss=False)
+    else:
+        inter = mfrec.Interactions.from_matrix(m)
+        model = mfrec.ImplicitALS(factors=d, iterations=1, solver=case.split()[1].strip(","),
+                                  calculate_training_loss=False)
+    tracemalloc.start()
+    model.fit(inter)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    data = m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
+    factors = (m.shape[0] + m.shape[1]) * d * 4
+    assert (data + peak) / (data + factors) <= 1.1, (peak, factors, data)

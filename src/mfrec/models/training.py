@@ -49,13 +49,14 @@ Kernel = Callable[..., tuple[tuple, dict]]
 #: The item side of a local fit on more than SLICE_ABOVE entries is solved in slices of columns (see
 #: :meth:`ALSPlan.slices`): as many as keep one slice's transposed arrays within SLICE_SHARE of (data + factors),
 #: 2 to MAX_SLICES, none under MIN_SLICE entries. Below SLICE_ABOVE the whole transposed side (8 MB of pattern at
-#: most) is built once per fit. Each slice is transposed again every iteration (0.055 s on the implicit
-#: benchmark, 200k x 50k with 9.4M entries) and long items in different slices share fewer passes over the fixed
-#: factors, so more slices cost time: there, CG at d = 64 in 6 slices took 3-15 % longer per iteration than
-#: whole, at d = 128 in 4 and Cholesky about the same, with values in 6 about 30 % longer (docs/benchmarks.md).
+#: most) is built once per fit. Each slice is transposed again every iteration (the whole pass: 0.055 s for the
+#: pattern of the implicit benchmark, 200k x 50k with 9.4M entries, 0.10 s with values) and long items in
+#: different slices share fewer passes over the fixed factors, so more slices cost time: there, CG at d = 64 in 6
+#: slices took 3-15 % longer per iteration than whole, at d = 128 in 4 and Cholesky about the same; with values,
+#: 6 slices about 30 % and 8 another 5-10 % (memory 1.12x -> 1.10x at d = 64; docs/benchmarks.md).
 SLICE_ABOVE = 1 << 21
 SLICE_SHARE = 0.05
-MAX_SLICES = 6
+MAX_SLICES = 8
 MIN_SLICE = 1 << 18
 #: ExplicitALS's cap: its rows are solved one by one (no passes shared between items), so a slice costs only its
 #: transposition: 11 slices at 4M ratings took 0.82-0.93 s/iter against 0.82-0.83 in 6, memory 1.17x -> 1.12x
