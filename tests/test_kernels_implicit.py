@@ -599,3 +599,17 @@ def test_half_step_rejects_a_bad_row_loss_buffer():
     indptr, indices, conf, pref, X, Y = uneven_problem(1, 6, n=5, d=3, dtype=np.float64)
     with pytest.raises(ValueError, match="row_loss"):
         K.half_step(indptr, indices, conf, pref, Y, X, c0=1.0, reg=0.1, solver="cg", row_loss=np.zeros(5))
+
+
+def test_single_threaded_blas_limits_every_blas_and_restores_it():
+    from threadpoolctl import threadpool_info
+
+    from mfrec.kernels.threads import single_threaded_blas
+
+    before = {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert before, "numpy's and scipy's BLAS are loaded with mfrec"
+    for _ in range(2):  # the controller is made once and reused
+        with single_threaded_blas():
+            inside = {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+            assert set(inside) == set(before) and set(inside.values()) == {1}
+        assert {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == before

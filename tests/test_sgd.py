@@ -609,11 +609,10 @@ def test_no_penalty_scales_means_ones(svdpp):
     """None scales reach the kernels as empty arrays (read as 1 everywhere, no per-row ones): bit for bit the
     epoch with arrays of ones."""
     rng = np.random.default_rng(8)
-    lengths = rng.integers(0, 30, size=40)
+    n_items, d = 19, 4
+    lengths = np.minimum(rng.integers(0, 30, size=40), n_items)  # empty rows, rows longer than ROW_STEP
+    items = np.concatenate([np.sort(rng.choice(n_items, k, replace=False)) for k in lengths])
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    nnz, n_items, d = int(indptr[-1]), 19, 4
-    items = np.concatenate([np.sort(rng.choice(n_items, k, replace=False)) for k in np.minimum(lengths, n_items)])
-    indptr = np.concatenate([[0], np.cumsum(np.minimum(lengths, n_items))]).astype(np.int64)
     items, ratings = items.astype(np.int32), rng.integers(1, 6, size=len(items)).astype(np.float32)
     state = [rng.normal(0, 0.1, (len(lengths), d)).astype(np.float32), np.zeros(len(lengths), np.float32),
              rng.normal(0, 0.1, (n_items, d)).astype(np.float32), np.zeros(n_items, np.float32)]

@@ -30,11 +30,10 @@ from __future__ import annotations
 import bisect
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from mfrec.kernels import _args, _native
 from mfrec.kernels.dense import rank_tolerance, solve_psd
-from mfrec.kernels.threads import get_num_threads
+from mfrec.kernels.threads import get_num_threads, single_threaded_blas
 
 __all__ = [
     "implicit_cholesky_rows",
@@ -441,7 +440,7 @@ def half_step(
     # G0 = c0 Y^T Y + lambda I with single-threaded BLAS: after a call on a 2-thread OpenBLAS pool its worker
     # keeps spinning (~0.1 s, measured: a d = 128 CG item half-step took 0.30 s CPU instead of 0.17 s) and
     # competes with the kernel threads that follow; one thread costs a few ms more on the GEMM itself
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_threaded_blas():
         G0 = gram_base(Y, c0, reg, YtY)
     if solver == "cholesky":
         n_long = len(longest_lengths(indptr, order, long_row - 1))  # rows of at least long_row entries
@@ -449,7 +448,7 @@ def half_step(
             _solve_long_rows(indptr, indices, conf, pref, Y, G0, c0, order[:n_long], X, failed, row_loss)
         rest = order[n_long:]
         if len(rest):
-            with threadpool_limits(limits=1, user_api="blas"):
+            with single_threaded_blas():
                 implicit_cholesky_rows(indptr, indices, conf, pref, Y, G0, c0, rest, get_num_threads(), X,
                                        failed, row_loss)
     elif solver == "cg":
@@ -469,7 +468,7 @@ def half_step(
             n_long, long_rows, chunk_start = plan
             rest, rest_lengths = order[n_long:], lengths[n_long:]
         n_single = int(np.searchsorted(-rest_lengths, -lockstep_max, side="left"))  # rows longer than that
-        with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():
             implicit_cg_mixed(indptr, indices, conf, pref, Y, G0f, c0, int(cg_steps), long_rows, chunk_start, window,
                               rest, n_single, get_num_threads(), X, row_loss)
     else:  # pragma: no cover - validated by the model

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from mfrec.kernels import _native
 
-__all__ = ["get_num_threads", "set_num_threads", "limit_threads", "max_threads"]
+__all__ = ["get_num_threads", "set_num_threads", "limit_threads", "max_threads", "single_threaded_blas"]
 
 
 def get_num_threads() -> int:
@@ -44,3 +44,20 @@ def limit_threads(n: int | None) -> Iterator[int]:
         yield get_num_threads()
     finally:
         set_num_threads(old)
+
+
+_CONTROLLER: list = []  # threadpoolctl's ThreadpoolController, made at the first single_threaded_blas()
+
+
+def single_threaded_blas():
+    """A context in which BLAS runs on one thread (threadpoolctl), from one controller kept for the process.
+
+    ``threadpoolctl.threadpool_limits`` finds the loaded libraries again at every call: 1 ms each, a few dozen
+    times per iteration of a sliced ALS fit, and the Python objects of that scan were the peak of a small fit's
+    traced memory. The controller is made at the first call, after ``import mfrec`` has loaded numpy's and
+    scipy's BLAS (a BLAS loaded later in the process is not limited)."""
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
 from mfrec._params import check_choice, check_dtype, check_float, check_int
 from mfrec._random import BlockDraws, rng
@@ -27,7 +26,7 @@ from mfrec.kernels.als_explicit import als_explicit_step
 from mfrec.kernels.als_implicit import half_step, implicit_observed_loss
 from mfrec.kernels.dense import rank_tolerance, solve_psd
 from mfrec.kernels.hybrid import attribute_regression, map_system, neighbor_map, prior_half_step
-from mfrec.kernels.threads import get_num_threads
+from mfrec.kernels.threads import get_num_threads, single_threaded_blas
 from mfrec.models.base import FactorModel
 from mfrec.models.training import ALSPlan, RowBlock, check_factor_memory, run, threads_and_blas
 from mfrec.persist import register_model
@@ -121,7 +120,7 @@ class ContentBased(FactorModel):
         csr = inter.matrix
         X = np.zeros((n_users, d), dtype=np.float64)
         mu = 0.0
-        with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():
             if mode == "explicit":
                 mu = float(csr.data.mean())
                 bias = np.zeros(1)

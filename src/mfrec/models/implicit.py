@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
 from mfrec import _aligned
 from mfrec._params import check_bool, check_choice, check_dtype, check_float, check_int
@@ -49,7 +48,7 @@ from mfrec.kernels.als_implicit import (
 )
 from mfrec.kernels.dense import rank_tolerance, solve_psd
 from mfrec.kernels.slices import ColumnSlices, transpose
-from mfrec.kernels.threads import get_num_threads
+from mfrec.kernels.threads import get_num_threads, single_threaded_blas
 from mfrec.models.base import FactorModel
 from mfrec.models.training import (
     ALSPlan,
@@ -677,7 +676,7 @@ class _ImplicitPlan(ALSPlan):
 
     def _gram(self, name: str) -> np.ndarray:
         if name not in self._grams:
-            with threadpool_limits(limits=1, user_api="blas"):
+            with single_threaded_blas():
                 self._grams[name] = factor_gram(self._factors(name))
         return self._grams[name]
 

@@ -430,13 +430,12 @@ def run(plan: ALSPlan, executor: Any = None, on_iteration: Callable[[int, Any], 
 @contextlib.contextmanager
 def threads_and_blas(num_threads: int | None, blas_single: bool) -> Iterator[None]:
     """The kernels on ``num_threads`` pool threads (None: the pool's), BLAS on one thread when ``blas_single``."""
-    from threadpoolctl import threadpool_limits
-
-    from mfrec.kernels.threads import limit_threads
+    
+    from mfrec.kernels.threads import limit_threads, single_threaded_blas
 
     with limit_threads(num_threads or None):
         if blas_single:
-            with threadpool_limits(limits=1, user_api="blas"):
+            with single_threaded_blas():
                 yield
         else:
             yield
