@@ -502,7 +502,9 @@ def penalty_scale(counts: np.ndarray, frequency_weighted: bool) -> np.ndarray:
 def weighted_square_sum(a: np.ndarray, weight: np.ndarray) -> float:
     """``sum_r weight[r] ||a[r]||^2`` in float64 for ``a`` of shape (n,) or (n, d): rows converted a piece of
     1/64 of ``a`` (4096 to 65536 values) at a time. A float64 copy of ``a``, or ``np.einsum``'s conversion
-    buffers (three of 8192 values), took a tenth of a small fit's memory beside its factors (MovieLens-100K)."""
+    buffers (three of 8192 values), took a tenth of a small fit's memory beside its factors (MovieLens-100K;
+    pieces of 1/16 still took 0.06x there). The cost is a Python round per piece: 0.5-0.8 ms more per SGD
+    epoch with the loss on MovieLens-100K (against one einsum), tens of ms per 64M values."""
     a = np.asarray(a)
     rows = a.reshape(len(a), -1)
     step = max(1, min(1 << 16, max(1 << 12, rows.size // 64)) // max(1, rows.shape[1]))
