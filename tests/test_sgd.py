@@ -551,13 +551,15 @@ def test_svdpp_effective_factors_are_p_plus_the_scaled_sum_of_z():
                                rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("loss", [False, True], ids=["", "with the loss"])
 @pytest.mark.parametrize("svdpp", [False, True], ids=["SVD", "SVD++"])
 @pytest.mark.parametrize("shape", [(3000, 400, 200_000, 8), (900, 1700, 80_000, 100)], ids=["data", "factors"])
-def test_an_sgd_fit_peaks_within_a_tenth_above_data_and_factors(svdpp, shape):
+def test_an_sgd_fit_peaks_within_a_tenth_above_data_and_factors(svdpp, shape, loss):
     """Issue 19's memory bound, by tracemalloc: every array a fit allocates (the factors included) stays within
     0.1x (data + factors) of the factors, where the data dominate and where the factors do (MovieLens-100K's
     shape at d = 100). No per-rating arrays (users and order took 8 bytes per rating), no ones per row, no
-    users x d array beside SVD++'s P, no boolean mask for the finite check."""
+    users x d array beside SVD++'s P (with the loss: formed a sixteenth of the users at a time), no boolean mask
+    for the finite check."""
     import tracemalloc
 
     n_users, n_items, nnz, d = shape
@@ -565,7 +567,7 @@ def test_an_sgd_fit_peaks_within_a_tenth_above_data_and_factors(svdpp, shape):
     frame = pd.DataFrame({"user": rng.integers(0, n_users, nnz), "item": rng.integers(0, n_items, nnz),
                           "rating": rng.integers(1, 6, nnz).astype(np.float32)}).drop_duplicates(["user", "item"])
     data = Interactions.from_frame(frame, user="user", item="item", value="rating")
-    model = SGDFactorization(factors=d, epochs=2, implicit_feedback=svdpp, calculate_training_loss=False, seed=0)
+    model = SGDFactorization(factors=d, epochs=2, implicit_feedback=svdpp, calculate_training_loss=loss, seed=0)
     model.fit(data)  # first use: the kernels' module and numpy's caches
     tracemalloc.start()
     model.fit(data)

@@ -501,13 +501,13 @@ def penalty_scale(counts: np.ndarray, frequency_weighted: bool) -> np.ndarray:
 
 def weighted_square_sum(a: np.ndarray, weight: np.ndarray) -> float:
     """``sum_r weight[r] ||a[r]||^2`` in float64 for ``a`` of shape (n,) or (n, d): rows converted a piece of
-    1/64 of ``a`` (4096 to 65536 values) at a time. A float64 copy of ``a``, or ``np.einsum``'s conversion
+    1/64 of ``a`` (2048 to 65536 values) at a time. A float64 copy of ``a``, or ``np.einsum``'s conversion
     buffers (three of 8192 values), took a tenth of a small fit's memory beside its factors (MovieLens-100K;
     pieces of 1/16 still took 0.06x there). The cost is a Python round per piece: 0.5-0.8 ms more per SGD
     epoch with the loss on MovieLens-100K (against one einsum), tens of ms per 64M values."""
     a = np.asarray(a)
     rows = a.reshape(len(a), -1)
-    step = max(1, min(1 << 16, max(1 << 12, rows.size // 64)) // max(1, rows.shape[1]))
+    step = max(1, min(1 << 16, max(1 << 11, rows.size // 64)) // max(1, rows.shape[1]))
     total = 0.0
     for lo in range(0, len(rows), step):
         piece = rows[lo:lo + step].astype(np.float64)
@@ -831,9 +831,9 @@ class SGDFactorization(_ExplicitModel):
         ``|N(u)|^-1/2``, never formed).
 
         The epochs step ``P`` in place, in the array the fit started with. The effective factors are formed
-        after an epoch only when something reads them then (the training loss, a validation set, early stopping),
-        into one array kept for the fit; otherwise once, at the end, over ``P`` itself: a fit holds no users x d
-        array beside ``P`` unless it has to."""
+        after every epoch only for a validation set (and early stopping, which needs one), into one array kept
+        for the fit; the training loss forms them a sixteenth of the users at a time; otherwise they are formed
+        once, at the end, over ``P`` itself: a fit holds no users x d array beside ``P`` unless it has to."""
         dtype = self.user_factors_.dtype
         n_users, n_items = csr.shape
         indptr = csr.indptr.astype(np.int64)
@@ -842,7 +842,7 @@ class SGDFactorization(_ExplicitModel):
         Z = _aligned.normal(gen, init_std, (n_items, P.shape[1]), dtype)
         scratch = np.empty((2, P.shape[1]), dtype=np.float64)
         with_loss = p["calculate_training_loss"]
-        every_epoch = with_loss or val is not None  # the effective factors are read after every epoch
+        every_epoch = val is not None  # the validation reads the effective factors after every epoch
         effective_buffer: list[np.ndarray] = []
         epoch = [0]
 
@@ -866,16 +866,32 @@ class SGDFactorization(_ExplicitModel):
 
         penalty_weights: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
+        def effective_sse() -> float:
+            """The squared error at the effective factors: those formed after the epoch when there are, else
+            formed a piece of users at a time (1/16 of them) into one small buffer: no users x d array."""
+            args = (self.user_bias_, self.item_factors_, self.item_bias_, mu, biases)
+            if self.user_factors_ is not P:
+                return explicit_sse(indptr, indices, csr.data, self.user_factors_, *args)
+            step = max(1, -(-n_users // 16))
+            buf = _aligned.empty((min(step, n_users), P.shape[1]), dtype)
+            total = 0.0
+            for lo in range(0, n_users, step):
+                hi = min(n_users, lo + step)
+                part = svdpp_effective(indptr[lo:hi + 1], indices, P[lo:hi], Z, out=buf[:hi - lo])
+                total += explicit_sse(indptr[lo:hi + 1], indices, csr.data, part, self.user_bias_[lo:hi], *args[1:])
+            return total
+
         def objective() -> tuple[float, float]:
             if not penalty_weights:  # only a fit with the training loss needs them
                 s_u, s_i = self._penalty_scales(csr, count)
                 # z_j's weight: per rating, every rating of a user of j (the sum of their counts); else once
                 s_z = (_row_weighted_column_sums(indptr, indices, np.diff(indptr).astype(np.float64), n_items)
                        if count else s_i)
-                penalty_weights.append((s_u, s_i, s_z))
+                # counts and sums of counts: whole numbers, exact in float32 below 2^24 (half the per-row bytes)
+                exact = max(float(w.max(initial=0.0)) for w in (s_u, s_i, s_z)) < 2**24
+                penalty_weights.append(tuple(w.astype(np.float32) if exact else w for w in (s_u, s_i, s_z)))
             s_u, s_i, s_z = penalty_weights[0]
-            sse = explicit_sse(indptr, indices, csr.data, self.user_factors_, self.user_bias_, self.item_factors_,
-                               self.item_bias_, mu, biases)
+            sse = effective_sse()
             sq = weighted_square_sum
             loss = sse + reg * (sq(P, s_u) + sq(self.item_factors_, s_i) + sq(Z, s_z))
             if biases:

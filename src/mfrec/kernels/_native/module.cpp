@@ -270,7 +270,8 @@ double b_svdpp_epoch_shuffled(Arr<const int64_t> indptr, Arr<const int32_t> indi
   return svdpp_epoch_shuffled<T, int64_t, int32_t>(indptr.data(), indices.data(), ratings.data(), keys.data(),
                                                    (int64_t)indptr.size() - 1, P.data(), bu.data(), Y.data(),
                                                    bi.data(), Z.data(), d, mu, lr, reg, bias_reg, biases, implicit,
-                                                   scale_or_null(user_scale), scale_or_null(item_scale), c, c + d, z_reg_per_rating);
+                                                   scale_or_null(user_scale), scale_or_null(item_scale), c, c + d,
+                                                   z_reg_per_rating);
 }
 
 // The visiting orders of svdpp_epoch_shuffled written out (for its tests): the users, and each user's entries.

@@ -165,7 +165,8 @@ double svdpp_epoch_with(const P* indptr, const I* indices, const float* ratings,
         T* zr = Z + (size_t)indices[q] * d;
         // z_j is stepped once per user of j; its penalty once (uniform) or once per rating of u (the per-rating
         // objective, where every rating of u penalises all of N(u): Surprise's and Koren's SVD++)
-        const double rz = reg * (item_scale ? item_scale[indices[q]] : 1.0) * (z_reg_per_rating ? (double)(end - start) : 1.0);
+        const double rz = reg * (item_scale ? item_scale[indices[q]] : 1.0) *
+                          (z_reg_per_rating ? (double)(end - start) : 1.0);
         for (int k = 0; k < d; ++k) zr[k] = (T)((double)zr[k] + lr * (s * g[k] - rz * (double)zr[k]));
       }
     }
