@@ -430,7 +430,6 @@ def run(plan: ALSPlan, executor: Any = None, on_iteration: Callable[[int, Any], 
 @contextlib.contextmanager
 def threads_and_blas(num_threads: int | None, blas_single: bool) -> Iterator[None]:
     """The kernels on ``num_threads`` pool threads (None: the pool's), BLAS on one thread when ``blas_single``."""
-    
     from mfrec.kernels.threads import limit_threads, single_threaded_blas
 
     with limit_threads(num_threads or None):
